@@ -1,0 +1,85 @@
+// Command fortressctl is the Fortress admin CLI: keys, signing, status,
+// bytecode audit, kernel probe, benchmarks and maintenance. It never carries
+// the agent's kernel identity, so running it grants no agent authority.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+)
+
+// command is one fortressctl sub-command. run returns the process exit code
+// together with an error to print; a nil error with a non-zero code means the
+// command already reported its result.
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string) (int, error)
+}
+
+// commands is filled by init functions in the files of this package, one
+// file per sub-command.
+var commands = map[string]command{}
+
+func register(name, summary string, run func(ctx context.Context, args []string) (int, error)) {
+	if _, dup := commands[name]; dup {
+		panic("fortressctl: duplicate command " + name)
+	}
+	commands[name] = command{summary: summary, run: run}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage()
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "fortressctl: unknown command %q\n", args[0])
+		usage()
+		return 2
+	}
+	code, err := cmd.run(ctx, args[1:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fortressctl %s: %v\n", args[0], err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			return 2
+		}
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+// usageError marks bad command-line input (exit status 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: fortressctl COMMAND [ARGS]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(os.Stderr, "  %-12s %s\n", n, commands[n].summary)
+	}
+}
