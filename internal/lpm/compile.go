@@ -1,0 +1,311 @@
+package lpm
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// DirBuckets is the number of directory entries per family (top 16 bits).
+const DirBuckets = 1 << 16
+
+// Search bounds: the largest bucket the program can binary-search. IPv4
+// buckets cover 2^16 addresses, so they can never hold more ranges than that.
+const (
+	MaxSearchStepsV4 = 16
+	MaxSearchStepsV6 = 24
+	maxBucketV6      = 1 << MaxSearchStepsV6
+)
+
+// Entry is a prefix with the opaque, non-zero verdict word the program
+// returns for addresses it is the longest match of.
+type Entry struct {
+	Prefix  netip.Prefix
+	Verdict uint32
+}
+
+// Dir is a directory entry. Count 0: every address of the bucket has verdict
+// Val. Count >= 2: the bucket's ranges are Count entries starting at index Val
+// of the family's key and value arrays.
+type Dir struct {
+	Val   uint32
+	Count uint32
+}
+
+// Key128 is an IPv6 address as two big-endian halves.
+type Key128 struct{ Hi, Lo uint64 }
+
+func (a Key128) cmp(b Key128) int {
+	if c := cmp.Compare(a.Hi, b.Hi); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Lo, b.Lo)
+}
+
+func (a Key128) next() Key128 {
+	if a.Lo == ^uint64(0) {
+		return Key128{a.Hi + 1, 0}
+	}
+	return Key128{a.Hi, a.Lo + 1}
+}
+
+// Tables is a compiled rule set, in the exact shape of Shield's maps.
+type Tables struct {
+	V4Dir  []Dir
+	V4Keys []uint16
+	V4Vals []uint32
+	V6Dir  []Dir
+	V6Keys []Key128
+	V6Vals []uint32
+}
+
+// Ranges returns the number of stored (searched) ranges per family.
+func (t *Tables) Ranges() (v4, v6 int) { return len(t.V4Keys), len(t.V6Keys) }
+
+type span struct {
+	start, end Key128
+	bits       int
+	verdict    uint32
+}
+
+type boundary struct {
+	start   Key128
+	verdict uint32
+}
+
+// Compile builds the tables for entries. Prefixes must be unique per family
+// after masking, and verdicts non-zero.
+func Compile(entries []Entry) (*Tables, error) {
+	var v4, v6 []span
+	for _, e := range entries {
+		if e.Verdict == 0 {
+			return nil, fmt.Errorf("compile %s: verdict 0 is reserved for no match", e.Prefix)
+		}
+		if !e.Prefix.IsValid() {
+			return nil, fmt.Errorf("compile: invalid prefix")
+		}
+		s := toSpan(e.Prefix.Masked(), e.Verdict)
+		if e.Prefix.Addr().Is4() {
+			v4 = append(v4, s)
+		} else {
+			v6 = append(v6, s)
+		}
+	}
+	b4, err := boundaries(v4, Key128{0, 0xffffffff})
+	if err != nil {
+		return nil, err
+	}
+	b6, err := boundaries(v6, Key128{^uint64(0), ^uint64(0)})
+	if err != nil {
+		return nil, err
+	}
+	t := &Tables{}
+	t.V4Dir, t.V4Keys, t.V4Vals = bucketV4(b4)
+	t.V6Dir, t.V6Keys, t.V6Vals, err = bucketV6(b6)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func toSpan(p netip.Prefix, verdict uint32) span {
+	if p.Addr().Is4() {
+		a4 := p.Addr().As4()
+		start := uint64(binary.BigEndian.Uint32(a4[:]))
+		host := uint64(1)<<(32-p.Bits()) - 1
+		return span{Key128{0, start}, Key128{0, start | host}, p.Bits(), verdict}
+	}
+	a16 := p.Addr().As16()
+	start := Key128{binary.BigEndian.Uint64(a16[:8]), binary.BigEndian.Uint64(a16[8:])}
+	end := start
+	if b := p.Bits(); b <= 64 {
+		end.Hi |= hostMask(64 - b)
+		end.Lo = ^uint64(0)
+	} else {
+		end.Lo |= hostMask(128 - b)
+	}
+	return span{start, end, p.Bits(), verdict}
+}
+
+func hostMask(n int) uint64 {
+	if n >= 64 {
+		return ^uint64(0)
+	}
+	return uint64(1)<<n - 1
+}
+
+// boundaries turns possibly nested prefixes into the sorted starts of
+// disjoint ranges covering [0, max], each with its longest-match verdict.
+func boundaries(spans []span, max Key128) ([]boundary, error) {
+	slices.SortFunc(spans, func(a, b span) int {
+		if c := a.start.cmp(b.start); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.bits, b.bits)
+	})
+	for i := 1; i < len(spans); i++ {
+		if spans[i].start == spans[i-1].start && spans[i].bits == spans[i-1].bits {
+			return nil, fmt.Errorf("compile: duplicate prefix (start %x:%x /%d)", spans[i].start.Hi, spans[i].start.Lo, spans[i].bits)
+		}
+	}
+	out := make([]boundary, 0, 2*len(spans)+1)
+	emit := func(start Key128, v uint32) {
+		if n := len(out); n > 0 && out[n-1].verdict == v {
+			return
+		}
+		out = append(out, boundary{start, v})
+	}
+	var stack []span
+	top := func() uint32 {
+		if len(stack) == 0 {
+			return 0
+		}
+		return stack[len(stack)-1].verdict
+	}
+	cur := Key128{}
+	done := false
+	// pop closes the innermost open prefix: everything from cur to its end
+	// belongs to it, since all prefixes nested in it have been closed.
+	pop := func() {
+		t := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if done || t.end.cmp(cur) < 0 {
+			return
+		}
+		emit(cur, t.verdict)
+		if t.end == max {
+			done = true
+			return
+		}
+		cur = t.end.next()
+	}
+	for _, s := range spans {
+		for len(stack) > 0 && stack[len(stack)-1].end.cmp(s.start) < 0 {
+			pop()
+		}
+		if cur.cmp(s.start) < 0 {
+			emit(cur, top())
+			cur = s.start
+		}
+		stack = append(stack, s)
+	}
+	for len(stack) > 0 {
+		pop()
+	}
+	if !done {
+		emit(cur, 0)
+	}
+	return out, nil
+}
+
+func bucketV4(b []boundary) ([]Dir, []uint16, []uint32) {
+	dir := make([]Dir, DirBuckets)
+	keys := make([]uint16, 0, len(b)+len(b)/4)
+	vals := make([]uint32, 0, cap(keys))
+	i := 0
+	for bk := uint64(0); bk < DirBuckets; bk++ {
+		bs, be := bk<<16, bk<<16|0xffff
+		for i+1 < len(b) && b[i+1].start.Lo <= bs {
+			i++
+		}
+		j := i + 1
+		for j < len(b) && b[j].start.Lo <= be {
+			j++
+		}
+		if j == i+1 {
+			dir[bk] = Dir{Val: b[i].verdict}
+			continue
+		}
+		dir[bk] = Dir{Val: uint32(len(keys)), Count: uint32(j - i)}
+		keys = append(keys, 0)
+		vals = append(vals, b[i].verdict)
+		for k := i + 1; k < j; k++ {
+			keys = append(keys, uint16(b[k].start.Lo))
+			vals = append(vals, b[k].verdict)
+		}
+		i = j - 1
+	}
+	return dir, keys, vals
+}
+
+func bucketV6(b []boundary) ([]Dir, []Key128, []uint32, error) {
+	dir := make([]Dir, DirBuckets)
+	keys := make([]Key128, 0, len(b)+len(b)/4)
+	vals := make([]uint32, 0, cap(keys))
+	i := 0
+	for bk := uint64(0); bk < DirBuckets; bk++ {
+		bs := Key128{bk << 48, 0}
+		be := Key128{bk<<48 | hostMask(48), ^uint64(0)}
+		for i+1 < len(b) && b[i+1].start.cmp(bs) <= 0 {
+			i++
+		}
+		j := i + 1
+		for j < len(b) && b[j].start.cmp(be) <= 0 {
+			j++
+		}
+		if j == i+1 {
+			dir[bk] = Dir{Val: b[i].verdict}
+			continue
+		}
+		if j-i > maxBucketV6 {
+			return nil, nil, nil, fmt.Errorf("compile: %d IPv6 ranges under %04x::/16 exceed the %d the program can search", j-i, bk, maxBucketV6)
+		}
+		dir[bk] = Dir{Val: uint32(len(keys)), Count: uint32(j - i)}
+		keys = append(keys, bs)
+		vals = append(vals, b[i].verdict)
+		for k := i + 1; k < j; k++ {
+			keys = append(keys, b[k].start)
+			vals = append(vals, b[k].verdict)
+		}
+		i = j - 1
+	}
+	return dir, keys, vals, nil
+}
+
+// Lookup returns the verdict for addr exactly as the XDP program computes it
+// (same directory, same binary search), or 0 for no match.
+func (t *Tables) Lookup(addr netip.Addr) uint32 {
+	if addr.Is4() {
+		a4 := addr.As4()
+		return t.LookupV4(binary.BigEndian.Uint32(a4[:]))
+	}
+	a16 := addr.As16()
+	return t.LookupV6(Key128{binary.BigEndian.Uint64(a16[:8]), binary.BigEndian.Uint64(a16[8:])})
+}
+
+// LookupV4 looks up a host-order IPv4 address.
+func (t *Tables) LookupV4(a uint32) uint32 {
+	d := t.V4Dir[a>>16]
+	if d.Count == 0 {
+		return d.Val
+	}
+	x := uint16(a)
+	lo, n := uint32(0), d.Count
+	for n > 1 {
+		half := n / 2
+		if t.V4Keys[d.Val+lo+half] <= x {
+			lo += half
+		}
+		n -= half
+	}
+	return t.V4Vals[d.Val+lo]
+}
+
+// LookupV6 looks up an IPv6 address.
+func (t *Tables) LookupV6(a Key128) uint32 {
+	d := t.V6Dir[a.Hi>>48]
+	if d.Count == 0 {
+		return d.Val
+	}
+	lo, n := uint32(0), d.Count
+	for n > 1 {
+		half := n / 2
+		if t.V6Keys[d.Val+lo+half].cmp(a) <= 0 {
+			lo += half
+		}
+		n -= half
+	}
+	return t.V6Vals[d.Val+lo]
+}

@@ -1,0 +1,20 @@
+// Package lpm holds Shield's longest-prefix-match logic in pure Go: the rule
+// model, a plain reference LPM that serves as the oracle in tests and
+// benchmarks, and the compiler that turns a rule set into the range tables
+// the XDP program searches.
+//
+// # Table layout
+//
+// Each address family is compiled into disjoint address ranges, each carrying
+// the verdict of the most specific rule that covers it (0 where none does).
+// Adjacent ranges with the same verdict are merged. The ranges are indexed by
+// the top 16 bits of the address (the "directory"): a bucket that lies inside
+// a single range stores that range's verdict directly, so most packets cost
+// one array read; any other bucket points at its sorted run of range starts,
+// which the program binary-searches (at most 16 steps for IPv4, 24 for IPv6).
+// This is the DXR family of structures; it keeps longest-prefix semantics
+// exactly while touching one or two cache lines for typical rule sets.
+//
+// IPv4 range starts are stored as the low 16 bits (the bucket supplies the
+// rest), IPv6 ones as full 128-bit values.
+package lpm
