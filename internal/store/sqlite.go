@@ -1,0 +1,451 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
+)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS agents (
+	id TEXT PRIMARY KEY,
+	hostname TEXT NOT NULL DEFAULT '',
+	version TEXT NOT NULL DEFAULT '',
+	capabilities TEXT NOT NULL DEFAULT '[]',
+	kernel TEXT NOT NULL DEFAULT '{}',
+	epoch INTEGER NOT NULL DEFAULT 0,
+	first_seen INTEGER NOT NULL,
+	last_seen INTEGER NOT NULL,
+	connected INTEGER NOT NULL DEFAULT 0,
+	status TEXT NOT NULL DEFAULT '{}',
+	events_lost INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS streams (
+	agent_id TEXT NOT NULL,
+	epoch INTEGER NOT NULL,
+	last_seq INTEGER NOT NULL,
+	batches INTEGER NOT NULL DEFAULT 0,
+	updated INTEGER NOT NULL,
+	PRIMARY KEY (agent_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS counters (
+	agent_id TEXT NOT NULL,
+	rule TEXT NOT NULL,
+	dry_run INTEGER NOT NULL,
+	packets INTEGER NOT NULL,
+	bytes INTEGER NOT NULL,
+	updated INTEGER NOT NULL,
+	PRIMARY KEY (agent_id, rule, dry_run)
+);
+CREATE TABLE IF NOT EXISTS samples (
+	agent_id TEXT NOT NULL,
+	rule TEXT NOT NULL,
+	dry_run INTEGER NOT NULL,
+	minute INTEGER NOT NULL,
+	packets INTEGER NOT NULL,
+	bytes INTEGER NOT NULL,
+	PRIMARY KEY (agent_id, rule, dry_run, minute)
+);
+CREATE INDEX IF NOT EXISTS samples_minute ON samples (minute);
+CREATE TABLE IF NOT EXISTS events (
+	id INTEGER PRIMARY KEY AUTOINCREMENT,
+	agent_id TEXT NOT NULL,
+	ts INTEGER NOT NULL,
+	kind TEXT NOT NULL,
+	severity TEXT NOT NULL,
+	path TEXT NOT NULL,
+	op TEXT NOT NULL,
+	process TEXT NOT NULL,
+	pid INTEGER NOT NULL,
+	uid INTEGER NOT NULL,
+	detail TEXT NOT NULL,
+	denied INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE INDEX IF NOT EXISTS events_agent ON events (agent_id, id);
+`
+
+// SQLite is the embedded Storage.
+type SQLite struct {
+	w, r *sql.DB
+	// mu serialises Apply so the position cache matches the database.
+	mu  sync.Mutex
+	pos map[streamKey]uint64
+}
+
+type streamKey struct {
+	agent string
+	epoch uint64
+}
+
+var _ Storage = (*SQLite)(nil)
+
+// Open opens (creating if needed) the SQLite database at path, in WAL mode
+// with one writer connection and a few readers.
+func Open(path string) (*SQLite, error) {
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+		q.Add("_pragma", p)
+	}
+	dsn := "file:" + path + "?" + q.Encode()
+	w, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	if _, err := w.Exec(schema); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("create schema in %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	return &SQLite{w: w, r: r, pos: map[streamKey]uint64{}}, nil
+}
+
+// Close closes the database.
+func (s *SQLite) Close() error {
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+func ns(t time.Time) int64 { return t.UnixNano() }
+
+func fromNS(v int64) time.Time { return time.Unix(0, v).UTC() }
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// UpsertAgent implements Storage.
+func (s *SQLite) UpsertAgent(ctx context.Context, a Agent) error {
+	caps, _ := json.Marshal(a.Capabilities)
+	kern, _ := json.Marshal(a.Kernel)
+	now := ns(a.LastSeen)
+	_, err := s.w.ExecContext(ctx, `INSERT INTO agents (id, hostname, version, capabilities, kernel, epoch, first_seen, last_seen, connected)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)
+		ON CONFLICT (id) DO UPDATE SET hostname=excluded.hostname, version=excluded.version,
+			capabilities=excluded.capabilities, kernel=excluded.kernel, epoch=excluded.epoch,
+			last_seen=excluded.last_seen, connected=1`,
+		a.ID, a.Hostname, a.Version, string(caps), string(kern), int64(a.Epoch), now, now)
+	if err != nil {
+		return fmt.Errorf("upsert agent %s: %w", a.ID, err)
+	}
+	return nil
+}
+
+// SetStatus implements Storage.
+func (s *SQLite) SetStatus(ctx context.Context, id string, st Status, seen time.Time) error {
+	js, _ := json.Marshal(st)
+	_, err := s.w.ExecContext(ctx, `UPDATE agents SET status=?, last_seen=? WHERE id=?`, string(js), ns(seen), id)
+	if err != nil {
+		return fmt.Errorf("set status %s: %w", id, err)
+	}
+	return nil
+}
+
+// SetConnected implements Storage.
+func (s *SQLite) SetConnected(ctx context.Context, id string, connected bool, seen time.Time) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE agents SET connected=?, last_seen=? WHERE id=?`, b2i(connected), ns(seen), id)
+	if err != nil {
+		return fmt.Errorf("set connected %s: %w", id, err)
+	}
+	return nil
+}
+
+// Agents implements Storage.
+func (s *SQLite) Agents(ctx context.Context) ([]Agent, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id, hostname, version, capabilities, kernel, epoch, first_seen, last_seen, connected, status, events_lost FROM agents ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	defer rows.Close()
+	var out []Agent
+	for rows.Next() {
+		var a Agent
+		var caps, kern, status string
+		var epoch, first, last, lost int64
+		var conn int
+		if err := rows.Scan(&a.ID, &a.Hostname, &a.Version, &caps, &kern, &epoch, &first, &last, &conn, &status, &lost); err != nil {
+			return nil, fmt.Errorf("list agents: %w", err)
+		}
+		json.Unmarshal([]byte(caps), &a.Capabilities)
+		json.Unmarshal([]byte(kern), &a.Kernel)
+		json.Unmarshal([]byte(status), &a.Status)
+		a.Epoch, a.FirstSeen, a.LastSeen, a.Connected, a.EventsLost = uint64(epoch), fromNS(first), fromNS(last), conn == 1, uint64(lost)
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// Position implements Storage.
+func (s *SQLite) Position(ctx context.Context, agentID string, epoch uint64) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.position(ctx, s.w, streamKey{agentID, epoch})
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+func (s *SQLite) position(ctx context.Context, q querier, k streamKey) (uint64, error) {
+	if p, ok := s.pos[k]; ok {
+		return p, nil
+	}
+	var p int64
+	err := q.QueryRowContext(ctx, `SELECT last_seq FROM streams WHERE agent_id=? AND epoch=?`, k.agent, int64(k.epoch)).Scan(&p)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stream position %s/%d: %w", k.agent, k.epoch, err)
+	}
+	s.pos[k] = uint64(p)
+	return uint64(p), nil
+}
+
+// Apply implements Storage.
+func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+			clear(s.pos) // the cache may hold positions the rollback undid
+		}
+	}()
+	prep := func(q string) *sql.Stmt {
+		if err != nil {
+			return nil
+		}
+		var st *sql.Stmt
+		st, err = tx.PrepareContext(ctx, q)
+		return st
+	}
+	ctrStmt := prep(`INSERT INTO counters (agent_id, rule, dry_run, packets, bytes, updated) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (agent_id, rule, dry_run) DO UPDATE SET packets=packets+excluded.packets, bytes=bytes+excluded.bytes, updated=excluded.updated`)
+	smpStmt := prep(`INSERT INTO samples (agent_id, rule, dry_run, minute, packets, bytes) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (agent_id, rule, dry_run, minute) DO UPDATE SET packets=packets+excluded.packets, bytes=bytes+excluded.bytes`)
+	evStmt := prep(`INSERT INTO events (agent_id, ts, kind, severity, path, op, process, pid, uid, detail, denied) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	posStmt := prep(`INSERT INTO streams (agent_id, epoch, last_seq, batches, updated) VALUES (?, ?, ?, 1, ?)
+		ON CONFLICT (agent_id, epoch) DO UPDATE SET last_seq=excluded.last_seq, batches=batches+1, updated=excluded.updated`)
+	lostStmt := prep(`UPDATE agents SET events_lost=events_lost+? WHERE id=?`)
+	if err != nil {
+		return nil, fmt.Errorf("apply: prepare: %w", err)
+	}
+	applied = make([]bool, len(batches))
+	for i, b := range batches {
+		k := streamKey{b.AgentID, b.Epoch}
+		var p uint64
+		if p, err = s.position(ctx, tx, k); err != nil {
+			return nil, err
+		}
+		if b.Seq <= p {
+			continue
+		}
+		t := b.Time
+		if t.IsZero() {
+			t = time.Now()
+		}
+		minute := t.Truncate(time.Minute).Unix()
+		for _, c := range b.Counters {
+			if _, err = ctrStmt.ExecContext(ctx, b.AgentID, c.Rule, b2i(c.DryRun), int64(c.Packets), int64(c.Bytes), ns(t)); err != nil {
+				return nil, fmt.Errorf("apply counters %s: %w", b.AgentID, err)
+			}
+			if _, err = smpStmt.ExecContext(ctx, b.AgentID, c.Rule, b2i(c.DryRun), minute, int64(c.Packets), int64(c.Bytes)); err != nil {
+				return nil, fmt.Errorf("apply samples %s: %w", b.AgentID, err)
+			}
+		}
+		for j := range b.Events {
+			e := &b.Events[j]
+			var res sql.Result
+			res, err = evStmt.ExecContext(ctx, b.AgentID, ns(e.Time), e.Kind, e.Severity, e.Path, e.Op, e.Process, int64(e.PID), int64(e.UID), e.Detail, b2i(e.Denied))
+			if err != nil {
+				return nil, fmt.Errorf("apply events %s: %w", b.AgentID, err)
+			}
+			e.ID, _ = res.LastInsertId()
+			e.AgentID = b.AgentID
+		}
+		if b.Dropped > 0 {
+			if _, err = lostStmt.ExecContext(ctx, int64(b.Dropped), b.AgentID); err != nil {
+				return nil, fmt.Errorf("apply dropped %s: %w", b.AgentID, err)
+			}
+		}
+		if _, err = posStmt.ExecContext(ctx, b.AgentID, int64(b.Epoch), int64(b.Seq), ns(t)); err != nil {
+			return nil, fmt.Errorf("apply position %s: %w", b.AgentID, err)
+		}
+		s.pos[k] = b.Seq
+		applied[i] = true
+	}
+	if err = tx.Commit(); err != nil {
+		return nil, fmt.Errorf("apply: commit: %w", err)
+	}
+	return applied, nil
+}
+
+// Counters implements Storage.
+func (s *SQLite) Counters(ctx context.Context, q CounterQuery) ([]CounterTotal, error) {
+	var where []string
+	var args []any
+	if q.AgentID != "" {
+		where = append(where, "agent_id = ?")
+		args = append(args, q.AgentID)
+	}
+	if q.Filter != "" {
+		where = append(where, "instr(rule, ?) > 0")
+		args = append(args, q.Filter)
+	}
+	if q.DryRun != nil {
+		where = append(where, "dry_run = ?")
+		args = append(args, b2i(*q.DryRun))
+	}
+	cond := ""
+	if len(where) > 0 {
+		cond = "WHERE " + strings.Join(where, " AND ")
+	}
+	var sqlq string
+	if q.Fleet {
+		sqlq = `SELECT '', rule, dry_run, SUM(packets), SUM(bytes), COUNT(*), MAX(updated) FROM counters ` + cond +
+			` GROUP BY rule, dry_run ORDER BY SUM(packets) DESC, rule`
+	} else {
+		sqlq = `SELECT agent_id, rule, dry_run, packets, bytes, 1, updated FROM counters ` + cond + ` ORDER BY packets DESC, agent_id, rule`
+	}
+	if q.Limit > 0 {
+		sqlq += fmt.Sprintf(" LIMIT %d", q.Limit)
+	}
+	rows, err := s.r.QueryContext(ctx, sqlq, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query counters: %w", err)
+	}
+	defer rows.Close()
+	var out []CounterTotal
+	for rows.Next() {
+		var c CounterTotal
+		var dry int
+		var pk, by, upd int64
+		if err := rows.Scan(&c.AgentID, &c.Rule, &dry, &pk, &by, &c.Agents, &upd); err != nil {
+			return nil, fmt.Errorf("query counters: %w", err)
+		}
+		c.DryRun, c.Packets, c.Bytes, c.Updated = dry == 1, uint64(pk), uint64(by), fromNS(upd)
+		if !q.Fleet {
+			c.Agents = 0
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// Series implements Storage.
+func (s *SQLite) Series(ctx context.Context, agentID, rule string, dryRun bool, since time.Time) ([]Sample, error) {
+	q := `SELECT minute, SUM(packets), SUM(bytes) FROM samples WHERE rule=? AND dry_run=? AND minute>=?`
+	args := []any{rule, b2i(dryRun), since.Truncate(time.Minute).Unix()}
+	if agentID != "" {
+		q += ` AND agent_id=?`
+		args = append(args, agentID)
+	}
+	rows, err := s.r.QueryContext(ctx, q+` GROUP BY minute ORDER BY minute`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query series: %w", err)
+	}
+	defer rows.Close()
+	var out []Sample
+	for rows.Next() {
+		var m, pk, by int64
+		if err := rows.Scan(&m, &pk, &by); err != nil {
+			return nil, fmt.Errorf("query series: %w", err)
+		}
+		out = append(out, Sample{Minute: time.Unix(m, 0).UTC(), Packets: uint64(pk), Bytes: uint64(by)})
+	}
+	return out, rows.Err()
+}
+
+// Events implements Storage.
+func (s *SQLite) Events(ctx context.Context, q EventQuery) ([]Event, error) {
+	where := []string{"id > ?"}
+	args := []any{q.AfterID}
+	if q.AgentID != "" {
+		where = append(where, "agent_id = ?")
+		args = append(args, q.AgentID)
+	}
+	if q.Kind != "" {
+		where = append(where, "kind = ?")
+		args = append(args, q.Kind)
+	}
+	limit := q.Limit
+	if limit <= 0 || limit > 10000 {
+		limit = 10000
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT id, agent_id, ts, kind, severity, path, op, process, pid, uid, detail, denied FROM events WHERE `+
+		strings.Join(where, " AND ")+fmt.Sprintf(` ORDER BY id DESC LIMIT %d`, limit), args...)
+	if err != nil {
+		return nil, fmt.Errorf("query events: %w", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var ts, pid, uid int64
+		var denied int
+		if err := rows.Scan(&e.ID, &e.AgentID, &ts, &e.Kind, &e.Severity, &e.Path, &e.Op, &e.Process, &pid, &uid, &e.Detail, &denied); err != nil {
+			return nil, fmt.Errorf("query events: %w", err)
+		}
+		e.Time, e.PID, e.UID, e.Denied = fromNS(ts), uint32(pid), uint32(uid), denied == 1
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Totals implements Storage.
+func (s *SQLite) Totals(ctx context.Context) (Totals, error) {
+	var t Totals
+	var p, b, dp, db, ev, bt int64
+	err := s.r.QueryRowContext(ctx, `SELECT
+		COALESCE((SELECT SUM(packets) FROM counters WHERE dry_run=0), 0),
+		COALESCE((SELECT SUM(bytes) FROM counters WHERE dry_run=0), 0),
+		COALESCE((SELECT SUM(packets) FROM counters WHERE dry_run=1), 0),
+		COALESCE((SELECT SUM(bytes) FROM counters WHERE dry_run=1), 0),
+		COALESCE((SELECT MAX(id) FROM events), 0),
+		COALESCE((SELECT SUM(batches) FROM streams), 0)`).Scan(&p, &b, &dp, &db, &ev, &bt)
+	if err != nil {
+		return t, fmt.Errorf("totals: %w", err)
+	}
+	return Totals{Packets: uint64(p), Bytes: uint64(b), DryPackets: uint64(dp), DryBytes: uint64(db), Events: uint64(ev), Batches: uint64(bt)}, nil
+}
+
+// Prune implements Storage.
+func (s *SQLite) Prune(ctx context.Context, r Retention, now time.Time) error {
+	if r.EventAge > 0 {
+		if _, err := s.w.ExecContext(ctx, `DELETE FROM events WHERE ts < ?`, ns(now.Add(-r.EventAge))); err != nil {
+			return fmt.Errorf("prune events by age: %w", err)
+		}
+	}
+	if r.MaxEvents > 0 {
+		if _, err := s.w.ExecContext(ctx, `DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)`, r.MaxEvents); err != nil {
+			return fmt.Errorf("prune events by count: %w", err)
+		}
+	}
+	if r.SampleAge > 0 {
+		if _, err := s.w.ExecContext(ctx, `DELETE FROM samples WHERE minute < ?`, now.Add(-r.SampleAge).Truncate(time.Minute).Unix()); err != nil {
+			return fmt.Errorf("prune samples: %w", err)
+		}
+	}
+	return nil
+}
