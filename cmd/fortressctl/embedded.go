@@ -1,0 +1,19 @@
+package main
+
+import "github.com/carverauto/fortress/internal/bytecode"
+
+// embedded lists every BPF object compiled into Fortress, each with its
+// reviewed allowlist, for `fortressctl audit`. The package that embeds an
+// object appends its entry from an init function in a file of its own here,
+// for example:
+//
+//	func init() {
+//		embedded = append(embedded, bytecode.Embedded{
+//			Name:  "shield",
+//			Load:  shield.LoadSpec,
+//			Allow: shield.Allowlist,
+//		})
+//	}
+//
+// Order does not matter: audit sorts by name.
+var embedded []bytecode.Embedded
