@@ -3,6 +3,7 @@ package lpm
 import (
 	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -93,18 +94,23 @@ func Compile(entries []Entry) (*Tables, error) {
 			v6 = append(v6, s)
 		}
 	}
-	b4, err := boundaries(v4, Key128{0, 0xffffffff})
-	if err != nil {
-		return nil, err
-	}
-	b6, err := boundaries(v6, Key128{^uint64(0), ^uint64(0)})
-	if err != nil {
-		return nil, err
-	}
+	// The families are independent: build them in parallel.
 	t := &Tables{}
-	t.V4Dir, t.V4Keys, t.V4Vals = bucketV4(b4)
-	t.V6Dir, t.V6Keys, t.V6Vals, err = bucketV6(b6)
-	if err != nil {
+	var err4 error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var b4 []boundary
+		if b4, err4 = boundaries(v4, Key128{0, 0xffffffff}); err4 == nil {
+			t.V4Dir, t.V4Keys, t.V4Vals = bucketV4(b4)
+		}
+	}()
+	b6, err := boundaries(v6, Key128{^uint64(0), ^uint64(0)})
+	if err == nil {
+		t.V6Dir, t.V6Keys, t.V6Vals, err = bucketV6(b6)
+	}
+	<-done
+	if err := errors.Join(err4, err); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -140,8 +146,11 @@ func hostMask(n int) uint64 {
 // disjoint ranges covering [0, max], each with its longest-match verdict.
 func boundaries(spans []span, max Key128) ([]boundary, error) {
 	slices.SortFunc(spans, func(a, b span) int {
-		if c := a.start.cmp(b.start); c != 0 {
-			return c
+		if a.start.Hi != b.start.Hi {
+			return cmp.Compare(a.start.Hi, b.start.Hi)
+		}
+		if a.start.Lo != b.start.Lo {
+			return cmp.Compare(a.start.Lo, b.start.Lo)
 		}
 		return cmp.Compare(a.bits, b.bits)
 	})
