@@ -1,0 +1,86 @@
+/* Shield: structures shared between the XDP program and Go (generated with
+ * bpf2go -type). Defined once, here. */
+#ifndef FORTRESS_SHIELD_H
+#define FORTRESS_SHIELD_H
+
+/* A verdict word: 0 is "no rule matched"; otherwise the low 24 bits are the
+ * rule's counter slot and the flags below say what the rule does. */
+enum shield_verdict_bits {
+	SHIELD_SLOT_MASK = 0x00ffffff,
+	SHIELD_V_ALLOW = 1 << 24,    /* an exception: pass */
+	SHIELD_V_LOG_ONLY = 1 << 25, /* drop rule in dry run: count, sample, pass */
+};
+
+/* Directory entry, one per /16 (IPv4) or top-16-bit block (IPv6).
+ * count == 0: every address of the block has verdict val.
+ * count >= 2: val is the index of the block's first range. */
+struct shield_dir {
+	__u32 val;
+	__u32 count;
+};
+
+/* IPv4 range starts (low 16 bits) and verdicts are packed 64 bytes per map
+ * element so that large tables stay dense. */
+#define SHIELD_V4_KEYS_PER_ELEM 32
+#define SHIELD_VALS_PER_ELEM 16
+
+struct shield_keys16 {
+	__u16 k[SHIELD_V4_KEYS_PER_ELEM];
+};
+
+struct shield_vals {
+	__u32 v[SHIELD_VALS_PER_ELEM];
+};
+
+/* IPv6 range start: the address as two host-order halves. */
+struct shield_key128 {
+	__u64 hi;
+	__u64 lo;
+};
+
+/* Per rule slot, per CPU: packets and bytes the rule acted on (drops, or
+ * would-drops for log-only rules and in dry run, or passes for allow rules). */
+struct shield_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+enum shield_mode_flags {
+	SHIELD_MODE_DRY_RUN = 1 << 0,
+};
+
+/* The single element of the shield_state map: which generation of the
+ * tables is live and the global mode. serial identifies the policy in force
+ * so that a restarted agent can match its saved rule slots to the kernel's. */
+struct shield_control {
+	__u32 gen;
+	__u32 flags;
+	__u64 serial;
+};
+
+/* Global per-CPU counters, index by enum shield_stat. */
+enum shield_stat {
+	SHIELD_STAT_PASS = 0,
+	SHIELD_STAT_DROP,
+	SHIELD_STAT_WOULD_DROP,
+	SHIELD_STAT_ALLOW_HIT,
+	SHIELD_STAT_BYPASS,
+	SHIELD_STAT_NON_IP,
+	SHIELD_STAT_UNPARSED,
+	SHIELD_STAT_SAMPLE_SENT,
+	SHIELD_STAT_SAMPLE_LOST,
+	SHIELD_STAT_MAX,
+};
+
+/* A dry-run sample sent to user space through the ring buffer. */
+struct shield_sample {
+	__u64 ts_ns;
+	__u32 verdict;
+	__u32 ifindex;
+	__u8 family; /* 4 or 6 */
+	__u8 pad[3];
+	__u32 pkt_len;
+	__u8 addr[16]; /* source address, network order; IPv4 in the first 4 */
+};
+
+#endif

@@ -1,0 +1,7 @@
+package main
+
+import "github.com/carverauto/fortress/internal/shield"
+
+func init() {
+	embedded = append(embedded, shield.Object, shield.BenchObject)
+}

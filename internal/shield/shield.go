@@ -1,0 +1,526 @@
+package shield
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/carverauto/fortress/internal/bytecode"
+	"github.com/carverauto/fortress/internal/lpm"
+	"github.com/carverauto/fortress/internal/pins"
+)
+
+// MaxGateways is the number of management gateways per family.
+const MaxGateways = 4
+
+// Allow is the helper allowlist of the embedded Shield object.
+var Allow = bytecode.Allowlist{
+	"xdp_shield": {Helpers: []asm.BuiltinFunc{
+		asm.FnMapLookupElem, asm.FnKtimeGetNs, asm.FnRingbufReserve, asm.FnRingbufSubmit,
+	}},
+}
+
+// Object describes the embedded Shield object for the bytecode audit.
+var Object = bytecode.Embedded{Name: "shield", Load: loadShield, Allow: Allow}
+
+// Recorder receives one record per change of kernel state (the audit log).
+type Recorder interface {
+	Record(action, object string, err error, details map[string]any)
+}
+
+type nopRecorder struct{}
+
+func (nopRecorder) Record(string, string, error, map[string]any) {}
+
+// Config configures a Shield instance.
+type Config struct {
+	// Gateways are management addresses no rule can drop (up to four per
+	// family).
+	Gateways []netip.Addr
+	// Budget caps the memory of all Shield maps; 0 means DefaultBudget.
+	Budget uint64
+	// SampleGap is the minimum time between two dry-run samples per CPU;
+	// 0 means 10ms.
+	SampleGap time.Duration
+	// PinRoot, if set, pins maps, program and links under PinRoot/shield.
+	PinRoot pins.Root
+	// StateDir keeps the rule-to-counter-slot table across restarts.
+	StateDir string
+	Audit    Recorder
+	Logger   *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.Budget == 0 {
+		c.Budget = DefaultBudget
+	}
+	if c.SampleGap == 0 {
+		c.SampleGap = 10 * time.Millisecond
+	}
+	if c.Audit == nil {
+		c.Audit = nopRecorder{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Shield is a loaded firewall: program, maps and links.
+type Shield struct {
+	cfg  Config
+	ncpu int
+
+	mu      sync.Mutex
+	objs    *shieldObjects
+	cap     Capacity
+	syncMap *ebpf.Map // ARRAY_OF_MAPS: updating it waits for an RCU grace period
+	syncIn  *ebpf.Map
+	links   map[string]link.Link // by interface name
+	ctl     control
+	rules   ruleTable
+	applied ApplyResult
+	tables  *lpm.Tables        // the set in force, to refill grown maps
+	offsets map[uint32]counter // counts carried over from replaced counter maps
+}
+
+// New loads Shield with room for an initial set of the given size. Nothing
+// is attached and the rule set is empty until Apply.
+func New(cfg Config) (*Shield, error) {
+	cfg.defaults()
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("possible cpus: %w", err)
+	}
+	s := &Shield{cfg: cfg, ncpu: ncpu, links: map[string]link.Link{}, offsets: map[uint32]counter{}}
+	s.rules.init()
+	c, err := plan(0, 0, 0, ncpu, cfg.Budget)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := s.load(c, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.objs, s.cap = objs, c
+	if err := s.initSync(); err != nil {
+		objs.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Shield) initSync() error {
+	in, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		return fmt.Errorf("create rcu sync map: %w", err)
+	}
+	outer, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.ArrayOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 1,
+		InnerMap: &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}})
+	if err != nil {
+		in.Close()
+		return fmt.Errorf("create rcu sync map: %w", err)
+	}
+	s.syncMap, s.syncIn = outer, in
+	return nil
+}
+
+// rcuSync returns once every XDP program run that started before it has
+// finished: the kernel waits for an RCU grace period on each update of a
+// map-in-map.
+func (s *Shield) rcuSync() error {
+	if err := s.syncMap.Put(uint32(0), s.syncIn); err != nil {
+		return fmt.Errorf("rcu sync: %w", err)
+	}
+	return nil
+}
+
+// gatewayConsts converts gateway addresses to the program's constants.
+func gatewayConsts(gws []netip.Addr) (v4 [MaxGateways]uint32, n4 uint32, v6 [MaxGateways]key128, n6 uint32, err error) {
+	for _, g := range gws {
+		g = g.Unmap()
+		switch {
+		case g.Is4():
+			if n4 == MaxGateways {
+				return v4, 0, v6, 0, fmt.Errorf("gateways: more than %d IPv4 addresses", MaxGateways)
+			}
+			a := g.As4()
+			v4[n4] = binary.NativeEndian.Uint32(a[:])
+			n4++
+		case g.Is6():
+			if n6 == MaxGateways {
+				return v4, 0, v6, 0, fmt.Errorf("gateways: more than %d IPv6 addresses", MaxGateways)
+			}
+			a := g.As16()
+			v6[n6] = key128{Hi: binary.BigEndian.Uint64(a[:8]), Lo: binary.BigEndian.Uint64(a[8:])}
+			n6++
+		default:
+			return v4, 0, v6, 0, fmt.Errorf("gateways: invalid address %v", g)
+		}
+	}
+	return v4, n4, v6, n6, nil
+}
+
+// spec returns the audited Shield collection spec sized for c.
+func (s *Shield) spec(c Capacity) (*ebpf.CollectionSpec, error) {
+	spec, err := loadShield()
+	if err != nil {
+		return nil, fmt.Errorf("load embedded shield: %w", err)
+	}
+	if _, err := bytecode.Check("shield", spec, Allow); err != nil {
+		return nil, err
+	}
+	sizes := map[string]uint32{
+		"v4_keys":    2 * c.V4Ranges / v4KeysPerElem,
+		"v4_vals":    2 * c.V4Ranges / valsPerElem,
+		"v6_keys":    2 * c.V6Ranges,
+		"v6_vals":    2 * c.V6Ranges / valsPerElem,
+		"rule_stats": c.Slots,
+	}
+	for name, n := range sizes {
+		spec.Maps[name].MaxEntries = n
+	}
+	v4, n4, v6, n6, err := gatewayConsts(s.cfg.Gateways)
+	if err != nil {
+		return nil, err
+	}
+	vars := map[string]any{
+		"v4_gen_stride": c.V4Ranges,
+		"v6_gen_stride": c.V6Ranges,
+		"gw_v4":         v4,
+		"gw_v4_count":   n4,
+		"gw_v6":         v6,
+		"gw_v6_count":   n6,
+		"sample_gap_ns": uint64(s.cfg.SampleGap.Nanoseconds()),
+	}
+	for name, v := range vars {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	return spec, nil
+}
+
+// load creates maps and program for capacity c; replace supplies existing
+// maps to reuse by name.
+func (s *Shield) load(c Capacity, replace map[string]*ebpf.Map) (*shieldObjects, error) {
+	spec, err := s.spec(c)
+	if err != nil {
+		s.cfg.Audit.Record("load", "shield", err, nil)
+		return nil, err
+	}
+	var objs shieldObjects
+	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: replace})
+	details := map[string]any{"v4_ranges": c.V4Ranges, "v6_ranges": c.V6Ranges, "slots": c.Slots, "map_bytes": c.MapBytes(s.ncpu)}
+	if err != nil {
+		err = fmt.Errorf("load shield: %w", err)
+		s.cfg.Audit.Record("load", "shield", err, details)
+		return nil, err
+	}
+	s.cfg.Audit.Record("load", "shield", nil, details)
+	return &objs, nil
+}
+
+// Program returns the XDP program (for attaching or test runs).
+func (s *Shield) Program() *ebpf.Program {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.objs.XdpShield
+}
+
+// Capacity returns the current capacity of one generation.
+func (s *Shield) Capacity() Capacity {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cap
+}
+
+// MapBytes is the memory of all Shield maps, both generations.
+func (s *Shield) MapBytes() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cap.MapBytes(s.ncpu)
+}
+
+// ApplyResult describes a policy swap.
+type ApplyResult struct {
+	Rules      int
+	V4Ranges   int
+	V6Ranges   int
+	Generation uint32
+	Serial     uint64
+	DryRun     bool
+	MapBytes   uint64
+	Digest     string
+	Compile    time.Duration
+	Swap       time.Duration
+	Reloaded   bool
+}
+
+// Apply makes rules the rule set in force, in one atomic step. On error the
+// rule set in force is unchanged.
+func (s *Shield) Apply(rules []lpm.Rule, dryRun bool) (ApplyResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	res, err := s.apply(rules, dryRun)
+	details := map[string]any{"rules": res.Rules, "v4_ranges": res.V4Ranges, "v6_ranges": res.V6Ranges,
+		"generation": res.Generation, "serial": res.Serial, "dry_run": dryRun, "digest": res.Digest}
+	s.cfg.Audit.Record("map_update", "shield policy", err, details)
+	if err != nil {
+		s.cfg.Logger.Error("shield policy refused", "err", err, "rules", len(rules))
+		return res, err
+	}
+	s.cfg.Logger.Info("shield policy applied", "rules", res.Rules, "generation", res.Generation,
+		"v4_ranges", res.V4Ranges, "v6_ranges", res.V6Ranges, "dry_run", dryRun,
+		"compile", res.Compile, "swap", res.Swap)
+	return res, nil
+}
+
+func (s *Shield) apply(rules []lpm.Rule, dryRun bool) (ApplyResult, error) {
+	start := time.Now()
+	res := ApplyResult{Rules: len(rules), DryRun: dryRun}
+	digestDone := make(chan string, 1)
+	go func() { digestDone <- digest(rules, dryRun) }()
+	defer func() {
+		if res.Digest == "" {
+			<-digestDone
+		}
+	}()
+	next, entries, err := s.rules.assign(rules)
+	if err != nil {
+		return res, err
+	}
+	tab, err := lpm.Compile(entries)
+	if err != nil {
+		return res, err
+	}
+	res.Digest = <-digestDone
+	res.V4Ranges, res.V6Ranges = tab.Ranges()
+	res.Compile = time.Since(start)
+	swapStart := time.Now()
+
+	used := next.slotsInUse(&s.rules)
+	if !s.cap.Fits(res.V4Ranges, res.V6Ranges, used) {
+		c, err := plan(res.V4Ranges, res.V6Ranges, used, s.ncpu, s.cfg.Budget)
+		if err != nil {
+			return res, err
+		}
+		if err := s.grow(c); err != nil {
+			return res, err
+		}
+		res.Reloaded = true
+	}
+	gen := s.ctl.Gen ^ 1
+	if err := s.writeTables(gen, tab); err != nil {
+		return res, err
+	}
+	ctl := control{Gen: gen, Serial: s.ctl.Serial + 1}
+	if dryRun {
+		ctl.Flags |= modeDryRun
+	}
+	if err := s.objs.ShieldState.Put(uint32(0), ctl); err != nil {
+		return res, fmt.Errorf("switch generation: %w", err)
+	}
+	s.ctl = ctl
+	// From here the new set is in force. Wait until no packet can still be
+	// reading the old generation before its slots and tables are reused.
+	if err := s.rcuSync(); err != nil {
+		return res, err
+	}
+	s.tables = tab
+	retired := s.rules.commit(next)
+	for _, slot := range retired {
+		delete(s.offsets, slot)
+	}
+	if err := s.zeroSlots(retired); err != nil {
+		s.cfg.Logger.Warn("shield: reset retired counters", "err", err)
+	}
+	res.Generation, res.Serial = gen, ctl.Serial
+	res.MapBytes = s.cap.MapBytes(s.ncpu)
+	res.Swap = time.Since(swapStart)
+	s.applied = res
+	return res, nil
+}
+
+// Applied returns the result of the last successful Apply.
+func (s *Shield) Applied() ApplyResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.applied
+}
+
+// digest identifies a rule set independently of rule order: SHA-256 over the
+// sorted binary rule keys and the mode.
+func digest(rules []lpm.Rule, dryRun bool) string {
+	keys := make([]ruleKey, len(rules))
+	for i, r := range rules {
+		keys[i] = keyOf(r)
+	}
+	slices.SortFunc(keys, func(a, b ruleKey) int { return bytes.Compare(a[:], b[:]) })
+	h := sha256.New()
+	h.Write(asBytes(keys))
+	if dryRun {
+		h.Write([]byte("dry-run"))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func asBytes[T any](s []T) []byte {
+	if len(s) == 0 {
+		return nil
+	}
+	var z T
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(z)))
+}
+
+// writeTables copies tab into generation gen of the memory-mapped maps.
+func (s *Shield) writeTables(gen uint32, tab *lpm.Tables) error {
+	c := s.cap
+	writes := []struct {
+		m   *ebpf.Map
+		off int64
+		b   []byte
+	}{
+		{s.objs.V4Dir, int64(gen) * lpm.DirBuckets * dirBytes, asBytes(tab.V4Dir)},
+		{s.objs.V6Dir, int64(gen) * lpm.DirBuckets * dirBytes, asBytes(tab.V6Dir)},
+		{s.objs.V4Keys, int64(gen) * int64(c.V4Ranges) * v4KeyBytes, asBytes(tab.V4Keys)},
+		{s.objs.V4Vals, int64(gen) * int64(c.V4Ranges) * valBytes, asBytes(tab.V4Vals)},
+		{s.objs.V6Keys, int64(gen) * int64(c.V6Ranges) * v6KeyBytes, asBytes(tab.V6Keys)},
+		{s.objs.V6Vals, int64(gen) * int64(c.V6Ranges) * valBytes, asBytes(tab.V6Vals)},
+	}
+	for _, w := range writes {
+		if len(w.b) == 0 {
+			continue
+		}
+		mem, err := w.m.Memory()
+		if err != nil {
+			return fmt.Errorf("map %s memory: %w", w.m, err)
+		}
+		if _, err := mem.WriteAt(w.b, w.off); err != nil {
+			return fmt.Errorf("write map %s: %w", w.m, err)
+		}
+	}
+	return nil
+}
+
+// zeroSlots resets the counters of slots that are about to be reused.
+func (s *Shield) zeroSlots(slots []uint32) error {
+	if len(slots) == 0 {
+		return nil
+	}
+	zeros := make([]counter, len(slots)*s.ncpu)
+	_, err := s.objs.RuleStats.BatchUpdate(slots, zeros, nil)
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		for _, slot := range slots {
+			if err := s.objs.RuleStats.Put(slot, zeros[:s.ncpu]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return err
+}
+
+// grow replaces maps and program with larger ones, switching every attached
+// interface atomically (link update). The set in force is copied into the new
+// maps first, so no packet ever meets an empty table; global counters and the
+// sample ring are carried over as they are, rule counters by offset.
+func (s *Shield) grow(c Capacity) error {
+	keep := map[string]*ebpf.Map{
+		"shield_stats":   s.objs.ShieldStats,
+		"shield_samples": s.objs.ShieldSamples,
+		"sample_last":    s.objs.SampleLast,
+	}
+	if c.Slots == s.cap.Slots {
+		keep["rule_stats"] = s.objs.RuleStats
+	}
+	objs, err := s.load(c, keep)
+	if err != nil {
+		return err
+	}
+	old, oldCap := s.objs, s.cap
+	s.objs, s.cap = objs, c
+	fail := func(err error) error {
+		s.objs, s.cap = old, oldCap
+		objs.Close()
+		return err
+	}
+	if s.tables != nil {
+		if err := s.writeTables(s.ctl.Gen, s.tables); err != nil {
+			return fail(err)
+		}
+	}
+	if err := objs.ShieldState.Put(uint32(0), s.ctl); err != nil {
+		return fail(fmt.Errorf("init grown shield state: %w", err))
+	}
+	var before []counter
+	if keep["rule_stats"] == nil {
+		if before, err = readCounters(old.RuleStats, oldCap.Slots, s.ncpu); err != nil {
+			return fail(err)
+		}
+	}
+	for iface, l := range s.links {
+		if err := l.Update(objs.XdpShield); err != nil {
+			// Interfaces already switched keep running the new program
+			// on the current rule set, which is correct; report.
+			err = fmt.Errorf("switch %s to grown shield: %w", iface, err)
+			s.cfg.Audit.Record("attach", "shield "+iface, err, nil)
+			return err
+		}
+	}
+	if err := s.rcuSync(); err != nil {
+		return err
+	}
+	if before != nil {
+		// Counts the old program made after the snapshot was taken.
+		after, err := readCounters(old.RuleStats, oldCap.Slots, s.ncpu)
+		if err != nil {
+			return err
+		}
+		for slot := range after {
+			s.offsets[uint32(slot)] = counter{
+				Packets: s.offsets[uint32(slot)].Packets + after[slot].Packets,
+				Bytes:   s.offsets[uint32(slot)].Bytes + after[slot].Bytes,
+			}
+		}
+		for slot, o := range s.offsets {
+			if o == (counter{}) {
+				delete(s.offsets, slot)
+			}
+		}
+	}
+	if err := s.pinAll(); err != nil {
+		s.cfg.Logger.Warn("shield: re-pin after grow", "err", err)
+	}
+	s.cfg.Audit.Record("replace", "shield", nil, map[string]any{"v4_ranges": c.V4Ranges, "v6_ranges": c.V6Ranges, "slots": c.Slots, "links": len(s.links)})
+	return old.Close()
+}
+
+// Close releases the loaded objects. Pinned objects stay in the kernel.
+func (s *Shield) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, l := range s.links {
+		errs = append(errs, l.Close())
+	}
+	if s.objs != nil {
+		errs = append(errs, s.objs.Close())
+	}
+	if s.syncMap != nil {
+		errs = append(errs, s.syncMap.Close(), s.syncIn.Close())
+	}
+	return errors.Join(errs...)
+}

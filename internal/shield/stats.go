@@ -1,0 +1,111 @@
+package shield
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/carverauto/fortress/internal/lpm"
+)
+
+// RuleStat is one rule with what it matched: drops, would-drops (log-only
+// rules and dry run) or passes (allow rules).
+type RuleStat struct {
+	Rule    lpm.Rule
+	Slot    uint32
+	Packets uint64
+	Bytes   uint64
+}
+
+// Kind says how the rule's matches were handled under the given global mode.
+func (r RuleStat) Kind(dryRun bool) string {
+	switch {
+	case r.Rule.Action == lpm.Allow:
+		return "allow"
+	case r.Rule.LogOnly || dryRun:
+		return "would-drop"
+	}
+	return "drop"
+}
+
+// Stats are Shield's global counters, summed over CPUs.
+type Stats struct {
+	Pass, Drop, WouldDrop, AllowHit, Bypass, NonIP, Unparsed, SampleSent, SampleLost uint64
+}
+
+// Stats reads the global counters.
+func (s *Shield) Stats() (Stats, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var v [9]uint64
+	for i := range v {
+		var per []uint64
+		if err := s.objs.ShieldStats.Lookup(uint32(i), &per); err != nil {
+			return Stats{}, fmt.Errorf("read shield stats: %w", err)
+		}
+		for _, x := range per {
+			v[i] += x
+		}
+	}
+	return Stats{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]}, nil
+}
+
+// RuleStats returns every rule in force with its counters, summed over CPUs,
+// most packets first.
+func (s *Shield) RuleStats() ([]RuleStat, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	counts, err := readCounters(s.objs.RuleStats, s.cap.Slots, s.ncpu)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]RuleStat, 0, len(s.rules.slots))
+	s.rules.each(func(r lpm.Rule, slot uint32) {
+		c := counts[slot]
+		c.Packets += s.offsets[slot].Packets
+		c.Bytes += s.offsets[slot].Bytes
+		out = append(out, RuleStat{Rule: r, Slot: slot, Packets: c.Packets, Bytes: c.Bytes})
+	})
+	slices.SortFunc(out, func(a, b RuleStat) int {
+		if a.Packets != b.Packets {
+			if a.Packets > b.Packets {
+				return -1
+			}
+			return 1
+		}
+		return a.Rule.Prefix.Addr().Compare(b.Rule.Prefix.Addr())
+	})
+	return out, nil
+}
+
+// readCounters reads all n slots of a per-CPU counter map, summed over CPUs.
+func readCounters(m *ebpf.Map, n uint32, ncpu int) ([]counter, error) {
+	out := make([]counter, n)
+	const chunk = 4096
+	keys := make([]uint32, chunk)
+	vals := make([]counter, chunk*ncpu)
+	var cursor ebpf.MapBatchCursor
+	for got := uint32(0); got < n; {
+		c, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < c; i++ {
+			k := keys[i]
+			if k >= n {
+				continue
+			}
+			for cpu := 0; cpu < ncpu; cpu++ {
+				out[k].Packets += vals[i*ncpu+cpu].Packets
+				out[k].Bytes += vals[i*ncpu+cpu].Bytes
+			}
+		}
+		got += uint32(c)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read rule counters: %w", err)
+		}
+	}
+	return out, nil
+}
