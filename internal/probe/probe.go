@@ -187,7 +187,7 @@ func readLSMListPrivate() (string, error) {
 // trialLSM loads lsm/file_open counting this process's opens, attaches it,
 // opens a file and checks that the count moved.
 func trialLSM() error {
-	spec, err := loadLsmprobe()
+	spec, err := loadSpec()
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,7 @@ import (
 // dropped afterwards. No host interface is touched. linkErr is nil when an
 // attach through a bpf_link worked.
 func checkXDPAttach() (native, generic, linkErr error) {
-	spec, err := loadLsmprobe()
+	spec, err := loadSpec()
 	if err != nil {
 		return err, err, err
 	}

@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Structures and constants shared by the Sentinel BPF programs and the Go
+ * control plane (internal/sentinel, generated with bpf2go -type). Defined
+ * once, here. */
+#ifndef FORTRESS_SENTINEL_H
+#define FORTRESS_SENTINEL_H
+
+/* An inode as the kernel sees it: inode->i_sb->s_dev (kernel dev_t,
+ * major << 20 | minor) and inode->i_ino. ino 0 with a dev names a whole
+ * superblock (umount guard). */
+struct sentinel_inode {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+};
+
+/* What the policy says about one inode. */
+enum sentinel_object_flag {
+	SENTINEL_OBJ_PROTECTED = 1 << 0,    /* no mutation of the inode itself */
+	SENTINEL_OBJ_CHILDREN = 1 << 1,     /* directory: no create/unlink/rename inside */
+	SENTINEL_OBJ_ANCESTOR = 1 << 2,     /* directory above a protected object: no rename, rmdir or mount over */
+	SENTINEL_OBJ_AGENT_BINARY = 1 << 3, /* the agent executable: the updater may replace it */
+	SENTINEL_OBJ_SUPERBLOCK = 1 << 4,   /* key (dev, 0): no umount */
+	SENTINEL_WATCH_SELF = 1 << 8,       /* file integrity events for the inode */
+	SENTINEL_WATCH_CHILDREN = 1 << 9,   /* file integrity events for entries of the directory */
+};
+
+struct sentinel_object {
+	__u32 flags; /* enum sentinel_object_flag */
+	__u32 allow; /* roles (enum sentinel_role) allowed to mutate */
+};
+
+enum sentinel_role {
+	SENTINEL_ROLE_AGENT = 1 << 0,
+	SENTINEL_ROLE_UPDATER = 1 << 1,
+};
+
+/* An executable that carries a role. gen_valid: gen (inode->i_generation)
+ * must match too, which defeats inode-number reuse where the filesystem
+ * reports generations. */
+struct sentinel_identity {
+	__u32 roles;
+	__u32 gen;
+	__u32 gen_valid;
+	__u32 pad;
+};
+
+enum sentinel_guard_kind {
+	SENTINEL_GUARD_MAP = 1,
+	SENTINEL_GUARD_LINK = 2,
+};
+
+/* A Fortress BPF object (map or link) by kernel id. */
+struct sentinel_guard {
+	__u32 kind; /* enum sentinel_guard_kind */
+	__u32 id;
+};
+
+enum sentinel_mode {
+	SENTINEL_MODE_ENFORCE = 0,
+	SENTINEL_MODE_AUDIT = 1,
+};
+
+struct sentinel_settings {
+	__u32 mode;          /* enum sentinel_mode */
+	__u32 pad;
+	__u64 audit_until_ns; /* audit ends at this CLOCK_BOOTTIME; 0: no end */
+};
+
+enum sentinel_op {
+	SENTINEL_OP_OPEN = 1,
+	SENTINEL_OP_OPEN_WRITE = 2,
+	SENTINEL_OP_SETATTR = 3, /* chmod, chown, utimes, truncate */
+	SENTINEL_OP_UNLINK = 4,
+	SENTINEL_OP_RMDIR = 5,
+	SENTINEL_OP_RENAME_FROM = 6,
+	SENTINEL_OP_RENAME_TO = 7,
+	SENTINEL_OP_LINK = 8,
+	SENTINEL_OP_CREATE = 9,
+	SENTINEL_OP_SYMLINK = 10,
+	SENTINEL_OP_MKDIR = 11,
+	SENTINEL_OP_MKNOD = 12,
+	SENTINEL_OP_SETXATTR = 13,
+	SENTINEL_OP_REMOVEXATTR = 14,
+	SENTINEL_OP_SET_ACL = 15,
+	SENTINEL_OP_IOCTL_SETFLAGS = 16,
+	SENTINEL_OP_MOUNT = 17,
+	SENTINEL_OP_UMOUNT = 18,
+	SENTINEL_OP_MAP_WRITE = 19,
+	SENTINEL_OP_LINK_MODIFY = 20,
+	SENTINEL_OP_PTRACE = 21,
+	SENTINEL_OP_IDENTITY_LEARNED = 22,
+	SENTINEL_OP_TRUNCATE = 23,
+};
+
+enum sentinel_verdict {
+	SENTINEL_ALLOWED = 0,
+	SENTINEL_DENIED = 1,
+	SENTINEL_AUDITED = 2, /* would be denied; audit mode let it pass */
+};
+
+enum sentinel_stat {
+	SENTINEL_STAT_LOST = 0,    /* events that found no room in the ring buffer */
+	SENTINEL_STAT_DENIED = 1,
+	SENTINEL_STAT_AUDITED = 2,
+	SENTINEL_STAT_EVENTS = 3,
+	SENTINEL_STAT_MAX = 4,
+};
+
+#define SENTINEL_NAME_LEN 64
+#define SENTINEL_COMM_LEN 16
+
+struct sentinel_event {
+	__u64 time_ns; /* CLOCK_BOOTTIME */
+	__u32 pid;
+	__u32 tgid;
+	__u32 uid;
+	__u32 op;      /* enum sentinel_op */
+	__u32 verdict; /* enum sentinel_verdict */
+	__u32 flags;   /* object flags that matched */
+	struct sentinel_inode object;
+	struct sentinel_inode parent;
+	struct sentinel_inode exe;
+	__u64 arg; /* map or link id, ioctl cmd, ptrace mode, setattr mask */
+	char comm[SENTINEL_COMM_LEN];
+	char exe_name[SENTINEL_NAME_LEN];
+	char name[SENTINEL_NAME_LEN]; /* last path component of the object */
+};
+
+#endif

@@ -1,0 +1,599 @@
+// SPDX-License-Identifier: GPL-2.0
+// Sentinel: BPF LSM host protection for the ServiceRadar agent.
+//
+// Denies mutations (never reads) of protected inodes, matched by (s_dev,
+// i_ino) as the kernel sees them, to every process whose executable is not an
+// allowed identity; guards Fortress's own maps and links; emits file
+// integrity events to a ring buffer, counting the ones that found no room.
+// Enforcement never depends on an event being delivered.
+//
+// Oldest kernel: 5.10 (booted with lsm=...,bpf). Identity uses
+// bpf_get_current_task() + CO-RE reads, since bpf_get_current_task_btf()
+// is 5.11+. Hooks whose arguments moved between kernels (inode_setattr,
+// inode_setxattr, inode_removexattr gained an idmap/userns first argument)
+// come in variants named _a<N>, N being the index of the dentry argument; the
+// loader keeps the one matching the running kernel's BTF.
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "sentinel.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define EPERM 1
+#define FMODE_WRITE 0x2
+#define O_TRUNC 01000
+#define PTRACE_MODE_ATTACH 0x02
+#define FS_IOC_SETFLAGS 0x40086602
+#define FS_IOC32_SETFLAGS 0x40046602
+#define FS_IOC_FSSETXATTR 0x401c5820
+#define FS_IOC_SETVERSION 0x40087602
+#define MS_REMOUNT 32
+#define MS_UNBINDABLE (1 << 17)
+#define MS_PRIVATE (1 << 18)
+#define MS_SLAVE (1 << 19)
+#define MS_SHARED (1 << 20)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct sentinel_inode);
+	__type(value, struct sentinel_object);
+} sentinel_objects SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct sentinel_inode);
+	__type(value, struct sentinel_identity);
+} sentinel_identities SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct sentinel_guard);
+	__type(value, __u32);
+} sentinel_guarded SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sentinel_settings);
+} sentinel_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SENTINEL_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} sentinel_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} sentinel_events SEC(".maps");
+
+
+// Puts the event type into BTF for bpf2go -type; never read.
+const struct sentinel_event *unused_sentinel_event __attribute__((unused));
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&sentinel_stats, &idx);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+static __always_inline void inode_key(struct inode *inode, struct sentinel_inode *key)
+{
+	key->ino = BPF_CORE_READ(inode, i_ino);
+	key->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	key->pad = 0;
+}
+
+static __always_inline struct sentinel_object *lookup_inode(struct inode *inode, struct sentinel_inode *key)
+{
+	key->ino = 0;
+	key->dev = 0;
+	key->pad = 0;
+	if (!inode)
+		return NULL;
+	inode_key(inode, key);
+	return bpf_map_lookup_elem(&sentinel_objects, key);
+}
+
+static __always_inline struct inode *task_exe_inode(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, mm, exe_file, f_inode);
+}
+
+static __always_inline __u32 roles_of_exe(struct inode *exe)
+{
+	struct sentinel_identity *id;
+	struct sentinel_inode key;
+
+	if (!exe)
+		return 0; // kernel threads have no executable and no role
+	inode_key(exe, &key);
+	id = bpf_map_lookup_elem(&sentinel_identities, &key);
+	if (!id)
+		return 0;
+	if (id->gen_valid && id->gen != BPF_CORE_READ(exe, i_generation))
+		return 0;
+	return id->roles;
+}
+
+static __always_inline __u32 current_roles(void)
+{
+	return roles_of_exe(task_exe_inode((struct task_struct *)bpf_get_current_task()));
+}
+
+// enforcing reports whether a denial is enforced now (enforce mode, or an
+// audit window that has expired).
+static __always_inline bool enforcing(void)
+{
+	__u32 zero = 0;
+	struct sentinel_settings *s = bpf_map_lookup_elem(&sentinel_config, &zero);
+
+	if (!s || s->mode != SENTINEL_MODE_AUDIT)
+		return true;
+	if (s->audit_until_ns && bpf_ktime_get_boot_ns() > s->audit_until_ns)
+		return true;
+	return false;
+}
+
+static __always_inline void emit(__u32 op, __u32 verdict, __u32 flags, struct sentinel_inode *obj,
+				 struct sentinel_inode *parent, const unsigned char *name, __u64 arg)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct sentinel_event *ev;
+	struct file *exe;
+	__u64 id;
+
+	ev = bpf_ringbuf_reserve(&sentinel_events, sizeof(*ev), 0);
+	if (!ev) {
+		count(SENTINEL_STAT_LOST);
+		return;
+	}
+	id = bpf_get_current_pid_tgid();
+	ev->time_ns = bpf_ktime_get_boot_ns();
+	ev->pid = (__u32)id;
+	ev->tgid = id >> 32;
+	ev->uid = (__u32)bpf_get_current_uid_gid();
+	ev->op = op;
+	ev->verdict = verdict;
+	ev->flags = flags;
+	ev->object = *obj;
+	ev->parent = *parent;
+	ev->arg = arg;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	exe = BPF_CORE_READ(task, mm, exe_file);
+	ev->exe.ino = 0;
+	ev->exe.dev = 0;
+	ev->exe.pad = 0;
+	ev->exe_name[0] = 0;
+	if (exe) {
+		inode_key(BPF_CORE_READ(exe, f_inode), &ev->exe);
+		bpf_probe_read_kernel_str(ev->exe_name, sizeof(ev->exe_name),
+					  BPF_CORE_READ(exe, f_path.dentry, d_name.name));
+	}
+	ev->name[0] = 0;
+	if (name)
+		bpf_probe_read_kernel_str(ev->name, sizeof(ev->name), name);
+	bpf_ringbuf_submit(ev, 0);
+	count(SENTINEL_STAT_EVENTS);
+}
+
+// verdict turns a policy decision into the hook's return value, counting
+// and reporting every denial.
+static __always_inline int deny(__u32 op, __u32 flags, struct sentinel_inode *obj, struct sentinel_inode *parent,
+				const unsigned char *name, __u64 arg)
+{
+	if (enforcing()) {
+		count(SENTINEL_STAT_DENIED);
+		emit(op, SENTINEL_DENIED, flags, obj, parent, name, arg);
+		return -EPERM;
+	}
+	count(SENTINEL_STAT_AUDITED);
+	emit(op, SENTINEL_AUDITED, flags, obj, parent, name, arg);
+	return 0;
+}
+
+// check decides a mutation of target (may be NULL, for a create) inside dir
+// (may be NULL). tmask says which flags of the target itself make it
+// protected for this operation; a directory protects its entries through
+// SENTINEL_OBJ_CHILDREN. A caller needs a role allowed by every entry that
+// matched.
+static __always_inline int check(__u32 op, struct inode *target, struct inode *dir, struct dentry *dentry,
+				 __u32 tmask, __u64 arg)
+{
+	struct sentinel_inode tkey, dkey;
+	struct sentinel_object *t = lookup_inode(target, &tkey);
+	struct sentinel_object *d = lookup_inode(dir, &dkey);
+	const unsigned char *name = NULL;
+	__u32 flags = 0, roles;
+	bool watched = false;
+
+	if (!t && !d)
+		return 0; // the fast path: nothing about these inodes is listed
+	if (dentry)
+		name = BPF_CORE_READ(dentry, d_name.name);
+	if (t && (t->flags & tmask))
+		flags |= t->flags & tmask;
+	if (d && (d->flags & SENTINEL_OBJ_CHILDREN))
+		flags |= SENTINEL_OBJ_CHILDREN;
+	if (t && (t->flags & SENTINEL_WATCH_SELF))
+		watched = true;
+	if (d && (d->flags & SENTINEL_WATCH_CHILDREN))
+		watched = true;
+	if (flags) {
+		roles = current_roles();
+		if ((t && (t->flags & tmask) && !(roles & t->allow)) ||
+		    (d && (d->flags & SENTINEL_OBJ_CHILDREN) && !(roles & d->allow)))
+			return deny(op, flags, &tkey, &dkey, name, arg);
+	}
+	if (watched)
+		emit(op, SENTINEL_ALLOWED, flags, &tkey, &dkey, name, arg);
+	return 0;
+}
+
+static __always_inline struct inode *parent_inode(struct dentry *dentry)
+{
+	return BPF_CORE_READ(dentry, d_parent, d_inode);
+}
+
+static __always_inline int check_dentry(__u32 op, struct dentry *dentry, __u32 tmask, __u64 arg)
+{
+	return check(op, BPF_CORE_READ(dentry, d_inode), parent_inode(dentry), dentry, tmask, arg);
+}
+
+SEC("lsm/file_open")
+int BPF_PROG(file_open, struct file *file, int ret)
+{
+	struct dentry *dentry;
+	__u32 op = SENTINEL_OP_OPEN;
+	__u32 tmask = 0;
+
+	if (ret)
+		return ret;
+	if ((file->f_mode & FMODE_WRITE) || (file->f_flags & O_TRUNC)) {
+		op = SENTINEL_OP_OPEN_WRITE;
+		tmask = SENTINEL_OBJ_PROTECTED;
+	}
+	dentry = file->f_path.dentry;
+	if (!tmask) {
+		// Reads are never denied: only watched inodes cost more than
+		// one lookup of the inode and one of its directory.
+		return check(op, file->f_inode, parent_inode(dentry), dentry, 0, 0);
+	}
+	return check(op, file->f_inode, parent_inode(dentry), dentry, tmask, 0);
+}
+
+static __always_inline int setattr(struct dentry *dentry, struct iattr *attr)
+{
+	__u32 valid = BPF_CORE_READ(attr, ia_valid);
+	// ATTR_SIZE (8) alone is a truncate; anything else is an attribute change.
+	__u32 op = valid == 8 || valid == (8 | 0x20 | 0x40) ? SENTINEL_OP_TRUNCATE : SENTINEL_OP_SETATTR;
+
+	return check_dentry(op, dentry, SENTINEL_OBJ_PROTECTED, valid);
+}
+
+SEC("lsm/inode_setattr")
+int BPF_PROG(inode_setattr_a0, struct dentry *dentry, struct iattr *attr, int ret)
+{
+	return ret ? ret : setattr(dentry, attr);
+}
+
+SEC("lsm/inode_setattr")
+int BPF_PROG(inode_setattr_a1, void *idmap, struct dentry *dentry, struct iattr *attr, int ret)
+{
+	return ret ? ret : setattr(dentry, attr);
+}
+
+SEC("lsm/inode_unlink")
+int BPF_PROG(inode_unlink, struct inode *dir, struct dentry *dentry, int ret)
+{
+	if (ret)
+		return ret;
+	return check(SENTINEL_OP_UNLINK, dentry->d_inode, dir, dentry, SENTINEL_OBJ_PROTECTED | SENTINEL_OBJ_ANCESTOR,
+		     0);
+}
+
+SEC("lsm/inode_rmdir")
+int BPF_PROG(inode_rmdir, struct inode *dir, struct dentry *dentry, int ret)
+{
+	if (ret)
+		return ret;
+	return check(SENTINEL_OP_RMDIR, dentry->d_inode, dir, dentry, SENTINEL_OBJ_PROTECTED | SENTINEL_OBJ_ANCESTOR,
+		     0);
+}
+
+// learn_agent_binary makes a new agent executable, moved over the agent
+// binary by the updater, an agent identity and a protected object. The old
+// identity stays until the control plane prunes it, so the running agent
+// keeps its authority through the upgrade.
+static __always_inline void learn_agent_binary(struct dentry *src, struct sentinel_inode *parent)
+{
+	struct inode *inode = src->d_inode;
+	struct sentinel_identity id = {.roles = SENTINEL_ROLE_AGENT, .gen_valid = 1};
+	struct sentinel_object obj = {
+		.flags = SENTINEL_OBJ_PROTECTED | SENTINEL_OBJ_AGENT_BINARY,
+		.allow = SENTINEL_ROLE_UPDATER,
+	};
+	struct sentinel_inode key;
+
+	if (!inode)
+		return;
+	inode_key(inode, &key);
+	id.gen = BPF_CORE_READ(inode, i_generation);
+	bpf_map_update_elem(&sentinel_identities, &key, &id, BPF_ANY);
+	bpf_map_update_elem(&sentinel_objects, &key, &obj, BPF_ANY);
+	emit(SENTINEL_OP_IDENTITY_LEARNED, SENTINEL_ALLOWED, obj.flags, &key, parent, BPF_CORE_READ(src, d_name.name),
+	     0);
+}
+
+SEC("lsm/inode_rename")
+int BPF_PROG(inode_rename, struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir,
+	     struct dentry *new_dentry, int ret)
+{
+	struct sentinel_inode key;
+	struct sentinel_object *target;
+	int err;
+
+	if (ret)
+		return ret;
+	err = check(SENTINEL_OP_RENAME_FROM, old_dentry->d_inode, old_dir, old_dentry,
+		    SENTINEL_OBJ_PROTECTED | SENTINEL_OBJ_ANCESTOR, 0);
+	if (err)
+		return err;
+	err = check(SENTINEL_OP_RENAME_TO, new_dentry->d_inode, new_dir, new_dentry,
+		    SENTINEL_OBJ_PROTECTED | SENTINEL_OBJ_ANCESTOR, 0);
+	if (err)
+		return err;
+	target = lookup_inode(new_dentry->d_inode, &key);
+	if (target && (target->flags & SENTINEL_OBJ_AGENT_BINARY) && (current_roles() & SENTINEL_ROLE_UPDATER)) {
+		struct sentinel_inode pkey;
+
+		lookup_inode(old_dir, &pkey);
+		learn_agent_binary(old_dentry, &pkey);
+	}
+	return 0;
+}
+
+SEC("lsm/inode_link")
+int BPF_PROG(inode_link, struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry, int ret)
+{
+	int err;
+
+	if (ret)
+		return ret;
+	// A new name for a protected inode is a way to reach it later.
+	err = check_dentry(SENTINEL_OP_LINK, old_dentry, SENTINEL_OBJ_PROTECTED, 0);
+	if (err)
+		return err;
+	return check(SENTINEL_OP_CREATE, NULL, dir, new_dentry, 0, 0);
+}
+
+SEC("lsm/inode_create")
+int BPF_PROG(inode_create, struct inode *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	return ret ? ret : check(SENTINEL_OP_CREATE, NULL, dir, dentry, 0, mode);
+}
+
+SEC("lsm/inode_symlink")
+int BPF_PROG(inode_symlink, struct inode *dir, struct dentry *dentry, const char *old_name, int ret)
+{
+	return ret ? ret : check(SENTINEL_OP_SYMLINK, NULL, dir, dentry, 0, 0);
+}
+
+SEC("lsm/inode_mkdir")
+int BPF_PROG(inode_mkdir, struct inode *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	return ret ? ret : check(SENTINEL_OP_MKDIR, NULL, dir, dentry, 0, mode);
+}
+
+SEC("lsm/inode_mknod")
+int BPF_PROG(inode_mknod, struct inode *dir, struct dentry *dentry, umode_t mode, dev_t dev, int ret)
+{
+	return ret ? ret : check(SENTINEL_OP_MKNOD, NULL, dir, dentry, 0, mode);
+}
+
+SEC("lsm/inode_setxattr")
+int BPF_PROG(inode_setxattr_a0, struct dentry *dentry, const char *name, const void *value, size_t size, int flags,
+	     int ret)
+{
+	return ret ? ret : check_dentry(SENTINEL_OP_SETXATTR, dentry, SENTINEL_OBJ_PROTECTED, 0);
+}
+
+SEC("lsm/inode_setxattr")
+int BPF_PROG(inode_setxattr_a1, void *idmap, struct dentry *dentry, const char *name, const void *value, size_t size,
+	     int flags, int ret)
+{
+	return ret ? ret : check_dentry(SENTINEL_OP_SETXATTR, dentry, SENTINEL_OBJ_PROTECTED, 0);
+}
+
+SEC("lsm/inode_removexattr")
+int BPF_PROG(inode_removexattr_a0, struct dentry *dentry, const char *name, int ret)
+{
+	return ret ? ret : check_dentry(SENTINEL_OP_REMOVEXATTR, dentry, SENTINEL_OBJ_PROTECTED, 0);
+}
+
+SEC("lsm/inode_removexattr")
+int BPF_PROG(inode_removexattr_a1, void *idmap, struct dentry *dentry, const char *name, int ret)
+{
+	return ret ? ret : check_dentry(SENTINEL_OP_REMOVEXATTR, dentry, SENTINEL_OBJ_PROTECTED, 0);
+}
+
+// ACLs have their own hooks from 6.2 on; older kernels set them as xattrs.
+SEC("lsm/inode_set_acl")
+int BPF_PROG(inode_set_acl_a1, void *idmap, struct dentry *dentry, const char *acl_name, void *kacl, int ret)
+{
+	return ret ? ret : check_dentry(SENTINEL_OP_SET_ACL, dentry, SENTINEL_OBJ_PROTECTED, 0);
+}
+
+SEC("lsm/inode_remove_acl")
+int BPF_PROG(inode_remove_acl_a1, void *idmap, struct dentry *dentry, const char *acl_name, int ret)
+{
+	return ret ? ret : check_dentry(SENTINEL_OP_SET_ACL, dentry, SENTINEL_OBJ_PROTECTED, 0);
+}
+
+static __always_inline int ioctl(struct file *file, unsigned int cmd)
+{
+	if (cmd != FS_IOC_SETFLAGS && cmd != FS_IOC32_SETFLAGS && cmd != FS_IOC_FSSETXATTR && cmd != FS_IOC_SETVERSION)
+		return 0;
+	return check_dentry(SENTINEL_OP_IOCTL_SETFLAGS, file->f_path.dentry, SENTINEL_OBJ_PROTECTED, cmd);
+}
+
+SEC("lsm/file_ioctl")
+int BPF_PROG(file_ioctl, struct file *file, unsigned int cmd, unsigned long arg, int ret)
+{
+	return ret ? ret : ioctl(file, cmd);
+}
+
+SEC("lsm/file_ioctl_compat")
+int BPF_PROG(file_ioctl_compat, struct file *file, unsigned int cmd, unsigned long arg, int ret)
+{
+	return ret ? ret : ioctl(file, cmd);
+}
+
+static __always_inline int mount_on(const struct path *path, __u64 flags)
+{
+	return check_dentry(SENTINEL_OP_MOUNT, BPF_CORE_READ(path, dentry),
+			    SENTINEL_OBJ_PROTECTED | SENTINEL_OBJ_ANCESTOR, flags);
+}
+
+SEC("lsm/sb_mount")
+int BPF_PROG(sb_mount, const char *dev_name, const struct path *path, const char *type, unsigned long flags,
+	     void *data, int ret)
+{
+	if (ret)
+		return ret;
+	// Remounts and propagation changes do not put anything over a path.
+	if (flags & (MS_REMOUNT | MS_UNBINDABLE | MS_PRIVATE | MS_SLAVE | MS_SHARED))
+		return 0;
+	return mount_on(path, flags);
+}
+
+SEC("lsm/move_mount")
+int BPF_PROG(move_mount, const struct path *from_path, const struct path *to_path, int ret)
+{
+	return ret ? ret : mount_on(to_path, 0);
+}
+
+SEC("lsm/sb_umount")
+int BPF_PROG(sb_umount, struct vfsmount *mnt, int flags, int ret)
+{
+	struct sentinel_inode key = {};
+	struct sentinel_inode none = {};
+	struct sentinel_object *sb;
+
+	if (ret)
+		return ret;
+	key.dev = BPF_CORE_READ(mnt, mnt_sb, s_dev);
+	sb = bpf_map_lookup_elem(&sentinel_objects, &key);
+	if (!sb || !(sb->flags & SENTINEL_OBJ_SUPERBLOCK))
+		return 0;
+	if (current_roles() & sb->allow)
+		return 0;
+	return deny(SENTINEL_OP_UMOUNT, SENTINEL_OBJ_SUPERBLOCK, &key, &none, NULL, flags);
+}
+
+static __always_inline int guarded(__u32 kind, __u32 id)
+{
+	struct sentinel_guard key = {.kind = kind, .id = id};
+
+	return bpf_map_lookup_elem(&sentinel_guarded, &key) != NULL;
+}
+
+// Write access to a Fortress map is handed out only to the agent; every
+// other fd is read-only, so dumps work and updates fail with EPERM.
+SEC("lsm/bpf_map")
+int BPF_PROG(bpf_map, struct bpf_map *map, fmode_t fmode, int ret)
+{
+	struct sentinel_inode key = {}, none = {};
+	__u32 id;
+
+	if (ret)
+		return ret;
+	if (!(fmode & FMODE_WRITE))
+		return 0;
+	id = map->id;
+	if (!guarded(SENTINEL_GUARD_MAP, id))
+		return 0;
+	if (current_roles() & SENTINEL_ROLE_AGENT)
+		return 0;
+	return deny(SENTINEL_OP_MAP_WRITE, 0, &key, &none, NULL, id);
+}
+
+// link_id_of_fd returns the id of the bpf_link behind fd in the current
+// task, or 0. For an fd that is not a link the value is meaningless, but
+// then the command fails in the kernel anyway.
+static __always_inline __u32 link_id_of_fd(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *f = NULL;
+	struct bpf_link *l;
+
+	if (!fdt || fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return 0;
+	l = BPF_CORE_READ(f, private_data);
+	if (!l)
+		return 0;
+	return BPF_CORE_READ(l, id);
+}
+
+SEC("lsm/bpf")
+int BPF_PROG(bpf, int cmd, union bpf_attr *attr, unsigned int size, int ret)
+{
+	struct sentinel_inode key = {}, none = {};
+	__u32 id;
+	int fd;
+
+	if (ret)
+		return ret;
+	if (cmd == BPF_LINK_DETACH)
+		fd = BPF_CORE_READ(attr, link_detach.link_fd);
+	else if (cmd == BPF_LINK_UPDATE)
+		fd = BPF_CORE_READ(attr, link_update.link_fd);
+	else
+		return 0;
+	id = link_id_of_fd(fd);
+	if (!id || !guarded(SENTINEL_GUARD_LINK, id))
+		return 0;
+	if (current_roles() & SENTINEL_ROLE_AGENT)
+		return 0;
+	return deny(SENTINEL_OP_LINK_MODIFY, 0, &key, &none, NULL, id);
+}
+
+// Nobody but the agent itself may attach to the agent or the updater:
+// ptrace, /proc/PID/mem, process_vm_writev and pidfd_getfd all ask for
+// PTRACE_MODE_ATTACH. Reading /proc/PID/stat and the like stays allowed.
+SEC("lsm/ptrace_access_check")
+int BPF_PROG(ptrace_access_check, struct task_struct *child, unsigned int mode, int ret)
+{
+	struct sentinel_inode key = {}, none = {};
+	struct inode *exe;
+	__u32 child_roles;
+
+	if (ret)
+		return ret;
+	if (!(mode & PTRACE_MODE_ATTACH))
+		return 0;
+	exe = task_exe_inode(child);
+	child_roles = roles_of_exe(exe);
+	if (!child_roles)
+		return 0;
+	if (current_roles() & child_roles)
+		return 0;
+	inode_key(exe, &key);
+	return deny(SENTINEL_OP_PTRACE, 0, &key, &none, NULL, mode);
+}

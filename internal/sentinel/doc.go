@@ -1,0 +1,33 @@
+// Package sentinel is Fortress's host-protection layer: BPF LSM programs
+// that refuse every mutation of protected inodes (the agent binary, the
+// config and state directories, Fortress's own pins) to every process whose
+// executable is not an allowed identity, guard Fortress's BPF maps and
+// links, and report file-integrity events through a ring buffer.
+//
+// # Model
+//
+// Objects are matched by (s_dev, i_ino) as the kernel sees them, never by
+// path, so hard links, renames and /proc/self/fd reopens reach the same
+// decision. A directory flagged "children" protects every entry in it,
+// including entries the agent creates later. Directories above a protected
+// object cannot be renamed or mounted over.
+//
+// Identity is the executable: a task is the agent when
+// task->mm->exe_file is the agent binary's inode (and generation, where the
+// filesystem has one). The updater identity may move a new binary over the
+// agent binary from the protected staging directory; the kernel then makes
+// the new inode an agent identity in the same hook, so an upgrade never
+// locks the agent out. The old identity lives until the next Start prunes it.
+//
+// # Limits
+//
+// Running the agent binary by hand yields the agent identity: the binary
+// must be static and act only on signed input or input from protected paths.
+// Ptrace of the agent (and /proc/PID/mem, process_vm_writev, pidfd_getfd) is
+// refused. Root that can load kernel modules, kexec, or write /dev/mem is
+// outside what an LSM can contain; lock those down separately. Device
+// numbers are the superblock's: on btrfs subvolumes and overlayfs the st_dev
+// that stat reports can differ from i_sb->s_dev, so protect paths on
+// ordinary filesystems. Events carry the basename from the kernel; full paths
+// are rebuilt in user space from the inodes Sentinel resolved.
+package sentinel

@@ -1,0 +1,218 @@
+package sentinel
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// Role is a set of identities allowed to mutate an object.
+type Role uint32
+
+const (
+	RoleAgent   Role = 1 << 0 // SENTINEL_ROLE_AGENT
+	RoleUpdater Role = 1 << 1 // SENTINEL_ROLE_UPDATER
+)
+
+// Object flags (enum sentinel_object_flag in bpf/lib/sentinel.h).
+const (
+	flagProtected   = 1 << 0
+	flagChildren    = 1 << 1
+	flagAncestor    = 1 << 2
+	flagAgentBinary = 1 << 3
+	flagSuperblock  = 1 << 4
+	flagWatchSelf   = 1 << 8
+	flagWatchKids   = 1 << 9
+)
+
+// Inode is an inode as the kernel names it: the superblock's dev_t in the
+// kernel's encoding (major<<20 | minor) and the inode number.
+type Inode struct {
+	Dev uint32
+	Ino uint64
+}
+
+func (i Inode) String() string { return fmt.Sprintf("%d:%d:%d", i.Dev>>20, i.Dev&0xfffff, i.Ino) }
+
+// kernelDev converts a user-space st_dev to the kernel's internal dev_t.
+func kernelDev(dev uint64) uint32 {
+	return unix.Major(dev)<<20 | unix.Minor(dev)
+}
+
+func inodeOf(st *unix.Stat_t) Inode { return Inode{Dev: kernelDev(st.Dev), Ino: st.Ino} }
+
+// Entry is one row of the policy: what the kernel should do about an inode.
+type Entry struct {
+	Inode Inode
+	Flags uint32
+	Allow Role
+	Path  string
+}
+
+// policy accumulates entries, merging flags of inodes met more than once.
+type policy struct {
+	entries map[Inode]*Entry
+	order   []Inode
+}
+
+func newPolicy() *policy { return &policy{entries: map[Inode]*Entry{}} }
+
+func (p *policy) add(in Inode, flags uint32, allow Role, path string) {
+	e, ok := p.entries[in]
+	if !ok {
+		e = &Entry{Inode: in, Allow: allow, Path: path}
+		p.entries[in] = e
+		p.order = append(p.order, in)
+	} else if e.Flags&(flagProtected|flagChildren|flagSuperblock) != 0 && flags&(flagProtected|flagChildren|flagSuperblock) != 0 {
+		// Two protections: the caller needs a role both allow.
+		e.Allow &= allow
+	} else if e.Flags&(flagProtected|flagChildren|flagSuperblock) == 0 {
+		e.Allow = allow
+	}
+	e.Flags |= flags
+}
+
+// Entries returns the accumulated entries in insertion order.
+func (p *policy) Entries() []Entry {
+	out := make([]Entry, 0, len(p.order))
+	for _, in := range p.order {
+		out = append(out, *p.entries[in])
+	}
+	return out
+}
+
+func lstat(path string) (*unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return &st, nil
+}
+
+// protectFile protects one file (and, if path is a symlink, its target too).
+func (p *policy) protectFile(path string, extra uint32, allow Role) error {
+	st, err := lstat(path)
+	if err != nil {
+		return err
+	}
+	p.add(inodeOf(st), flagProtected|extra, allow, path)
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		real, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			return fmt.Errorf("resolve %s: %w", path, err)
+		}
+		if err := p.protectFile(real, extra, allow); err != nil {
+			return err
+		}
+		path = real
+	}
+	return p.ancestors(path)
+}
+
+// protectTree protects a directory, every entry below it, and the entries
+// that will be created in it later.
+func (p *policy) protectTree(root string, allow Role) error {
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		st, err := lstat(path)
+		if err != nil {
+			return err
+		}
+		flags := uint32(flagProtected)
+		if d.IsDir() {
+			flags |= flagChildren
+		}
+		p.add(inodeOf(st), flags, allow, path)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("protect %s: %w", root, err)
+	}
+	return p.ancestors(root)
+}
+
+// ancestors marks every directory above path: no rename, rmdir or mount
+// over them, so the path keeps leading to the protected object.
+func (p *policy) ancestors(path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	for dir := filepath.Dir(abs); ; dir = filepath.Dir(dir) {
+		st, err := lstat(dir)
+		if err != nil {
+			return err
+		}
+		p.add(inodeOf(st), flagAncestor, 0, dir)
+		if dir == "/" {
+			return nil
+		}
+	}
+}
+
+// watch adds file integrity events for path (and, for a directory, for its
+// entries).
+func (p *policy) watch(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", path, err)
+	}
+	ust, err := lstat(path)
+	if err != nil {
+		return err
+	}
+	flags := uint32(flagWatchSelf)
+	if st.IsDir() {
+		flags |= flagWatchKids
+	}
+	p.add(inodeOf(ust), flags, 0, path)
+	return nil
+}
+
+// superblock forbids unmounting the filesystem that holds path.
+func (p *policy) superblock(path string, allow Role) error {
+	st, err := lstat(path)
+	if err != nil {
+		return err
+	}
+	p.add(Inode{Dev: kernelDev(st.Dev)}, flagSuperblock, allow, "superblock of "+path)
+	return nil
+}
+
+// generation returns the inode generation of path where the filesystem
+// reports one (ext4, xfs), so the identity survives no inode-number reuse.
+func generation(path string) (uint32, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	gen, err := unix.IoctlGetUint32(int(f.Fd()), fsIocGetVersion)
+	if err != nil {
+		return 0, false
+	}
+	return gen, true
+}
+
+var errNotRegular = errors.New("not a regular file")
+
+// executableInode resolves an executable path to its inode.
+func executableInode(path string) (Inode, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return Inode{}, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return Inode{}, fmt.Errorf("executable %s: %w", path, errNotRegular)
+	}
+	return inodeOf(&st), nil
+}
+
+// fsIocGetVersion is FS_IOC_GETVERSION (_IOR('v', 1, long)) on 64-bit.
+const fsIocGetVersion = 0x80087601

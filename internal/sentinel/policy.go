@@ -1,0 +1,238 @@
+package sentinel
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// buildPolicy resolves the configured paths to inodes.
+func (s *Sentinel) buildPolicy() (*policy, error) {
+	c := s.cfg
+	p := newPolicy()
+	if err := p.protectFile(c.AgentBinary, flagAgentBinary, RoleUpdater); err != nil {
+		return nil, fmt.Errorf("protect agent binary: %w", err)
+	}
+	if c.UpdaterBinary != "" {
+		if err := p.protectFile(c.UpdaterBinary, 0, 0); err != nil {
+			return nil, fmt.Errorf("protect updater binary: %w", err)
+		}
+	}
+	if err := p.protectTree(c.StagingDir, RoleUpdater); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(c.ConfigDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create config dir: %w", err)
+	}
+	for _, dir := range append([]string{c.ConfigDir}, c.StateDirs...) {
+		if err := p.protectTree(dir, RoleAgent); err != nil {
+			return nil, err
+		}
+	}
+	root := string(c.PinRoot)
+	if err := p.protectTree(root, RoleAgent); err != nil {
+		return nil, err
+	}
+	if err := p.superblock(root, RoleAgent); err != nil {
+		return nil, err
+	}
+	for _, w := range c.Watched {
+		if err := p.watch(w); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// applyPolicy writes the resolved policy and identities into the kernel,
+// and prunes what no longer applies (stale agent binaries after an upgrade).
+func (s *Sentinel) applyPolicy() error {
+	p, err := s.buildPolicy()
+	if err != nil {
+		return err
+	}
+	agent, err := executableInode(s.cfg.AgentBinary)
+	if err != nil {
+		return err
+	}
+	ids := map[Inode]sentinelSentinelIdentity{agent: identity(s.cfg.AgentBinary, RoleAgent)}
+	if s.cfg.UpdaterBinary != "" {
+		up, err := executableInode(s.cfg.UpdaterBinary)
+		if err != nil {
+			return err
+		}
+		ids[up] = identity(s.cfg.UpdaterBinary, RoleUpdater)
+	}
+
+	objs, idm := s.maps[mapObjects], s.maps[mapIdentities]
+	// New entries first, then removals: never a moment with less
+	// protection than either the old or the new policy.
+	for in, id := range ids {
+		if err := idm.Put(key(in), id); err != nil {
+			return fmt.Errorf("register identity %s: %w", in, err)
+		}
+	}
+	want := map[Inode]bool{}
+	for _, e := range p.Entries() {
+		want[e.Inode] = true
+		if err := objs.Put(key(e.Inode), sentinelSentinelObject{Flags: e.Flags, Allow: uint32(e.Allow)}); err != nil {
+			return fmt.Errorf("protect %s: %w", e.Path, err)
+		}
+	}
+	var k sentinelSentinelInode
+	var v sentinelSentinelObject
+	var stale []sentinelSentinelInode
+	it := objs.Iterate()
+	for it.Next(&k, &v) {
+		if !want[Inode{Dev: k.Dev, Ino: k.Ino}] {
+			stale = append(stale, k)
+		}
+	}
+	var staleIDs []sentinelSentinelInode
+	var idv sentinelSentinelIdentity
+	it2 := idm.Iterate()
+	for it2.Next(&k, &idv) {
+		if _, ok := ids[Inode{Dev: k.Dev, Ino: k.Ino}]; !ok {
+			staleIDs = append(staleIDs, k)
+		}
+	}
+	for _, k := range staleIDs {
+		if err := idm.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("prune identity: %w", err)
+		}
+	}
+	for _, k := range stale {
+		if err := objs.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("prune object: %w", err)
+		}
+	}
+	s.mu.Lock()
+	s.names = map[Inode]string{}
+	for _, e := range p.Entries() {
+		s.names[e.Inode] = e.Path
+	}
+	s.mu.Unlock()
+	s.record("map_update", mapObjects, nil, map[string]any{
+		"entries": len(want), "pruned": len(stale), "identities": len(ids), "pruned_identities": len(staleIDs),
+	})
+	return nil
+}
+
+func key(in Inode) sentinelSentinelInode { return sentinelSentinelInode{Ino: in.Ino, Dev: in.Dev} }
+
+func identity(path string, r Role) sentinelSentinelIdentity {
+	id := sentinelSentinelIdentity{Roles: uint32(r)}
+	if gen, ok := generation(path); ok {
+		id.Gen, id.GenValid = gen, 1
+	}
+	return id
+}
+
+// Protect adds a path (a file, or a directory with everything in it) to the
+// protected set at run time, e.g. a config file the agent has just created.
+func (s *Sentinel) Protect(path string, allow Role) error {
+	p := newPolicy()
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("protect %s: %w", path, err)
+	}
+	if st.IsDir() {
+		err = p.protectTree(path, allow)
+	} else {
+		err = p.protectFile(path, 0, allow)
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range p.Entries() {
+		var old sentinelSentinelObject
+		if s.maps[mapObjects].Lookup(key(e.Inode), &old) == nil {
+			e.Flags |= old.Flags
+			if old.Flags&(flagProtected|flagChildren|flagSuperblock) != 0 && e.Flags&flagAncestor == 0 {
+				e.Allow &= Role(old.Allow)
+			}
+		}
+		if err := s.maps[mapObjects].Put(key(e.Inode), sentinelSentinelObject{Flags: e.Flags, Allow: uint32(e.Allow)}); err != nil {
+			return fmt.Errorf("protect %s: %w", e.Path, err)
+		}
+		s.mu.Lock()
+		s.names[e.Inode] = e.Path
+		s.mu.Unlock()
+	}
+	s.record("map_update", mapObjects, nil, map[string]any{"protect": path})
+	return nil
+}
+
+const (
+	guardMap  = 1 // SENTINEL_GUARD_MAP
+	guardLink = 2 // SENTINEL_GUARD_LINK
+)
+
+func (s *Sentinel) guardID(kind, id uint32) error {
+	err := s.maps[mapGuarded].Put(sentinelSentinelGuard{Kind: kind, Id: id}, uint32(1))
+	if err != nil {
+		return fmt.Errorf("guard bpf object %d: %w", id, err)
+	}
+	return nil
+}
+
+// GuardMap makes m writable only by the agent: every other process gets a
+// read-only descriptor (dumps keep working, updates fail with EPERM).
+func (s *Sentinel) GuardMap(m *ebpf.Map) error {
+	info, err := m.Info()
+	if err != nil {
+		return fmt.Errorf("guard map: %w", err)
+	}
+	id, ok := info.ID()
+	if !ok {
+		return errors.New("guard map: kernel reports no map id")
+	}
+	return s.guardID(guardMap, uint32(id))
+}
+
+// GuardLink lets only the agent detach or update l.
+func (s *Sentinel) GuardLink(l link.Link) error {
+	info, err := l.Info()
+	if err != nil {
+		return fmt.Errorf("guard link: %w", err)
+	}
+	return s.guardID(guardLink, uint32(info.ID))
+}
+
+// setMode switches enforce/audit. until (if non-zero) ends an audit window
+// in the kernel itself, whether or not the agent is alive then.
+func (s *Sentinel) setMode(m Mode, until time.Time) error {
+	v := sentinelSentinelSettings{Mode: uint32(m)}
+	if m == Audit && !until.IsZero() {
+		v.AuditUntilNs = uint64(bootNow() + time.Until(until).Nanoseconds())
+	}
+	err := s.maps[mapConfig].Put(uint32(0), v)
+	s.record("map_update", mapConfig, err, map[string]any{"mode": m.String(), "until": until})
+	if err != nil {
+		return fmt.Errorf("set mode %s: %w", m, err)
+	}
+	return nil
+}
+
+// Mode returns the mode in force and the end of an audit window.
+func (s *Sentinel) Mode() (Mode, time.Time, error) {
+	var v sentinelSentinelSettings
+	if err := s.maps[mapConfig].Lookup(uint32(0), &v); err != nil {
+		return Enforce, time.Time{}, fmt.Errorf("read mode: %w", err)
+	}
+	if Mode(v.Mode) != Audit {
+		return Enforce, time.Time{}, nil
+	}
+	if v.AuditUntilNs == 0 {
+		return Audit, time.Time{}, nil
+	}
+	left := int64(v.AuditUntilNs) - bootNow()
+	if left <= 0 {
+		return Enforce, time.Time{}, nil
+	}
+	return Audit, time.Now().Add(time.Duration(left)), nil
+}

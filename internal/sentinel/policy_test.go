@@ -1,0 +1,137 @@
+package sentinel
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+)
+
+func TestKernelDev(t *testing.T) {
+	for _, c := range []struct {
+		major, minor uint32
+		want         uint32
+	}{{8, 1, 8<<20 | 1}, {0, 25, 25}, {259, 70000, 259<<20 | 70000}} {
+		if got := kernelDev(unix.Mkdev(c.major, c.minor)); got != c.want {
+			t.Errorf("kernelDev(%d:%d) = %#x, want %#x", c.major, c.minor, got, c.want)
+		}
+	}
+}
+
+func TestPolicyResolvesInodes(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "etc", "serviceradar")
+	if err := os.MkdirAll(filepath.Join(cfg, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sweep := filepath.Join(cfg, "sweep.json")
+	os.WriteFile(sweep, []byte("{}"), 0o644)
+	os.WriteFile(filepath.Join(cfg, "sub", "x.json"), []byte("{}"), 0o644)
+	bin := filepath.Join(dir, "bin", "agent")
+	os.MkdirAll(filepath.Dir(bin), 0o755)
+	os.WriteFile(bin, []byte("x"), 0o755)
+	link := filepath.Join(dir, "bin", "agent-link")
+	os.Symlink(bin, link)
+
+	p := newPolicy()
+	if err := p.protectTree(cfg, RoleAgent); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.protectFile(link, flagAgentBinary, RoleUpdater); err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string, follow bool) Entry {
+		t.Helper()
+		var st unix.Stat_t
+		var err error
+		if follow {
+			err = unix.Stat(path, &st)
+		} else {
+			err = unix.Lstat(path, &st)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, ok := p.entries[inodeOf(&st)]
+		if !ok {
+			t.Fatalf("%s not in policy", path)
+		}
+		return *e
+	}
+	if e := get(cfg, false); e.Flags != flagProtected|flagChildren || e.Allow != RoleAgent {
+		t.Errorf("config dir: %+v", e)
+	}
+	if e := get(filepath.Join(cfg, "sub"), false); e.Flags != flagProtected|flagChildren {
+		t.Errorf("sub dir: %+v", e)
+	}
+	if e := get(sweep, false); e.Flags != flagProtected || e.Allow != RoleAgent {
+		t.Errorf("sweep.json: %+v", e)
+	}
+	// A hard link is the same inode: the same entry.
+	hl := filepath.Join(dir, "hardlink")
+	if err := os.Link(sweep, hl); err != nil {
+		t.Fatal(err)
+	}
+	if e := get(hl, false); e.Path != sweep {
+		t.Errorf("hard link resolved to %+v", e)
+	}
+	if e := get(bin, true); e.Flags&(flagProtected|flagAgentBinary) != flagProtected|flagAgentBinary || e.Allow != RoleUpdater {
+		t.Errorf("symlink target: %+v", e)
+	}
+	if e := get(link, false); e.Flags&flagProtected == 0 {
+		t.Errorf("symlink itself: %+v", e)
+	}
+	if e := get(filepath.Dir(cfg), false); e.Flags != flagAncestor || e.Allow != 0 {
+		t.Errorf("ancestor: %+v", e)
+	}
+	if e := get("/", false); e.Flags != flagAncestor {
+		t.Errorf("root: %+v", e)
+	}
+	// An unrelated file is not in the policy.
+	other := filepath.Join(dir, "other")
+	os.WriteFile(other, nil, 0o644)
+	var st unix.Stat_t
+	unix.Stat(other, &st)
+	if _, ok := p.entries[inodeOf(&st)]; ok {
+		t.Error("unrelated file in policy")
+	}
+}
+
+func TestSelectProgramsHostKernel(t *testing.T) {
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("no kernel BTF: %v", err)
+	}
+	spec, err := loadSentinel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := selectPrograms(spec, kernel); err != nil {
+		t.Fatal(err)
+	}
+	hooks := map[string]string{}
+	for name, p := range spec.Programs {
+		if prev, dup := hooks[p.AttachTo]; dup {
+			t.Errorf("hook %s has %s and %s", p.AttachTo, prev, name)
+		}
+		hooks[p.AttachTo] = name
+	}
+	for _, h := range []string{"file_open", "inode_setattr", "inode_unlink", "inode_rename", "inode_setxattr", "bpf_map", "bpf", "ptrace_access_check", "sb_mount"} {
+		if _, ok := hooks[h]; !ok {
+			t.Errorf("no program for %s", h)
+		}
+	}
+	t.Logf("programs for this kernel: %v", hooks)
+}
+
+func TestBytecodeAudit(t *testing.T) {
+	spec, err := loadSentinel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auditSpec(spec); err != nil {
+		t.Fatal(err)
+	}
+}
