@@ -1,0 +1,591 @@
+package controlstream
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/carverauto/fortress/api/controlpb"
+	"github.com/carverauto/fortress/internal/bundle"
+)
+
+// MaxMessage is the largest gRPC message either side accepts: a bundle at
+// the default size cap plus framing.
+const MaxMessage = bundle.DefaultMaxSize + 1<<20
+
+// maxEventsPerBatch keeps event batches well under gRPC's message limits.
+const maxEventsPerBatch = 512
+
+// Layer states, as agents report them.
+const (
+	StateEnforcing   = "enforcing"
+	StateObserving   = "observing"
+	StateDegraded    = "degraded"
+	StateUnavailable = "unavailable"
+)
+
+// Event kinds.
+const (
+	KindFIM       = "fim"
+	KindViolation = "violation"
+)
+
+// Hello is what an agent tells the gateway about itself on every connect.
+type Hello struct {
+	AgentID      string
+	AgentVersion string
+	Hostname     string
+	Capabilities []string
+	// Kernel is the kernel probe: release and per-feature results.
+	KernelRelease string
+	KernelChecks  map[string]bool
+	KernelReasons map[string]string
+}
+
+// Layer is one layer's state for Status.
+type Layer struct {
+	State  string // StateEnforcing, ...
+	Mode   string
+	Reason string
+}
+
+// Status is the agent's current state.
+type Status struct {
+	Shield        Layer
+	Sentinel      Layer
+	PolicyVersion uint64
+	Degraded      []string
+}
+
+// CounterDelta is the change of one rule's counter since the last report.
+type CounterDelta struct {
+	Rule    string
+	DryRun  bool
+	Packets uint64
+	Bytes   uint64
+}
+
+// Event is a FIM or violation event.
+type Event struct {
+	Time     time.Time
+	Kind     string // KindFIM or KindViolation
+	Severity string
+	Path     string
+	Op       string
+	Process  string
+	PID      uint32
+	UID      uint32
+	Detail   string
+	Denied   bool
+}
+
+// BundleFunc applies a pushed bundle and returns the applied version, or an
+// error whose bundle.Reason is reported to the gateway.
+type BundleFunc func(ctx context.Context, data []byte) (uint64, error)
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// Addr is the gateway's host:port.
+	Addr string
+	// TLS carries the agent's client certificate and the gateway's CA.
+	TLS   *tls.Config
+	Hello Hello
+	// OnBundle applies bundles; nil refuses them.
+	OnBundle BundleFunc
+	// FlushInterval is how often counter deltas are cut into a batch (1 s).
+	FlushInterval time.Duration
+	// StatusInterval is how often status is re-sent unchanged (15 s).
+	StatusInterval time.Duration
+	// MaxBatches bounds batches held for (re)delivery (1024).
+	MaxBatches int
+	// MaxEvents bounds events waiting for a batch (10000); more are dropped
+	// and counted.
+	MaxEvents int
+	// MaxCounterKeys bounds distinct (rule, dry-run) keys waiting (1<<20).
+	MaxCounterKeys int
+	// MinBackoff and MaxBackoff bound the reconnect delay (200 ms, 30 s).
+	MinBackoff, MaxBackoff time.Duration
+	Logger                 *slog.Logger
+}
+
+type counterKey struct {
+	rule   string
+	dryRun bool
+}
+
+type pending struct {
+	seq uint64
+	msg *pb.AgentMessage
+}
+
+// Client is the agent's end of the ControlStream. Its Add methods never
+// block: counters are merged into an accumulator bounded by the number of
+// rules, events wait in a bounded queue, and both are cut into sequenced
+// batches that are kept until the gateway acknowledges them.
+type Client struct {
+	cfg     ClientConfig
+	log     *slog.Logger
+	epoch   uint64
+	bundles chan *pb.PolicyBundle
+
+	mu            sync.Mutex
+	acc           map[counterKey]*CounterDelta
+	events        []*pb.Event
+	dropSince     uint64 // events dropped since the last event batch
+	queue         []pending
+	nextSeq       uint64
+	acked         uint64
+	status        *pb.Status
+	statusVersion uint64
+	acks          []*pb.BundleAck
+	pongs         []int64
+
+	wake chan struct{}
+
+	connected     atomic.Bool
+	connects      atomic.Uint64
+	eventsDropped atomic.Uint64
+	keysDropped   atomic.Uint64
+	batchesSent   atomic.Uint64
+}
+
+// NewClient checks cfg and returns a Client; Run connects it.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.Addr == "" || cfg.TLS == nil || cfg.Hello.AgentID == "" {
+		return nil, errors.New("controlstream client: need Addr, TLS and Hello.AgentID")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.FlushInterval, time.Second)
+	def(&cfg.StatusInterval, 15*time.Second)
+	def(&cfg.MinBackoff, 200*time.Millisecond)
+	def(&cfg.MaxBackoff, 30*time.Second)
+	if cfg.MaxBatches <= 0 {
+		cfg.MaxBatches = 1024
+	}
+	if cfg.MaxEvents <= 0 {
+		cfg.MaxEvents = 10000
+	}
+	if cfg.MaxCounterKeys <= 0 {
+		cfg.MaxCounterKeys = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	return &Client{
+		cfg:     cfg,
+		log:     cfg.Logger.With("agent", cfg.Hello.AgentID),
+		epoch:   binary.LittleEndian.Uint64(b[:]) | 1,
+		bundles: make(chan *pb.PolicyBundle, 4),
+		acc:     map[counterKey]*CounterDelta{},
+		nextSeq: 1,
+		wake:    make(chan struct{}, 1),
+	}, nil
+}
+
+// Epoch is this client's sequence space id.
+func (c *Client) Epoch() uint64 { return c.epoch }
+
+func (c *Client) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// AddCounters merges counter deltas into the next batch. It never blocks and
+// never loses a delta, except for a new key beyond MaxCounterKeys, which is
+// dropped and counted.
+func (c *Client) AddCounters(deltas ...CounterDelta) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, d := range deltas {
+		if d.Packets == 0 && d.Bytes == 0 {
+			continue
+		}
+		k := counterKey{d.Rule, d.DryRun}
+		a, ok := c.acc[k]
+		if !ok {
+			if len(c.acc) >= c.cfg.MaxCounterKeys {
+				c.keysDropped.Add(1)
+				continue
+			}
+			a = &CounterDelta{Rule: d.Rule, DryRun: d.DryRun}
+			c.acc[k] = a
+		}
+		a.Packets += d.Packets
+		a.Bytes += d.Bytes
+	}
+}
+
+// AddEvent queues an event for immediate delivery. It never blocks; when the
+// queue is full the event is dropped, counted and false returned.
+func (c *Client) AddEvent(e Event) bool {
+	kind := pb.EventKind_EVENT_KIND_UNSPECIFIED
+	switch e.Kind {
+	case KindFIM:
+		kind = pb.EventKind_EVENT_KIND_FIM
+	case KindViolation:
+		kind = pb.EventKind_EVENT_KIND_VIOLATION
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	pe := &pb.Event{TimeUnixNano: e.Time.UnixNano(), Kind: kind, Severity: e.Severity, Path: e.Path, Op: e.Op,
+		Process: e.Process, Pid: e.PID, Uid: e.UID, Detail: e.Detail, Denied: e.Denied}
+	c.mu.Lock()
+	if len(c.events) >= c.cfg.MaxEvents {
+		c.dropSince++
+		c.mu.Unlock()
+		c.eventsDropped.Add(1)
+		return false
+	}
+	c.events = append(c.events, pe)
+	c.mu.Unlock()
+	c.signal()
+	return true
+}
+
+// SetStatus records the agent's status; it is sent at once and then
+// periodically.
+func (c *Client) SetStatus(s Status) {
+	layer := func(l Layer) *pb.Layer {
+		st := pb.LayerState_LAYER_STATE_UNSPECIFIED
+		switch l.State {
+		case StateEnforcing:
+			st = pb.LayerState_LAYER_STATE_ENFORCING
+		case StateObserving:
+			st = pb.LayerState_LAYER_STATE_OBSERVING
+		case StateDegraded:
+			st = pb.LayerState_LAYER_STATE_DEGRADED
+		case StateUnavailable:
+			st = pb.LayerState_LAYER_STATE_UNAVAILABLE
+		}
+		return &pb.Layer{State: st, Mode: l.Mode, Reason: l.Reason}
+	}
+	c.mu.Lock()
+	c.status = &pb.Status{Shield: layer(s.Shield), Sentinel: layer(s.Sentinel), PolicyVersion: s.PolicyVersion,
+		DegradedReasons: append([]string(nil), s.Degraded...)}
+	c.statusVersion++
+	c.mu.Unlock()
+	c.signal()
+}
+
+// Flush cuts pending counters into a batch now instead of at the next tick.
+func (c *Client) Flush() {
+	c.mu.Lock()
+	c.cutCounters()
+	c.mu.Unlock()
+	c.signal()
+}
+
+// Stats are the client's counters.
+type Stats struct {
+	Connected          bool
+	Connects           uint64
+	Unacked            int // batches waiting for the gateway's ack
+	PendingEvents      int
+	EventsDropped      uint64
+	CounterKeysDropped uint64
+	BatchesSent        uint64
+	Acked              uint64 // highest acknowledged seq
+	NextSeq            uint64
+}
+
+// Stats returns a snapshot of the client's counters.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Stats{
+		Connected: c.connected.Load(), Connects: c.connects.Load(), Unacked: len(c.queue), PendingEvents: len(c.events),
+		EventsDropped: c.eventsDropped.Load(), CounterKeysDropped: c.keysDropped.Load(), BatchesSent: c.batchesSent.Load(),
+		Acked: c.acked, NextSeq: c.nextSeq,
+	}
+}
+
+// Drained reports whether every delta and event handed to the client has
+// been acknowledged by the gateway.
+func (c *Client) Drained() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.acc) == 0 && len(c.events) == 0 && len(c.queue) == 0
+}
+
+// cutCounters moves the accumulator into a sequenced batch if there is room.
+// Called with mu held.
+func (c *Client) cutCounters() {
+	if len(c.acc) == 0 || len(c.queue) >= c.cfg.MaxBatches {
+		return
+	}
+	b := &pb.CounterBatch{Seq: c.nextSeq, TimeUnixNano: time.Now().UnixNano(), Deltas: make([]*pb.CounterDelta, 0, len(c.acc))}
+	for _, d := range c.acc {
+		b.Deltas = append(b.Deltas, &pb.CounterDelta{Rule: d.Rule, DryRun: d.DryRun, Packets: d.Packets, Bytes: d.Bytes})
+	}
+	clear(c.acc)
+	c.queue = append(c.queue, pending{c.nextSeq, &pb.AgentMessage{Msg: &pb.AgentMessage_Counters{Counters: b}}})
+	c.nextSeq++
+}
+
+// cutEvents moves waiting events into sequenced batches while there is room.
+// Called with mu held.
+func (c *Client) cutEvents() {
+	for (len(c.events) > 0 || c.dropSince > 0) && len(c.queue) < c.cfg.MaxBatches {
+		n := min(len(c.events), maxEventsPerBatch)
+		b := &pb.EventBatch{Seq: c.nextSeq, Events: c.events[:n:n], Dropped: c.dropSince}
+		c.events = c.events[n:]
+		c.dropSince = 0
+		c.queue = append(c.queue, pending{c.nextSeq, &pb.AgentMessage{Msg: &pb.AgentMessage_Events{Events: b}}})
+		c.nextSeq++
+	}
+	if len(c.events) == 0 {
+		c.events = nil // release the backing array
+	}
+}
+
+// ackTo drops batches the gateway has stored.
+func (c *Client) ackTo(seq uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if seq > c.acked {
+		c.acked = seq
+	}
+	i := 0
+	for i < len(c.queue) && c.queue[i].seq <= seq {
+		c.queue[i] = pending{}
+		i++
+	}
+	c.queue = c.queue[i:]
+	if len(c.queue) == 0 {
+		c.queue = nil
+	}
+}
+
+// Run keeps the stream up until ctx ends, reconnecting with exponential
+// backoff and jitter. It returns ctx's error.
+func (c *Client) Run(ctx context.Context) error {
+	go c.bundleWorker(ctx)
+	attempt := 0
+	for {
+		start := time.Now()
+		err := c.session(ctx)
+		c.connected.Store(false)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Since(start) > 10*time.Second {
+			attempt = 0
+		}
+		delay := backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)
+		attempt++
+		c.log.Warn("control stream down", "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// backoff returns a delay in [d/2, d) where d doubles from min up to max.
+func backoff(attempt int, min, max time.Duration) time.Duration {
+	d := min
+	for i := 0; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
+}
+
+func (c *Client) dial() (*grpc.ClientConn, error) {
+	return grpc.NewClient(c.cfg.Addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(c.cfg.TLS)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessage)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+}
+
+func (c *Client) hello() *pb.Hello {
+	h := c.cfg.Hello
+	c.mu.Lock()
+	var pv uint64
+	if c.status != nil {
+		pv = c.status.PolicyVersion
+	}
+	c.mu.Unlock()
+	return &pb.Hello{AgentId: h.AgentID, AgentVersion: h.AgentVersion, Hostname: h.Hostname, Capabilities: h.Capabilities,
+		Kernel: &pb.KernelProbe{Release: h.KernelRelease, Checks: h.KernelChecks, Reasons: h.KernelReasons},
+		Epoch:  c.epoch, PolicyVersion: pv}
+}
+
+// session runs one connection: hello, welcome, then the writer loop here and
+// the reader in a goroutine, until either fails.
+func (c *Client) session(ctx context.Context) error {
+	conn, err := c.dial()
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", c.cfg.Addr, err)
+	}
+	defer conn.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := pb.NewControlClient(conn).Stream(sctx)
+	if err != nil {
+		return fmt.Errorf("open stream: %w", err)
+	}
+	if err := stream.Send(&pb.AgentMessage{Msg: &pb.AgentMessage_Hello{Hello: c.hello()}}); err != nil {
+		return fmt.Errorf("send hello: %w", err)
+	}
+	welcomeTimer := time.AfterFunc(15*time.Second, cancel)
+	first, err := stream.Recv()
+	welcomeTimer.Stop()
+	if err != nil {
+		return fmt.Errorf("await welcome: %w", err)
+	}
+	w := first.GetWelcome()
+	if w == nil {
+		return errors.New("await welcome: gateway sent something else")
+	}
+	c.ackTo(w.LastSeq)
+	c.connected.Store(true)
+	c.connects.Add(1)
+	c.log.Info("control stream up", "gateway", c.cfg.Addr, "resume_after", w.LastSeq)
+
+	readErr := make(chan error, 1)
+	go func() { readErr <- c.reader(sctx, stream) }()
+	err = c.writer(sctx, stream, w.LastSeq, readErr)
+	cancel()
+	return err
+}
+
+func (c *Client) reader(ctx context.Context, stream pb.Control_StreamClient) error {
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("gateway closed the stream")
+			}
+			return err
+		}
+		switch x := m.Msg.(type) {
+		case *pb.GatewayMessage_SeqAck:
+			c.ackTo(x.SeqAck.Seq)
+		case *pb.GatewayMessage_Ping:
+			c.mu.Lock()
+			if len(c.pongs) < 16 {
+				c.pongs = append(c.pongs, x.Ping.TimeUnixNano)
+			}
+			c.mu.Unlock()
+			c.signal()
+		case *pb.GatewayMessage_Bundle:
+			select {
+			case c.bundles <- x.Bundle:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+}
+
+// bundleWorker applies bundles one at a time, outside the reader, and queues
+// the acks (kept across reconnects until sent).
+func (c *Client) bundleWorker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-c.bundles:
+			ack := &pb.BundleAck{Version: b.Version}
+			if c.cfg.OnBundle == nil {
+				ack.Reason, ack.Error = "unsupported", "agent accepts no bundles"
+			} else if v, err := c.cfg.OnBundle(ctx, b.Data); err != nil {
+				ack.Reason, ack.Error = bundle.Reason(err), err.Error()
+			} else {
+				ack.Applied, ack.Version = true, v
+			}
+			c.mu.Lock()
+			if len(c.acks) < 64 {
+				c.acks = append(c.acks, ack)
+			}
+			c.mu.Unlock()
+			c.signal()
+		}
+	}
+}
+
+func (c *Client) writer(ctx context.Context, stream pb.Control_StreamClient, sentUpTo uint64, readErr <-chan error) error {
+	flush := time.NewTicker(c.cfg.FlushInterval)
+	defer flush.Stop()
+	statusTick := time.NewTicker(c.cfg.StatusInterval)
+	defer statusTick.Stop()
+	var sentStatus uint64
+	forceStatus := true
+	for {
+		c.mu.Lock()
+		c.cutEvents()
+		var out []*pb.AgentMessage
+		for _, p := range c.queue {
+			if p.seq > sentUpTo {
+				out = append(out, p.msg)
+				sentUpTo = p.seq
+			}
+		}
+		if c.status != nil && (forceStatus || c.statusVersion != sentStatus) {
+			st := proto.Clone(c.status).(*pb.Status)
+			st.TimeUnixNano = time.Now().UnixNano()
+			st.EventsDropped = c.eventsDropped.Load()
+			st.CounterKeysDropped = c.keysDropped.Load()
+			out = append(out, &pb.AgentMessage{Msg: &pb.AgentMessage_Status{Status: st}})
+			sentStatus, forceStatus = c.statusVersion, false
+		}
+		for _, a := range c.acks {
+			out = append(out, &pb.AgentMessage{Msg: &pb.AgentMessage_BundleAck{BundleAck: a}})
+		}
+		c.acks = nil
+		for _, p := range c.pongs {
+			out = append(out, &pb.AgentMessage{Msg: &pb.AgentMessage_Pong{Pong: &pb.Pong{PingTimeUnixNano: p}}})
+		}
+		c.pongs = nil
+		c.mu.Unlock()
+		for _, m := range out {
+			if err := stream.Send(m); err != nil {
+				return fmt.Errorf("send: %w", err)
+			}
+			if m.GetCounters() != nil || m.GetEvents() != nil {
+				c.batchesSent.Add(1)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-readErr:
+			return err
+		case <-c.wake:
+		case <-flush.C:
+			c.mu.Lock()
+			c.cutCounters()
+			c.mu.Unlock()
+		case <-statusTick.C:
+			forceStatus = true
+		}
+	}
+}
