@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/cilium/ebpf/link"
 
@@ -104,15 +106,28 @@ func (s *Shield) Interfaces() []string {
 	return out
 }
 
-func linkPin(iface string) string { return "link_" + iface }
+// Link pins are named after the interface; bpffs refuses dots in names,
+// which interface names (eth0.100) may hold, so they are escaped.
+var (
+	pinEscape   = strings.NewReplacer("%", "%25", ".", "%2e")
+	pinUnescape = strings.NewReplacer("%2e", ".", "%25", "%")
+)
+
+func linkPin(iface string) string { return "link_" + pinEscape.Replace(iface) }
+
+func ifaceOfPin(name string) (string, bool) {
+	esc, ok := strings.CutPrefix(name, "link_")
+	return pinUnescape.Replace(esc), ok
+}
 
 type pinner interface {
 	Pin(string) error
 }
 
 // pinReplace pins obj at path, atomically replacing what is pinned there.
+// (bpffs refuses names with dots, hence the prefix.)
 func pinReplace(obj pinner, path string) error {
-	tmp := path + ".new"
+	tmp := filepath.Join(filepath.Dir(path), "new_"+filepath.Base(path))
 	_ = os.Remove(tmp)
 	if err := obj.Pin(tmp); err != nil {
 		return fmt.Errorf("pin %s: %w", path, err)

@@ -92,7 +92,6 @@ type Shield struct {
 	ctl     control
 	rules   ruleTable
 	applied ApplyResult
-	tables  *lpm.Tables        // the set in force, to refill grown maps
 	offsets map[uint32]counter // counts carried over from replaced counter maps
 }
 
@@ -339,13 +338,17 @@ func (s *Shield) apply(rules []lpm.Rule, dryRun bool) (ApplyResult, error) {
 	if err := s.rcuSync(); err != nil {
 		return res, err
 	}
-	s.tables = tab
 	retired := s.rules.commit(next)
 	for _, slot := range retired {
 		delete(s.offsets, slot)
 	}
 	if err := s.zeroSlots(retired); err != nil {
 		s.cfg.Logger.Warn("shield: reset retired counters", "err", err)
+	}
+	if err := s.saveRuleState(); err != nil {
+		// Enforcement is unaffected; only counter attribution after a
+		// restart is at stake.
+		s.cfg.Logger.Warn("shield: save rule state", "err", err)
 	}
 	res.Generation, res.Serial = gen, ctl.Serial
 	res.MapBytes = s.cap.MapBytes(s.ncpu)
@@ -434,8 +437,8 @@ func (s *Shield) zeroSlots(slots []uint32) error {
 }
 
 // grow replaces maps and program with larger ones, switching every attached
-// interface atomically (link update). The set in force is copied into the new
-// maps first, so no packet ever meets an empty table; global counters and the
+// interface atomically (link update). The generation in force is copied into
+// the new maps first, so no packet ever meets an empty table; global counters and the
 // sample ring are carried over as they are, rule counters by offset.
 func (s *Shield) grow(c Capacity) error {
 	keep := map[string]*ebpf.Map{
@@ -457,10 +460,8 @@ func (s *Shield) grow(c Capacity) error {
 		objs.Close()
 		return err
 	}
-	if s.tables != nil {
-		if err := s.writeTables(s.ctl.Gen, s.tables); err != nil {
-			return fail(err)
-		}
+	if err := copyLive(old, oldCap, objs, c, s.ctl.Gen); err != nil {
+		return fail(err)
 	}
 	if err := objs.ShieldState.Put(uint32(0), s.ctl); err != nil {
 		return fail(fmt.Errorf("init grown shield state: %w", err))
@@ -523,4 +524,44 @@ func (s *Shield) Close() error {
 		errs = append(errs, s.syncMap.Close(), s.syncIn.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// copyLive copies generation gen of the tables from one set of maps to
+// another of larger capacity. Range indices in the directory are relative to
+// the generation's base, so the copy stays valid at the new stride.
+func copyLive(from *shieldObjects, fc Capacity, to *shieldObjects, tc Capacity, gen uint32) error {
+	regions := []struct {
+		src, dst       *ebpf.Map
+		srcOff, dstOff int64
+		n              int64
+	}{
+		{from.V4Dir, to.V4Dir, int64(gen) * lpm.DirBuckets * dirBytes, int64(gen) * lpm.DirBuckets * dirBytes, lpm.DirBuckets * dirBytes},
+		{from.V6Dir, to.V6Dir, int64(gen) * lpm.DirBuckets * dirBytes, int64(gen) * lpm.DirBuckets * dirBytes, lpm.DirBuckets * dirBytes},
+		{from.V4Keys, to.V4Keys, int64(gen) * int64(fc.V4Ranges) * v4KeyBytes, int64(gen) * int64(tc.V4Ranges) * v4KeyBytes, int64(fc.V4Ranges) * v4KeyBytes},
+		{from.V4Vals, to.V4Vals, int64(gen) * int64(fc.V4Ranges) * valBytes, int64(gen) * int64(tc.V4Ranges) * valBytes, int64(fc.V4Ranges) * valBytes},
+		{from.V6Keys, to.V6Keys, int64(gen) * int64(fc.V6Ranges) * v6KeyBytes, int64(gen) * int64(tc.V6Ranges) * v6KeyBytes, int64(fc.V6Ranges) * v6KeyBytes},
+		{from.V6Vals, to.V6Vals, int64(gen) * int64(fc.V6Ranges) * valBytes, int64(gen) * int64(tc.V6Ranges) * valBytes, int64(fc.V6Ranges) * valBytes},
+	}
+	buf := make([]byte, 0)
+	for _, r := range regions {
+		sm, err := r.src.Memory()
+		if err != nil {
+			return fmt.Errorf("copy live tables: %w", err)
+		}
+		dm, err := r.dst.Memory()
+		if err != nil {
+			return fmt.Errorf("copy live tables: %w", err)
+		}
+		if int64(cap(buf)) < r.n {
+			buf = make([]byte, r.n)
+		}
+		b := buf[:r.n]
+		if _, err := sm.ReadAt(b, r.srcOff); err != nil {
+			return fmt.Errorf("copy live tables: read %s: %w", r.src, err)
+		}
+		if _, err := dm.WriteAt(b, r.dstOff); err != nil {
+			return fmt.Errorf("copy live tables: write %s: %w", r.dst, err)
+		}
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/carverauto/fortress/internal/lpm"
+	"github.com/carverauto/fortress/internal/pins"
 )
 
 // RuleStat is one rule with what it matched: drops, would-drops (log-only
@@ -108,4 +109,52 @@ func readCounters(m *ebpf.Map, n uint32, ncpu int) ([]counter, error) {
 		}
 	}
 	return out, nil
+}
+
+// ReadPinned reads the counters of a pinned Shield without changing
+// anything: for `fortressctl shield stats`, with or without a running agent.
+// Rules are named from the agent's saved rule table in stateDir; if that is
+// missing or stale, counters are returned by slot with an empty rule.
+func ReadPinned(root pins.Root, stateDir string) ([]RuleStat, Stats, error) {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	s := &Shield{cfg: Config{PinRoot: root, StateDir: stateDir}, ncpu: ncpu, objs: &shieldObjects{}, offsets: map[uint32]counter{}}
+	s.rules.init()
+	ro := &ebpf.LoadPinOptions{ReadOnly: true}
+	for name, dst := range map[string]**ebpf.Map{
+		"rule_stats": &s.objs.RuleStats, "shield_stats": &s.objs.ShieldStats, "shield_state": &s.objs.ShieldState,
+	} {
+		m, err := ebpf.LoadPinnedMap(root.Path(pins.Shield, name), ro)
+		if err != nil {
+			return nil, Stats{}, fmt.Errorf("open pinned shield map %s: %w", name, err)
+		}
+		defer m.Close()
+		*dst = m
+	}
+	s.cap.Slots = s.objs.RuleStats.MaxEntries()
+	if err := s.objs.ShieldState.Lookup(uint32(0), &s.ctl); err != nil {
+		return nil, Stats{}, fmt.Errorf("read shield state: %w", err)
+	}
+	st, err := s.Stats()
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	if err := s.loadRuleState(); err != nil {
+		// Unnamed: report non-zero slots only.
+		counts, err := readCounters(s.objs.RuleStats, s.cap.Slots, ncpu)
+		if err != nil {
+			return nil, st, err
+		}
+		var out []RuleStat
+		for slot, c := range counts {
+			if c.Packets > 0 {
+				out = append(out, RuleStat{Slot: uint32(slot), Packets: c.Packets, Bytes: c.Bytes})
+			}
+		}
+		return out, st, nil
+	}
+	rs, err := s.RuleStats()
+	return rs, st, err
 }

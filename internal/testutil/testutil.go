@@ -3,6 +3,8 @@ package testutil
 import (
 	"os"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // LabEnv is set to "1" by vmlab inside the virtual machine. There, a missing
@@ -28,4 +30,22 @@ func MissingFeature(t testing.TB, reason string) {
 		t.Fatalf("kernel feature missing inside vmlab: %s", reason)
 	}
 	t.Skipf("skipped: %s", reason)
+}
+
+// TempBPFFS mounts a private bpffs on a temporary directory for the test's
+// pins and unmounts it afterwards, so tests never touch the production pin
+// root.
+func TempBPFFS(t testing.TB) string {
+	t.Helper()
+	RequireRoot(t)
+	dir := t.TempDir()
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		MissingFeature(t, "mount bpffs: "+err.Error())
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount test bpffs: %v", err)
+		}
+	})
+	return dir
 }

@@ -1,0 +1,223 @@
+package shield
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/carverauto/fortress/internal/pins"
+)
+
+// tableMaps are the pinned maps a Shield is made of.
+var tableMaps = []string{"shield_state", "shield_stats", "shield_samples", "rule_stats",
+	"v4_dir", "v4_keys", "v4_vals", "v6_dir", "v6_keys", "v6_vals"}
+
+// Open returns a Shield for cfg. When cfg.PinRoot holds a pinned Shield, it
+// is adopted: its maps (rule set, counters) and links stay as they are, so
+// filtering never stops across an agent restart. The pinned program is
+// checked against the embedded one (same instructions and same load-time
+// settings, such as the gateways); if it differs, it is replaced atomically
+// on every link. Without pins, Open loads a fresh Shield and pins it.
+func Open(cfg Config) (*Shield, error) {
+	cfg.defaults()
+	if cfg.PinRoot != "" {
+		if _, err := os.Stat(cfg.PinRoot.Path(pins.Shield, "xdp_shield")); err == nil {
+			s, err := adopt(cfg)
+			cfg.Audit.Record("adopt", "shield", err, nil)
+			return s, err
+		}
+	}
+	s, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.pinAll(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func adopt(cfg Config) (_ *Shield, err error) {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("possible cpus: %w", err)
+	}
+	s := &Shield{cfg: cfg, ncpu: ncpu, links: map[string]link.Link{}, offsets: map[uint32]counter{}}
+	s.rules.init()
+	maps := map[string]*ebpf.Map{}
+	defer func() {
+		for _, m := range maps {
+			m.Close()
+		}
+		if err != nil {
+			for _, l := range s.links {
+				l.Close()
+			}
+		}
+	}()
+	for _, name := range tableMaps {
+		m, err := ebpf.LoadPinnedMap(cfg.PinRoot.Path(pins.Shield, name), nil)
+		if err != nil {
+			return nil, fmt.Errorf("adopt shield map %s: %w", name, err)
+		}
+		maps[name] = m
+	}
+	s.cap = Capacity{
+		V4Ranges: maps["v4_keys"].MaxEntries() / 2 * v4KeysPerElem,
+		V6Ranges: maps["v6_keys"].MaxEntries() / 2,
+		Slots:    maps["rule_stats"].MaxEntries(),
+	}
+	// Load the embedded program over the pinned maps; the map specs must be
+	// compatible, which also checks the layout of every pinned map.
+	objs, err := s.load(s.cap, maps)
+	if err != nil {
+		return nil, fmt.Errorf("adopt shield: pinned maps do not fit the embedded program: %w", err)
+	}
+	s.objs = objs
+	if err := s.objs.ShieldState.Lookup(uint32(0), &s.ctl); err != nil {
+		objs.Close()
+		return nil, fmt.Errorf("adopt shield state: %w", err)
+	}
+	if err := s.initSync(); err != nil {
+		objs.Close()
+		return nil, err
+	}
+	same, why, err := sameProgram(cfg.PinRoot.Path(pins.Shield, "xdp_shield"), objs.XdpShield)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.adoptLinks(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if !same {
+		// Not the embedded program (another build, other gateways, or
+		// tampering): switch every link to the embedded one in one step.
+		cfg.Logger.Warn("shield: pinned program differs from the embedded one; replacing it", "reason", why)
+		for iface, l := range s.links {
+			if err := l.Update(objs.XdpShield); err != nil {
+				s.Close()
+				return nil, fmt.Errorf("replace pinned shield program on %s: %w", iface, err)
+			}
+		}
+		if err := pinReplace(objs.XdpShield, cfg.PinRoot.Path(pins.Shield, "xdp_shield")); err != nil {
+			s.Close()
+			return nil, err
+		}
+		cfg.Audit.Record("replace", "shield xdp_shield", nil, map[string]any{"reason": why, "links": len(s.links)})
+	}
+	if err := s.loadRuleState(); err != nil {
+		cfg.Logger.Warn("shield: rule counters cannot be matched to rules after restart; counting afresh", "err", err)
+		if err := s.zeroAll(); err != nil {
+			cfg.Logger.Warn("shield: reset counters", "err", err)
+		}
+	}
+	cfg.Logger.Info("shield adopted", "links", len(s.links), "rules", len(s.rules.slots),
+		"generation", s.ctl.Gen, "serial", s.ctl.Serial, "replaced_program", !same)
+	return s, nil
+}
+
+// sameProgram compares the pinned program with a freshly loaded embedded
+// one: the kernel's instruction tag and the load-time constants.
+func sameProgram(path string, fresh *ebpf.Program) (bool, string, error) {
+	pinned, err := ebpf.LoadPinnedProgram(path, nil)
+	if err != nil {
+		return false, "", fmt.Errorf("adopt shield program: %w", err)
+	}
+	defer pinned.Close()
+	pi, err := pinned.Info()
+	if err != nil {
+		return false, "", fmt.Errorf("pinned program info: %w", err)
+	}
+	fi, err := fresh.Info()
+	if err != nil {
+		return false, "", fmt.Errorf("program info: %w", err)
+	}
+	if pi.Tag != fi.Tag {
+		return false, fmt.Sprintf("instruction tag %s, embedded %s", pi.Tag, fi.Tag), nil
+	}
+	pr, err := rodata(pi)
+	if err != nil {
+		return false, "", err
+	}
+	fr, err := rodata(fi)
+	if err != nil {
+		return false, "", err
+	}
+	if !bytes.Equal(pr, fr) {
+		return false, "load-time settings (gateways, table strides) differ", nil
+	}
+	return true, "", nil
+}
+
+// rodata returns the contents of a program's read-only data map.
+func rodata(pi *ebpf.ProgramInfo) ([]byte, error) {
+	ids, _ := pi.MapIDs()
+	for _, id := range ids {
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			return nil, fmt.Errorf("open map %d: %w", id, err)
+		}
+		info, err := m.Info()
+		if err == nil && strings.HasSuffix(info.Name, ".rodata") {
+			var b []byte
+			err = m.Lookup(uint32(0), &b)
+			m.Close()
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", info.Name, err)
+			}
+			return b, nil
+		}
+		m.Close()
+	}
+	return nil, nil
+}
+
+func (s *Shield) adoptLinks() error {
+	dir := s.cfg.PinRoot.Dir(pins.Shield)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("adopt shield links: %w", err)
+	}
+	for _, e := range ents {
+		iface, ok := ifaceOfPin(e.Name())
+		if !ok {
+			continue
+		}
+		l, err := link.LoadPinnedLink(filepath.Join(dir, e.Name()), nil)
+		if err != nil {
+			return fmt.Errorf("adopt shield link %s: %w", iface, err)
+		}
+		s.links[iface] = l
+	}
+	return nil
+}
+
+func (s *Shield) zeroAll() error {
+	slots := make([]uint32, s.cap.Slots)
+	for i := range slots {
+		slots[i] = uint32(i)
+	}
+	return s.zeroSlots(slots)
+}
+
+// Unpin removes Shield's pins; the program stays attached only as long as
+// this process holds it. Used by maintenance (removal) only.
+func (s *Shield) Unpin() error {
+	if s.cfg.PinRoot == "" {
+		return nil
+	}
+	err := os.RemoveAll(s.cfg.PinRoot.Dir(pins.Shield))
+	s.cfg.Audit.Record("unpin", "shield", err, nil)
+	return err
+}
+
+var errNoState = errors.New("no saved rule state")
