@@ -1,0 +1,386 @@
+// Package gateway is fortress-gateway: it serves the ControlStream to
+// agents, stores what they send through a store.Storage, pushes signed
+// bundles, and offers a JSON API, Prometheus metrics and the live dashboard.
+package gateway
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	pb "github.com/carverauto/fortress/api/controlpb"
+	"github.com/carverauto/fortress/internal/controlstream"
+	"github.com/carverauto/fortress/internal/store"
+)
+
+// Version is the gateway's version string.
+var Version = "dev"
+
+// Config configures a Gateway.
+type Config struct {
+	// GRPCListener and HTTPListener are where the ControlStream and the
+	// dashboard/API listen.
+	GRPCListener net.Listener
+	HTTPListener net.Listener
+	// TLS is the ControlStream's server config (mutual TLS).
+	TLS *tls.Config
+	// Store holds agents, counters and events.
+	Store store.Storage
+	// TrustKeys, when set, make the gateway verify pushed bundles before
+	// sending them on; agents verify them in any case.
+	TrustKeys []ed25519.PublicKey
+	// Retention bounds what the store keeps; PruneInterval is how often it
+	// is enforced (1 min).
+	Retention     store.Retention
+	PruneInterval time.Duration
+	// CommitInterval is the longest a batch waits for its transaction (50 ms).
+	CommitInterval time.Duration
+	// PingInterval is how often agents are pinged (15 s).
+	PingInterval time.Duration
+	// SnapshotInterval is how often dashboards get a new snapshot (1 s).
+	SnapshotInterval time.Duration
+	Logger           *slog.Logger
+}
+
+// Gateway is a running gateway.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	store   store.Storage
+	control *controlstream.Server
+	grpc    *grpc.Server
+	http    *http.Server
+	rates   *rates
+	metrics *metrics
+
+	writes chan writeReq
+	done   chan struct{}
+
+	waitMu  sync.Mutex
+	waiters map[string][]*ackWaiter
+
+	liveMu sync.Mutex
+	live   map[string]*liveAgent
+	acks   map[string]*store.Ack
+}
+
+// liveAgent is what the gateway keeps in memory about a connected agent.
+type liveAgent struct {
+	lastSeen time.Time
+}
+
+// New builds a gateway from cfg; Run serves it.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Store == nil || cfg.TLS == nil || cfg.GRPCListener == nil || cfg.HTTPListener == nil {
+		return nil, errors.New("gateway: need Store, TLS and both listeners")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.PruneInterval, time.Minute)
+	def(&cfg.CommitInterval, 50*time.Millisecond)
+	def(&cfg.SnapshotInterval, time.Second)
+	if cfg.Retention == (store.Retention{}) {
+		cfg.Retention = store.DefaultRetention
+	}
+	g := &Gateway{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		store:   cfg.Store,
+		rates:   newRates(),
+		writes:  make(chan writeReq, 8192),
+		done:    make(chan struct{}),
+		waiters: map[string][]*ackWaiter{},
+		live:    map[string]*liveAgent{},
+		acks:    map[string]*store.Ack{},
+	}
+	g.metrics = newMetrics(g)
+	g.control = controlstream.NewServer(controlstream.ServerConfig{Backend: (*backend)(g), PingInterval: cfg.PingInterval, Logger: cfg.Logger})
+	g.grpc = controlstream.GRPCServer(cfg.TLS)
+	g.control.Register(g.grpc)
+	pb.RegisterAdminServer(g.grpc, &admin{g: g})
+	g.http = &http.Server{Handler: g.routes(), ReadHeaderTimeout: 10 * time.Second}
+	return g, nil
+}
+
+// Registry is the gateway's Prometheus registry.
+func (g *Gateway) Registry() *prometheus.Registry { return g.metrics.reg }
+
+// Run serves until ctx ends, then stops the servers and flushes the writer.
+func (g *Gateway) Run(ctx context.Context) error {
+	writerDone := make(chan struct{})
+	go func() { g.writer(); close(writerDone) }()
+	errc := make(chan error, 2)
+	go func() { errc <- g.grpc.Serve(g.cfg.GRPCListener) }()
+	go func() { errc <- g.http.Serve(g.cfg.HTTPListener) }()
+	prune := time.NewTicker(g.cfg.PruneInterval)
+	defer prune.Stop()
+	g.log.Info("gateway serving", "grpc", g.cfg.GRPCListener.Addr().String(), "http", g.cfg.HTTPListener.Addr().String())
+	var err error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err = <-errc:
+			break loop
+		case <-prune.C:
+			if perr := g.store.Prune(ctx, g.cfg.Retention, time.Now()); perr != nil {
+				g.log.Warn("prune", "err", perr)
+			}
+		}
+	}
+	// Stop (not GracefulStop): agent streams never end on their own, and
+	// agents resend whatever was not acknowledged.
+	g.grpc.Stop()
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	g.http.Shutdown(sctx)
+	cancel()
+	close(g.done)
+	<-writerDone
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) {
+		err = nil
+	}
+	return err
+}
+
+// backend is the Gateway as controlstream.Backend.
+type backend Gateway
+
+func (b *backend) g() *Gateway { return (*Gateway)(b) }
+
+func (b *backend) Open(ctx context.Context, s *controlstream.Session) (uint64, error) {
+	g := b.g()
+	h := s.Hello
+	kernel := map[string]string{}
+	if h.Kernel != nil {
+		kernel["release"] = h.Kernel.Release
+		for k, ok := range h.Kernel.Checks {
+			if ok {
+				kernel[k] = "ok"
+			} else {
+				kernel[k] = "unavailable: " + h.Kernel.Reasons[k]
+			}
+		}
+	}
+	now := time.Now()
+	if err := g.store.UpsertAgent(ctx, store.Agent{ID: s.AgentID, Hostname: h.Hostname, Version: h.AgentVersion,
+		Capabilities: h.Capabilities, Kernel: kernel, Epoch: h.Epoch, LastSeen: now}); err != nil {
+		return 0, err
+	}
+	g.liveMu.Lock()
+	g.live[s.AgentID] = &liveAgent{lastSeen: now}
+	g.liveMu.Unlock()
+	g.metrics.connects.Inc()
+	return g.store.Position(ctx, s.AgentID, s.Epoch)
+}
+
+func (b *backend) Submit(s *controlstream.Session, cb controlstream.Batch, done func(error)) {
+	g := b.g()
+	sb := store.Batch{AgentID: s.AgentID, Epoch: s.Epoch, Seq: cb.Seq, Time: time.Now()}
+	if c := cb.Counters; c != nil {
+		if c.TimeUnixNano > 0 {
+			sb.Time = time.Unix(0, c.TimeUnixNano)
+		}
+		sb.Counters = make([]store.CounterDelta, len(c.Deltas))
+		for i, d := range c.Deltas {
+			sb.Counters[i] = store.CounterDelta{Rule: d.Rule, DryRun: d.DryRun, Packets: d.Packets, Bytes: d.Bytes}
+		}
+	}
+	if e := cb.Events; e != nil {
+		sb.Dropped = e.Dropped
+		sb.Events = make([]store.Event, len(e.Events))
+		for i, ev := range e.Events {
+			sb.Events[i] = store.Event{Time: time.Unix(0, ev.TimeUnixNano), Kind: kindName(ev.Kind), Severity: ev.Severity,
+				Path: ev.Path, Op: ev.Op, Process: ev.Process, PID: ev.Pid, UID: ev.Uid, Detail: ev.Detail, Denied: ev.Denied}
+		}
+	}
+	select {
+	case g.writes <- writeReq{batch: sb, done: done}:
+	case <-g.done:
+		done(errors.New("gateway stopping"))
+	}
+}
+
+func kindName(k pb.EventKind) string {
+	switch k {
+	case pb.EventKind_EVENT_KIND_FIM:
+		return "fim"
+	case pb.EventKind_EVENT_KIND_VIOLATION:
+		return "violation"
+	}
+	return "unknown"
+}
+
+func layerState(s pb.LayerState) string {
+	switch s {
+	case pb.LayerState_LAYER_STATE_ENFORCING:
+		return "enforcing"
+	case pb.LayerState_LAYER_STATE_OBSERVING:
+		return "observing"
+	case pb.LayerState_LAYER_STATE_DEGRADED:
+		return "degraded"
+	case pb.LayerState_LAYER_STATE_UNAVAILABLE:
+		return "unavailable"
+	}
+	return "unknown"
+}
+
+func (b *backend) Status(s *controlstream.Session, st *pb.Status) {
+	g := b.g()
+	layer := func(l *pb.Layer) store.Layer {
+		if l == nil {
+			return store.Layer{State: "unknown"}
+		}
+		return store.Layer{State: layerState(l.State), Mode: l.Mode, Reason: l.Reason}
+	}
+	ss := store.Status{Shield: layer(st.Shield), Sentinel: layer(st.Sentinel), PolicyVersion: st.PolicyVersion,
+		Degraded: st.DegradedReasons, EventsDropped: st.EventsDropped, CounterKeysDropped: st.CounterKeysDropped,
+		Reported: time.Unix(0, st.TimeUnixNano)}
+	if last := g.lastAck(s.AgentID); last != nil {
+		ss.LastAck = last
+	}
+	if err := g.store.SetStatus(context.Background(), s.AgentID, ss, time.Now()); err != nil {
+		g.log.Warn("store status", "agent", s.AgentID, "err", err)
+	}
+	g.touch(s.AgentID)
+}
+
+func (b *backend) BundleAck(s *controlstream.Session, a *pb.BundleAck) {
+	b.g().deliverAck(s.AgentID, a)
+}
+
+func (b *backend) Close(s *controlstream.Session, err error) {
+	g := b.g()
+	// Only mark the agent disconnected if no newer session replaced this one.
+	if cur, ok := g.control.Session(s.AgentID); ok && cur != s {
+		return
+	}
+	g.liveMu.Lock()
+	delete(g.live, s.AgentID)
+	g.liveMu.Unlock()
+	if serr := g.store.SetConnected(context.Background(), s.AgentID, false, time.Now()); serr != nil {
+		g.log.Warn("store disconnect", "agent", s.AgentID, "err", serr)
+	}
+	g.log.Debug("agent disconnected", "agent", s.AgentID, "err", err)
+}
+
+func (g *Gateway) touch(id string) {
+	g.liveMu.Lock()
+	if l, ok := g.live[id]; ok {
+		l.lastSeen = time.Now()
+	}
+	g.liveMu.Unlock()
+}
+
+// Connected returns the number of connected agents.
+func (g *Gateway) Connected() int { return len(g.control.Sessions()) }
+
+// writeReq is one batch waiting for the writer.
+type writeReq struct {
+	batch store.Batch
+	done  func(error)
+}
+
+// writer groups batches into transactions (group commit): one transaction
+// per CommitInterval or per 4096 batches, then acknowledges each.
+func (g *Gateway) writer() {
+	var reqs []writeReq
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	flush := func() {
+		if len(reqs) == 0 {
+			return
+		}
+		batches := make([]store.Batch, len(reqs))
+		for i, r := range reqs {
+			batches[i] = r.batch
+		}
+		start := time.Now()
+		applied, err := g.store.Apply(context.Background(), batches)
+		g.metrics.commit.Observe(time.Since(start).Seconds())
+		if err != nil {
+			g.log.Error("store batches", "n", len(batches), "err", err)
+		} else {
+			g.account(batches, applied)
+		}
+		for _, r := range reqs {
+			r.done(err)
+		}
+		reqs = reqs[:0]
+	}
+	for {
+		select {
+		case r := <-g.writes:
+			if len(reqs) == 0 {
+				timer.Reset(g.cfg.CommitInterval)
+			}
+			reqs = append(reqs, r)
+			if len(reqs) >= 4096 {
+				flush()
+			}
+		case <-timer.C:
+			flush()
+		case <-g.done:
+			for {
+				select {
+				case r := <-g.writes:
+					reqs = append(reqs, r)
+					continue
+				default:
+				}
+				break
+			}
+			flush()
+			return
+		}
+	}
+}
+
+// account updates rates and metrics for applied batches.
+func (g *Gateway) account(batches []store.Batch, applied []bool) {
+	now := time.Now()
+	for i, b := range batches {
+		if !applied[i] {
+			g.metrics.batches.WithLabelValues("duplicate").Inc()
+			continue
+		}
+		g.metrics.batches.WithLabelValues("applied").Inc()
+		g.metrics.counterUpdates.Add(float64(len(b.Counters)))
+		g.metrics.events.Add(float64(len(b.Events)))
+		g.metrics.eventsLost.Add(float64(b.Dropped))
+		for _, c := range b.Counters {
+			g.rates.add(b.AgentID, c.Rule, c.DryRun, c.Packets, c.Bytes, now)
+		}
+	}
+}
+
+func (g *Gateway) lastSeen(id string) (time.Time, bool) {
+	g.liveMu.Lock()
+	defer g.liveMu.Unlock()
+	if l, ok := g.live[id]; ok {
+		if s, ok := g.control.Session(id); ok && s.LastSeen().After(l.lastSeen) {
+			return s.LastSeen(), true
+		}
+		return l.lastSeen, true
+	}
+	return time.Time{}, false
+}
+
+// errf is fmt.Errorf, kept short for handlers.
+var errf = fmt.Errorf
