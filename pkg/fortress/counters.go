@@ -1,0 +1,279 @@
+package fortress
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/carverauto/fortress/internal/lpm"
+	"github.com/carverauto/fortress/internal/sentinel"
+	"github.com/carverauto/fortress/internal/shield"
+)
+
+// RuleCounter is one rule with what it matched.
+type RuleCounter struct {
+	// Rule is the rule's prefix; prefixes are unique within a policy.
+	Rule    string `json:"rule"`
+	Action  string `json:"action"`
+	LogOnly bool   `json:"log_only,omitempty"`
+	// Kind is drop, would-drop (log-only rules and dry run) or allow.
+	Kind    string `json:"kind"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// CounterDelta is what one rule matched since the previous read.
+type CounterDelta struct {
+	Rule    string
+	Kind    string
+	DryRun  bool // counted, not dropped
+	Packets uint64
+	Bytes   uint64
+}
+
+// maxSamplesPerRead bounds the dry-run sample events one counter read emits.
+const maxSamplesPerRead = 16
+
+type count struct{ packets, bytes uint64 }
+
+// counterState keeps the previous read (only rules that matched anything,
+// so a million idle rules cost nothing) and a snapshot for Status, metrics
+// and TopCounters.
+type counterState struct {
+	mu   sync.Mutex
+	prev map[lpm.Rule]count
+	top  []RuleCounter
+	// sum over every rule, by kind
+	sum      map[string]count
+	totals   ShieldTotals
+	mapBytes uint64
+	readTime time.Duration
+	readAt   time.Time
+}
+
+type counterSnapshot struct {
+	top      []RuleCounter
+	sum      map[string]count
+	totals   ShieldTotals
+	mapBytes uint64
+	readTime time.Duration
+	readAt   time.Time
+}
+
+func (c *counterState) init() { c.prev = map[lpm.Rule]count{}; c.sum = map[string]count{} }
+
+func (c *counterState) snapshot() counterSnapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sum := make(map[string]count, len(c.sum))
+	for k, v := range c.sum {
+		sum[k] = v
+	}
+	return counterSnapshot{top: c.top, sum: sum, totals: c.totals, mapBytes: c.mapBytes, readTime: c.readTime, readAt: c.readAt}
+}
+
+func ruleCounter(r shield.RuleStat, dryRun bool) RuleCounter {
+	return RuleCounter{Rule: r.Rule.Prefix.String(), Action: r.Rule.Action.String(), LogOnly: r.Rule.LogOnly,
+		Kind: r.Kind(dryRun), Packets: r.Packets, Bytes: r.Bytes}
+}
+
+// deltas compares a read with the previous one. A counter below its
+// previous value was reset (the rule left the policy and came back): all of
+// it is new.
+func (c *counterState) deltas(stats []shield.RuleStat, dryRun bool, top int) []CounterDelta {
+	next := make(map[lpm.Rule]count, len(c.prev))
+	var out []CounterDelta
+	sum := map[string]count{}
+	for _, r := range stats {
+		if r.Packets == 0 && r.Bytes == 0 {
+			continue
+		}
+		kind := r.Kind(dryRun)
+		s := sum[kind]
+		s.packets += r.Packets
+		s.bytes += r.Bytes
+		sum[kind] = s
+		cur := count{r.Packets, r.Bytes}
+		next[r.Rule] = cur
+		p := c.prev[r.Rule]
+		d := count{cur.packets - p.packets, cur.bytes - p.bytes}
+		if cur.packets < p.packets || cur.bytes < p.bytes {
+			d = cur
+		}
+		if d.packets == 0 && d.bytes == 0 {
+			continue
+		}
+		out = append(out, CounterDelta{Rule: r.Rule.Prefix.String(), Kind: kind, DryRun: kind == "would-drop",
+			Packets: d.packets, Bytes: d.bytes})
+	}
+	// RuleStats is sorted by packets, most first.
+	n := min(top, len(stats))
+	tops := make([]RuleCounter, 0, n)
+	for _, r := range stats[:n] {
+		if r.Packets == 0 {
+			break
+		}
+		tops = append(tops, ruleCounter(r, dryRun))
+	}
+	c.mu.Lock()
+	c.prev, c.top, c.sum = next, tops, sum
+	c.mu.Unlock()
+	return out
+}
+
+// pollCounters reads rule and global counters every CounterInterval, hands
+// deltas to OnCounters and emits dry-run samples. When a read is slow (a
+// very large rule set), the interval stretches so that reading never takes
+// more than a quarter of the time.
+func (f *Fortress) pollCounters() {
+	wait := f.cfg.CounterInterval
+	for {
+		select {
+		case <-f.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		start := time.Now()
+		f.readCounters()
+		took := time.Since(start)
+		wait = max(f.cfg.CounterInterval, 4*took)
+	}
+}
+
+func (f *Fortress) readCounters() {
+	f.shMu.RLock()
+	sh := f.sh
+	if sh == nil {
+		f.shMu.RUnlock()
+		return
+	}
+	start := time.Now()
+	stats, err := sh.RuleStats()
+	var totals shield.Stats
+	var terr error
+	if err == nil {
+		totals, terr = sh.Stats()
+	}
+	mapBytes := sh.MapBytes()
+	attached := sh.Interfaces()
+	f.shMu.RUnlock()
+	if err != nil || terr != nil {
+		f.log.Warn("read shield counters", "err", err, "stats_err", terr)
+		return
+	}
+	f.mu.Lock()
+	dryRun := f.inForce != nil && f.inForce.dryRun
+	for _, st := range f.ifaces {
+		st.Attached = slices.Contains(attached, st.Name)
+	}
+	f.mu.Unlock()
+	deltas := f.counters.deltas(stats, dryRun, f.cfg.TopRules)
+	f.counters.mu.Lock()
+	f.counters.totals = ShieldTotals{Pass: totals.Pass, Drop: totals.Drop, WouldDrop: totals.WouldDrop, AllowHit: totals.AllowHit,
+		Bypass: totals.Bypass, NonIP: totals.NonIP, Unparsed: totals.Unparsed, SampleSent: totals.SampleSent, SampleLost: totals.SampleLost}
+	f.counters.mapBytes = mapBytes
+	f.counters.readTime, f.counters.readAt = time.Since(start), time.Now()
+	f.counters.mu.Unlock()
+	if len(deltas) == 0 {
+		return
+	}
+	if f.cfg.OnCounters != nil {
+		f.cfg.OnCounters(deltas)
+	}
+	f.sampleDryRun(deltas)
+}
+
+// sampleDryRun emits one event per would-drop rule that matched since the
+// last read, the busiest first, at most maxSamplesPerRead; the rest are
+// summed in one more event.
+func (f *Fortress) sampleDryRun(deltas []CounterDelta) {
+	var wd []CounterDelta
+	for _, d := range deltas {
+		if d.DryRun {
+			wd = append(wd, d)
+		}
+	}
+	if len(wd) == 0 {
+		return
+	}
+	slices.SortFunc(wd, func(a, b CounterDelta) int {
+		switch {
+		case a.Packets > b.Packets:
+			return -1
+		case a.Packets < b.Packets:
+			return 1
+		}
+		return 0
+	})
+	for i, d := range wd {
+		if i == maxSamplesPerRead {
+			var rest CounterDelta
+			for _, r := range wd[i:] {
+				rest.Packets += r.Packets
+				rest.Bytes += r.Bytes
+			}
+			f.emit(Event{Kind: KindDryRun, Severity: SeverityInfo, Layer: "shield", Packets: rest.Packets, Bytes: rest.Bytes,
+				Detail: "would have dropped, further rules summed"})
+			return
+		}
+		f.emit(Event{Kind: KindDryRun, Severity: SeverityInfo, Layer: "shield", Rule: d.Rule, Packets: d.Packets, Bytes: d.Bytes,
+			Detail: "would have dropped"})
+	}
+}
+
+// Counters reads every rule in force with its counters, busiest first.
+func (f *Fortress) Counters() ([]RuleCounter, error) {
+	f.shMu.RLock()
+	defer f.shMu.RUnlock()
+	if f.sh == nil {
+		return nil, nil
+	}
+	stats, err := f.sh.RuleStats()
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	dryRun := f.inForce != nil && f.inForce.dryRun
+	f.mu.Unlock()
+	out := make([]RuleCounter, len(stats))
+	for i, r := range stats {
+		out[i] = ruleCounter(r, dryRun)
+	}
+	return out, nil
+}
+
+// TopCounters returns the busiest rules (at most Config.TopRules) and the
+// packets and bytes of all rules summed by kind, as of the last periodic
+// read. It is cheap at any rule count.
+func (f *Fortress) TopCounters() (top []RuleCounter, sums map[string][2]uint64) {
+	s := f.counters.snapshot()
+	sums = make(map[string][2]uint64, len(s.sum))
+	for k, v := range s.sum {
+		sums[k] = [2]uint64{v.packets, v.bytes}
+	}
+	return slices.Clone(s.top), sums
+}
+
+// readSentinel forwards Sentinel's events until Stop.
+func (f *Fortress) readSentinel() {
+	err := f.sen.ReadEvents(f.ctx, func(e sentinel.Event) {
+		ev := Event{Time: e.Time, Layer: "sentinel", Op: e.Op, Path: e.Path, Verdict: e.Verdict, PID: e.TGID, UID: e.UID,
+			Comm: e.Comm, Exe: e.Exe, Detail: e.Detail}
+		switch e.Verdict {
+		case sentinel.VerdictCritical:
+			ev.Kind, ev.Severity = KindCritical, SeverityCritical
+			if e.Op == sentinel.OpEventsLost {
+				ev.Count = e.Arg
+				f.kernelLost.Add(e.Arg)
+			}
+		case sentinel.VerdictDenied, sentinel.VerdictAudited:
+			ev.Kind, ev.Severity = KindViolation, SeverityWarning
+		default:
+			ev.Kind, ev.Severity = KindFIM, SeverityInfo
+		}
+		f.emit(ev)
+	})
+	if err != nil && f.ctx.Err() == nil {
+		f.critical("sentinel", "event reader stopped: "+err.Error())
+	}
+}

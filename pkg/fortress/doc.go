@@ -1,0 +1,27 @@
+// Package fortress is the embeddable face of Fortress, the eBPF security
+// suite of ServiceRadar's agent. An agent starts it once with Start, feeds it
+// signed policy bundles with ApplyBundle, and watches it through Status,
+// Counters and Events; Stop releases it while the pinned kernel state keeps
+// enforcing.
+//
+// Two layers live in the kernel. Shield, an XDP firewall, fails open: when it
+// cannot load or attach, Start still succeeds, traffic flows and Status says
+// "shield: degraded" with the reason. Sentinel, the BPF LSM layer, fails
+// closed: an integrity failure keeps or tightens enforcement and raises a
+// critical event; where BPF LSM is not usable, Status says "sentinel:
+// unavailable" with the reason and never claims protection.
+//
+// A bundle is verified (signature, target, version above the last applied)
+// and converted in full before anything changes. Shield then swaps its rule
+// set in one step; if a later step fails, the previous rule set is put back,
+// so a refused bundle leaves the policy in force as it was and the error
+// names the problem. The last applied bundle is kept in the state directory
+// and re-applied at Start, so an agent enforces while its gateway is
+// unreachable. Pinned kernel state is adopted at Start, so restarts and
+// kill -9 interrupt nothing.
+//
+// Every change of kernel state is appended to the hash-chained audit log.
+//
+// Nothing in this package's API exposes Fortress's internal packages; the
+// dependency runs one way, from the agent and tools to this package.
+package fortress

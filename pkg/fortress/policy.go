@@ -1,0 +1,239 @@
+package fortress
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/carverauto/fortress/internal/blocklist"
+	"github.com/carverauto/fortress/internal/bundle"
+	"github.com/carverauto/fortress/internal/lpm"
+	"github.com/carverauto/fortress/internal/shield"
+)
+
+// maxListBytes bounds a referenced CIDR list (a million IPv6 rules with
+// comments fit comfortably).
+const maxListBytes = 256 << 20
+
+// policy is a bundle converted into what each layer applies.
+type policy struct {
+	version uint64
+	digest  string
+	keyID   string
+	// Shield.
+	rules      []lpm.Rule
+	dryRun     bool
+	duplicates int
+	listRef    string // the list's sha256, when the rules came from a list
+	// Gateways the bundle names (nil when it names none).
+	gateways []netip.Addr
+	// Sentinel; nil when the bundle has no sentinel section.
+	sentinel *bundle.Sentinel
+}
+
+// listSource returns a referenced list's content.
+type listSource func(ctx context.Context, ref bundle.ListRef) ([]byte, error)
+
+// convert turns a verified bundle into layer policy. It changes nothing;
+// every error names the bundle field (and list line) at fault.
+func convert(ctx context.Context, b *bundle.Bundle, lists listSource) (*policy, error) {
+	p := &policy{version: b.Version, digest: b.Digest, keyID: b.KeyID, sentinel: b.Payload.Sentinel}
+	if s := b.Payload.Shield; s != nil {
+		p.dryRun = s.Mode == bundle.ShieldDryRun
+		switch {
+		case s.ListRef != nil:
+			if lists == nil {
+				return nil, fmt.Errorf("payload.shield.list_ref %s: no way to fetch lists", s.ListRef.URL)
+			}
+			data, err := lists(ctx, *s.ListRef)
+			if err != nil {
+				return nil, fmt.Errorf("payload.shield.list_ref %s: %w", s.ListRef.URL, err)
+			}
+			l, err := blocklist.Parse(bytes.NewReader(data))
+			if err != nil {
+				return nil, fmt.Errorf("payload.shield.list_ref %s: %w", s.ListRef.URL, err)
+			}
+			p.rules, p.duplicates, p.listRef = l.Rules, l.Duplicates, s.ListRef.SHA256
+		default:
+			rules, dups, err := convertRules(s.Rules)
+			if err != nil {
+				return nil, err
+			}
+			p.rules, p.duplicates = rules, dups
+		}
+	}
+	if g := b.Payload.Gateways; g != nil {
+		for i, a := range g.V4 {
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				return nil, fmt.Errorf("payload.gateways.v4[%d]: %w", i, err)
+			}
+			p.gateways = append(p.gateways, ip)
+		}
+		for i, a := range g.V6 {
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				return nil, fmt.Errorf("payload.gateways.v6[%d]: %w", i, err)
+			}
+			p.gateways = append(p.gateways, ip)
+		}
+	}
+	return p, nil
+}
+
+// convertRules parses inline rules. An exact repeat is skipped and counted;
+// the same prefix with another action is refused, naming both rules.
+func convertRules(in []bundle.Rule) ([]lpm.Rule, int, error) {
+	out := make([]lpm.Rule, 0, len(in))
+	where := make(map[netip.Prefix]int, len(in))
+	dups := 0
+	for i, r := range in {
+		rule, err := blocklist.ParseRule(r.CIDR, r.Action, r.LogOnly)
+		if err != nil {
+			return nil, 0, fmt.Errorf("payload.shield.rules[%d] %q: %w", i, r.CIDR, err)
+		}
+		if j, ok := where[rule.Prefix]; ok {
+			if out[j] == rule {
+				dups++
+				continue
+			}
+			return nil, 0, fmt.Errorf("payload.shield.rules[%d] (%s): conflicts with an earlier rule (%s)", i, rule, out[j])
+		}
+		where[rule.Prefix] = len(out)
+		out = append(out, rule)
+	}
+	return out, dups, nil
+}
+
+// mergeGateways is the configured gateways plus the bundle's, without
+// repeats, refusing more than Shield can hold.
+func mergeGateways(cfg, fromBundle []netip.Addr) ([]netip.Addr, error) {
+	var out []netip.Addr
+	n4, n6 := 0, 0
+	for _, g := range slices.Concat(cfg, fromBundle) {
+		g = g.Unmap()
+		if slices.Contains(out, g) {
+			continue
+		}
+		if g.Is4() {
+			n4++
+		} else {
+			n6++
+		}
+		out = append(out, g)
+	}
+	if n4 > shield.MaxGateways || n6 > shield.MaxGateways {
+		return nil, fmt.Errorf("gateways: %d IPv4 and %d IPv6 addresses (configured plus bundle), at most %d per family",
+			n4, n6, shield.MaxGateways)
+	}
+	return out, nil
+}
+
+func sameAddrs(a, b []netip.Addr) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
+}
+
+// listCache keeps referenced lists in the state directory by digest, so a
+// restarted agent re-applies its policy without reaching the list's server.
+type listCache struct {
+	dir   string
+	fetch func(ctx context.Context, url string) ([]byte, error)
+}
+
+func (c listCache) path(sha string) string { return filepath.Join(c.dir, sha+".list") }
+
+func (c listCache) get(ctx context.Context, ref bundle.ListRef) ([]byte, error) {
+	if data, err := os.ReadFile(c.path(ref.SHA256)); err == nil {
+		if bundle.CheckList(data, ref) == nil {
+			return data, nil
+		}
+	}
+	fetch := c.fetch
+	if fetch == nil {
+		fetch = defaultFetch
+	}
+	data, err := fetch(ctx, ref.URL)
+	if err != nil {
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	if err := bundle.CheckList(data, ref); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(c.dir, 0o700); err == nil {
+		// A failed cache write costs a refetch after restart, no more.
+		_ = bundle.WriteFileAtomic(c.path(ref.SHA256), data, 0o600)
+	}
+	return data, nil
+}
+
+// prune removes cached lists other than keep.
+func (c listCache) prune(keep string) {
+	ents, _ := os.ReadDir(c.dir)
+	for _, e := range ents {
+		if name, ok := strings.CutSuffix(e.Name(), ".list"); ok && name != keep {
+			os.Remove(filepath.Join(c.dir, e.Name()))
+		}
+	}
+}
+
+func defaultFetch(ctx context.Context, url string) ([]byte, error) {
+	if p, ok := strings.CutPrefix(url, "file://"); ok || strings.HasPrefix(url, "/") {
+		if !ok {
+			p = url
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return readCapped(f)
+	}
+	if !strings.HasPrefix(url, "https://") && !strings.HasPrefix(url, "http://") {
+		return nil, fmt.Errorf("unsupported list url %q (want https://, http://, file:// or an absolute path)", url)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	// The digest in the signed bundle authenticates the content, so plain
+	// http is no weaker than https here.
+	return readCapped(resp.Body)
+}
+
+func readCapped(r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxListBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxListBytes {
+		return nil, errors.New("list larger than 256 MiB")
+	}
+	return data, nil
+}
