@@ -313,6 +313,10 @@ func (g *Gateway) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, s, err)
 }
 
+// minSnapshotGap bounds how often one dashboard gets a snapshot when data
+// keeps arriving.
+const minSnapshotGap = 200 * time.Millisecond
+
 // snapCache shares one snapshot per selection among dashboards in a tick.
 type snapCache struct {
 	mu   sync.Mutex
@@ -326,7 +330,7 @@ func (g *Gateway) cachedSnapshot(ctx context.Context, agent, filter string, limi
 	key := fmt.Sprintf("%p|%s|%s|%d", g, agent, filter, limit)
 	snaps.mu.Lock()
 	defer snaps.mu.Unlock()
-	if t, ok := snaps.at[key]; ok && time.Since(t) < g.cfg.SnapshotInterval/2 {
+	if t, ok := snaps.at[key]; ok && time.Since(t) < minSnapshotGap/2 {
 		return snaps.data[key], nil
 	}
 	s, err := g.snapshot(ctx, agent, filter, limit)
@@ -348,7 +352,8 @@ func (g *Gateway) cachedSnapshot(ctx context.Context, agent, filter string, limi
 }
 
 // handleStream is the dashboard's server-sent event stream: a "snapshot"
-// every SnapshotInterval and "events" as new events are stored.
+// and any new "events" soon after new data is stored (at most every
+// minSnapshotGap) and at least every SnapshotInterval.
 func (g *Gateway) handleStream(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -400,9 +405,15 @@ func (g *Gateway) handleStream(w http.ResponseWriter, r *http.Request) {
 		case <-g.done:
 			return
 		case <-t.C:
-			if err := send(false); err != nil {
+		case <-g.changes():
+			select {
+			case <-time.After(minSnapshotGap):
+			case <-ctx.Done():
 				return
 			}
+		}
+		if err := send(false); err != nil {
+			return
 		}
 	}
 }

@@ -69,6 +69,11 @@ type Gateway struct {
 	waitMu  sync.Mutex
 	waiters map[string][]*ackWaiter
 
+	// changed is closed and replaced whenever new data is stored, so that
+	// dashboards update as soon as there is something new.
+	changeMu sync.Mutex
+	changed  chan struct{}
+
 	liveMu sync.Mutex
 	live   map[string]*liveAgent
 	acks   map[string]*store.Ack
@@ -108,6 +113,7 @@ func New(cfg Config) (*Gateway, error) {
 		waiters: map[string][]*ackWaiter{},
 		live:    map[string]*liveAgent{},
 		acks:    map[string]*store.Ack{},
+		changed: make(chan struct{}),
 	}
 	g.metrics = newMetrics(g)
 	g.control = controlstream.NewServer(controlstream.ServerConfig{Backend: (*backend)(g), PingInterval: cfg.PingInterval, Logger: cfg.Logger})
@@ -318,6 +324,7 @@ func (g *Gateway) writer() {
 			g.log.Error("store batches", "n", len(batches), "err", err)
 		} else {
 			g.account(batches, applied)
+			g.notifyChange()
 		}
 		for _, r := range reqs {
 			r.done(err)
@@ -350,6 +357,19 @@ func (g *Gateway) writer() {
 			return
 		}
 	}
+}
+
+func (g *Gateway) notifyChange() {
+	g.changeMu.Lock()
+	close(g.changed)
+	g.changed = make(chan struct{})
+	g.changeMu.Unlock()
+}
+
+func (g *Gateway) changes() <-chan struct{} {
+	g.changeMu.Lock()
+	defer g.changeMu.Unlock()
+	return g.changed
 }
 
 // account updates rates and metrics for applied batches.

@@ -38,6 +38,7 @@ type testGW struct {
 	st       *store.SQLite
 	cancel   context.CancelFunc
 	done     chan error
+	mod      func(*Config)
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -81,8 +82,12 @@ func (tg *testGW) start(t *testing.T) {
 	}
 	gl, hl := listen(t, tg.grpcAddr), listen(t, tg.httpAddr)
 	tg.grpcAddr, tg.httpAddr = gl.Addr().String(), hl.Addr().String()
-	g, err := New(Config{GRPCListener: gl, HTTPListener: hl, TLS: tg.srvTLS, Store: st, TrustKeys: tg.trust,
-		CommitInterval: 10 * time.Millisecond, SnapshotInterval: 250 * time.Millisecond, PingInterval: time.Second, Logger: quiet()})
+	cfg := Config{GRPCListener: gl, HTTPListener: hl, TLS: tg.srvTLS, Store: st, TrustKeys: tg.trust,
+		CommitInterval: 10 * time.Millisecond, SnapshotInterval: 250 * time.Millisecond, PingInterval: time.Second, Logger: quiet()}
+	if tg.mod != nil {
+		tg.mod(&cfg)
+	}
+	g, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,16 +108,33 @@ func (tg *testGW) stop(t *testing.T) {
 	tg.cancel = nil
 }
 
+// restart stops the gateway and starts it again with mod applied to its config.
+func (tg *testGW) restart(t *testing.T, mod func(*Config)) {
+	t.Helper()
+	tg.stop(t)
+	tg.mod = mod
+	tg.start(t)
+}
+
 func (tg *testGW) agent(t *testing.T, id string, onBundle controlstream.BundleFunc) *controlstream.Client {
+	t.Helper()
+	return tg.agentWith(t, id, func(c *controlstream.ClientConfig) { c.OnBundle = onBundle })
+}
+
+func (tg *testGW) agentWith(t *testing.T, id string, mod func(*controlstream.ClientConfig)) *controlstream.Client {
 	t.Helper()
 	cert, err := tg.ca.Client(id, pki.RoleAgent)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := controlstream.NewClient(controlstream.ClientConfig{Addr: tg.grpcAddr, TLS: pki.ClientTLS(cert, tg.ca.Pool(), "127.0.0.1"),
+	cfg := controlstream.ClientConfig{Addr: tg.grpcAddr, TLS: pki.ClientTLS(cert, tg.ca.Pool(), "127.0.0.1"),
 		Hello: controlstream.Hello{AgentID: id, AgentVersion: "test", KernelRelease: "6.12", KernelChecks: map[string]bool{"xdp": true, "bpf_lsm": false},
 			KernelReasons: map[string]string{"bpf_lsm": "lsm= lacks bpf"}},
-		OnBundle: onBundle, FlushInterval: 50 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: quiet()})
+		FlushInterval: 50 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: quiet()}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := controlstream.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
