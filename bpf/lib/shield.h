@@ -11,7 +11,7 @@ enum shield_verdict_bits {
 	SHIELD_V_LOG_ONLY = 1 << 25, /* drop rule in dry run: count, sample, pass */
 };
 
-/* Directory entry, one per /16 (IPv4) or top-16-bit block (IPv6).
+/* IPv6 directory entry, one per top-16-bit block of the address space.
  * count == 0: every address of the block has verdict val.
  * count >= 2: val is the index of the block's first range. */
 struct shield_dir {
@@ -19,14 +19,30 @@ struct shield_dir {
 	__u32 count;
 };
 
-/* IPv4 range starts (low 16 bits) and verdicts are packed 64 bytes per map
- * element so that large tables stay dense. */
-#define SHIELD_V4_KEYS_PER_ELEM 32
-#define SHIELD_VALS_PER_ELEM 16
+/* IPv4 directory: one 32-bit entry per /16, sixteen to a map element (array
+ * elements are 8-byte aligned; packing keeps the table at 256 KiB). An entry
+ * with SHIELD_V4_LEAF set is the verdict of the whole /16; otherwise it is
+ * the index of the /16's first block. */
+#define SHIELD_V4_DIR_PER_ELEM 16
+#define SHIELD_V4_LEAF 0x80000000u
 
-struct shield_keys16 {
-	__u16 k[SHIELD_V4_KEYS_PER_ELEM];
+struct shield_dir16 {
+	__u32 e[SHIELD_V4_DIR_PER_ELEM];
 };
+
+/* Up to ten IPv4 ranges of one /16 in one cache line: range starts (low 16
+ * bits) next to their verdicts. count, in a /16's first block, is the number
+ * of ranges of the whole /16. */
+#define SHIELD_V4_BLOCK_RANGES 10
+
+struct shield_v4_block {
+	__u16 key[SHIELD_V4_BLOCK_RANGES];
+	__u32 val[SHIELD_V4_BLOCK_RANGES];
+	__u32 count;
+};
+
+/* IPv6 verdicts are packed sixteen to a 64-byte element. */
+#define SHIELD_VALS_PER_ELEM 16
 
 struct shield_vals {
 	__u32 v[SHIELD_VALS_PER_ELEM];

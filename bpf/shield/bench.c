@@ -74,6 +74,15 @@ struct {
 	__type(value, __u64);
 } cursor SEC(".maps"); /* [0] next index, [1] sink */
 
+/* The verify programs' next index. Not per CPU: a long test run may move
+ * to another CPU when it yields, and every address must be looked up once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} verify_cursor SEC(".maps");
+
 /* The bench programs look up BENCH_BATCH consecutive addresses per run, so
  * that the kernel's whole-nanosecond run time still resolves fractions of a
  * nanosecond per address. addr_mask is the number of bench addresses minus
@@ -153,11 +162,11 @@ BENCH_PROG(bench_shield_v6, addrs_v6, struct shield_key128, SHIELD_V6)
 /* One address per run, its verdict stored at the same index of results. */
 static __always_inline __u64 *verify_next(__u32 *idx)
 {
-	__u64 *c = slot(0);
+	__u32 zero = 0;
+	__u64 *c = bpf_map_lookup_elem(&verify_cursor, &zero);
 	if (!c)
 		return 0;
-	*idx = (__u32)*c;
-	*c += 1;
+	*idx = (__u32)__sync_fetch_and_add(c, 1);
 	return bpf_map_lookup_elem(&results, idx);
 }
 

@@ -13,13 +13,14 @@ struct {
 	__type(value, struct shield_control);
 } shield_state SEC(".maps");
 
-/* Both generations: entries [gen * 65536, gen * 65536 + 65535]. */
+/* Both generations of every table: generation g starts at g * (entries per
+ * generation). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 2 * 65536);
+	__uint(max_entries, 2 * 65536 / SHIELD_V4_DIR_PER_ELEM);
 	__type(key, __u32);
-	__type(value, struct shield_dir);
+	__type(value, struct shield_dir16);
 } v4_dir SEC(".maps");
 
 struct {
@@ -27,16 +28,8 @@ struct {
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct shield_keys16);
-} v4_keys SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct shield_vals);
-} v4_vals SEC(".maps");
+	__type(value, struct shield_v4_block);
+} v4_blocks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -15,7 +15,7 @@ const DirBuckets = 1 << 16
 // Search bounds: the largest bucket the program can binary-search. IPv4
 // buckets cover 2^16 addresses, so they can never hold more ranges than that.
 const (
-	MaxSearchStepsV4 = 16
+	MaxSearchStepsV4 = 13 // blocks per /16: ceil(65536/10) < 2^13
 	MaxSearchStepsV6 = 24
 	maxBucketV6      = 1 << MaxSearchStepsV6
 )
@@ -52,18 +52,35 @@ func (a Key128) next() Key128 {
 	return Key128{a.Hi, a.Lo + 1}
 }
 
+// V4BlockRanges is the number of IPv4 ranges in one 64-byte block.
+const V4BlockRanges = 10
+
+// V4Leaf marks an IPv4 directory entry that is a verdict, not a block index.
+const V4Leaf = 1 << 31
+
+// V4Block holds up to V4BlockRanges consecutive ranges of one /16: their
+// start (low 16 bits) and verdict, in one cache line. Count, in a bucket's
+// first block, is the number of ranges in the whole bucket.
+type V4Block struct {
+	Key   [V4BlockRanges]uint16
+	Val   [V4BlockRanges]uint32
+	Count uint32
+}
+
 // Tables is a compiled rule set, in the exact shape of Shield's maps.
 type Tables struct {
-	V4Dir  []Dir
-	V4Keys []uint16
-	V4Vals []uint32
-	V6Dir  []Dir
+	// V4Dir has one entry per /16: V4Leaf|verdict, or the index of the
+	// bucket's first block in V4Blocks.
+	V4Dir    []uint32
+	V4Blocks []V4Block
+	v4Ranges int
+	V6Dir    []Dir
 	V6Keys []Key128
 	V6Vals []uint32
 }
 
 // Ranges returns the number of stored (searched) ranges per family.
-func (t *Tables) Ranges() (v4, v6 int) { return len(t.V4Keys), len(t.V6Keys) }
+func (t *Tables) Ranges() (v4, v6 int) { return t.v4Ranges, len(t.V6Keys) }
 
 type span struct {
 	start, end Key128
@@ -81,8 +98,8 @@ type boundary struct {
 func Compile(entries []Entry) (*Tables, error) {
 	var v4, v6 []span
 	for _, e := range entries {
-		if e.Verdict == 0 {
-			return nil, fmt.Errorf("compile %s: verdict 0 is reserved for no match", e.Prefix)
+		if e.Verdict == 0 || e.Verdict&V4Leaf != 0 {
+			return nil, fmt.Errorf("compile %s: verdict %#x out of range (0 means no match; bit 31 is reserved)", e.Prefix, e.Verdict)
 		}
 		if !e.Prefix.IsValid() {
 			return nil, fmt.Errorf("compile: invalid prefix")
@@ -102,7 +119,7 @@ func Compile(entries []Entry) (*Tables, error) {
 		defer close(done)
 		var b4 []boundary
 		if b4, err4 = boundaries(v4, Key128{0, 0xffffffff}); err4 == nil {
-			t.V4Dir, t.V4Keys, t.V4Vals = bucketV4(b4)
+			t.V4Dir, t.V4Blocks, t.v4Ranges = bucketV4(b4)
 		}
 	}()
 	b6, err := boundaries(v6, Key128{^uint64(0), ^uint64(0)})
@@ -209,10 +226,9 @@ func boundaries(spans []span, max Key128) ([]boundary, error) {
 	return out, nil
 }
 
-func bucketV4(b []boundary) ([]Dir, []uint16, []uint32) {
-	dir := make([]Dir, DirBuckets)
-	keys := make([]uint16, 0, len(b)+len(b)/4)
-	vals := make([]uint32, 0, cap(keys))
+func bucketV4(b []boundary) (dir []uint32, blocks []V4Block, ranges int) {
+	dir = make([]uint32, DirBuckets)
+	blocks = make([]V4Block, 0, len(b)/V4BlockRanges+len(b)/8+1)
 	i := 0
 	for bk := uint64(0); bk < DirBuckets; bk++ {
 		bs, be := bk<<16, bk<<16|0xffff
@@ -224,19 +240,25 @@ func bucketV4(b []boundary) ([]Dir, []uint16, []uint32) {
 			j++
 		}
 		if j == i+1 {
-			dir[bk] = Dir{Val: b[i].verdict}
+			dir[bk] = V4Leaf | b[i].verdict
 			continue
 		}
-		dir[bk] = Dir{Val: uint32(len(keys)), Count: uint32(j - i)}
-		keys = append(keys, 0)
-		vals = append(vals, b[i].verdict)
-		for k := i + 1; k < j; k++ {
-			keys = append(keys, uint16(b[k].start.Lo))
-			vals = append(vals, b[k].verdict)
+		count := j - i
+		ranges += count
+		dir[bk] = uint32(len(blocks))
+		for k := 0; k < count; k++ {
+			if k%V4BlockRanges == 0 {
+				blocks = append(blocks, V4Block{Count: uint32(count)})
+			}
+			blk := &blocks[len(blocks)-1]
+			if k > 0 {
+				blk.Key[k%V4BlockRanges] = uint16(b[i+k].start.Lo)
+			}
+			blk.Val[k%V4BlockRanges] = b[i+k].verdict
 		}
 		i = j - 1
 	}
-	return dir, keys, vals
+	return dir, blocks, ranges
 }
 
 func bucketV6(b []boundary) ([]Dir, []Key128, []uint32, error) {
@@ -286,20 +308,34 @@ func (t *Tables) Lookup(addr netip.Addr) uint32 {
 
 // LookupV4 looks up a host-order IPv4 address.
 func (t *Tables) LookupV4(a uint32) uint32 {
-	d := t.V4Dir[a>>16]
-	if d.Count == 0 {
-		return d.Val
+	e := t.V4Dir[a>>16]
+	if e&V4Leaf != 0 {
+		return e &^ V4Leaf
 	}
 	x := uint16(a)
-	lo, n := uint32(0), d.Count
-	for n > 1 {
-		half := n / 2
-		if t.V4Keys[d.Val+lo+half] <= x {
-			lo += half
+	bi := e
+	c := t.V4Blocks[bi].Count
+	if c > V4BlockRanges {
+		// Binary search over the bucket's blocks by their first key.
+		lo, n := uint32(0), (c+V4BlockRanges-1)/V4BlockRanges
+		for n > 1 {
+			half := n / 2
+			if t.V4Blocks[bi+lo+half].Key[0] <= x {
+				lo += half
+			}
+			n -= half
 		}
-		n -= half
+		bi += lo
+		c = min(c-lo*V4BlockRanges, V4BlockRanges)
 	}
-	return t.V4Vals[d.Val+lo]
+	blk := &t.V4Blocks[bi]
+	pos := 0
+	for k := 1; k < V4BlockRanges; k++ {
+		if uint32(k) < c && blk.Key[k] <= x {
+			pos = k
+		}
+	}
+	return blk.Val[pos]
 }
 
 // LookupV6 looks up an IPv6 address.

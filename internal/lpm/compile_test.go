@@ -87,8 +87,8 @@ func TestCompileDenseBucket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := tab.V4Dir[10<<8|9]; d.Count != 1<<16 {
-		t.Fatalf("dense bucket count %d, want %d", d.Count, 1<<16)
+	if d := tab.V4Dir[10<<8|9]; d&V4Leaf != 0 || tab.V4Blocks[d].Count != 1<<16 {
+		t.Fatalf("dense bucket: dir %#x, want a block with %d ranges", d, 1<<16)
 	}
 	check(t, rules, Edges(rules))
 }

@@ -15,6 +15,9 @@
 // This is the DXR family of structures; it keeps longest-prefix semantics
 // exactly while touching one or two cache lines for typical rule sets.
 //
-// IPv4 range starts are stored as the low 16 bits (the bucket supplies the
-// rest), IPv6 ones as full 128-bit values.
+// IPv4 ranges are packed ten to a 64-byte block (range starts as the low 16
+// bits, the bucket supplies the rest, next to their verdicts), so a bucket
+// of up to ten ranges costs one cache line after the directory; larger
+// buckets first binary-search their blocks by first key. IPv6 range starts
+// are full 128-bit values, searched directly.
 package lpm

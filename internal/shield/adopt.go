@@ -16,7 +16,7 @@ import (
 
 // tableMaps are the pinned maps a Shield is made of.
 var tableMaps = []string{"shield_state", "shield_stats", "shield_samples", "rule_stats",
-	"v4_dir", "v4_keys", "v4_vals", "v6_dir", "v6_keys", "v6_vals"}
+	"v4_dir", "v4_blocks", "v6_dir", "v6_keys", "v6_vals"}
 
 // Open returns a Shield for cfg. When cfg.PinRoot holds a pinned Shield, it
 // is adopted: its maps (rule set, counters) and links stay as they are, so
@@ -70,7 +70,7 @@ func adopt(cfg Config) (_ *Shield, err error) {
 		maps[name] = m
 	}
 	s.cap = Capacity{
-		V4Ranges: maps["v4_keys"].MaxEntries() / 2 * v4KeysPerElem,
+		V4Blocks: maps["v4_blocks"].MaxEntries() / 2,
 		V6Ranges: maps["v6_keys"].MaxEntries() / 2,
 		Slots:    maps["rule_stats"].MaxEntries(),
 	}

@@ -243,14 +243,14 @@ func (s *Shield) loadBench(rules []lpm.Rule, opts BenchOptions) (*benchRig, erro
 	defer s.mu.Unlock()
 	replace := map[string]*ebpf.Map{
 		"shield_state": s.objs.ShieldState, "rule_stats": s.objs.RuleStats,
-		"v4_dir": s.objs.V4Dir, "v4_keys": s.objs.V4Keys, "v4_vals": s.objs.V4Vals,
+		"v4_dir": s.objs.V4Dir, "v4_blocks": s.objs.V4Blocks,
 		"v6_dir": s.objs.V6Dir, "v6_keys": s.objs.V6Keys, "v6_vals": s.objs.V6Vals,
 	}
 	for name, m := range replace {
 		spec.Maps[name].MaxEntries = m.MaxEntries()
 	}
 	for name, v := range map[string]uint32{"addr_mask": uint32(opts.Addrs - 1), "bench_gen": s.ctl.Gen,
-		"v4_gen_stride": s.cap.V4Ranges, "v6_gen_stride": s.cap.V6Ranges} {
+		"v4_gen_stride": s.cap.V4Blocks, "v6_gen_stride": s.cap.V6Ranges} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
@@ -347,8 +347,7 @@ func (b *benchRig) fill(v4, v6 []netip.Addr) error {
 }
 
 func (b *benchRig) resetCursor() error {
-	zeros := make([]uint64, b.s.ncpu)
-	return b.objs.Cursor.Put(uint32(0), zeros)
+	return b.objs.VerifyCursor.Put(uint32(0), uint64(0))
 }
 
 // verify runs every address through the kernel lookup and compares the

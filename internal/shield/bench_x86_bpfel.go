@@ -32,15 +32,22 @@ type benchShieldDir struct {
 	Count uint32
 }
 
+type benchShieldDir16 struct {
+	_ structs.HostLayout
+	E [16]uint32
+}
+
 type benchShieldKey128 struct {
 	_  structs.HostLayout
 	Hi uint64
 	Lo uint64
 }
 
-type benchShieldKeys16 struct {
-	_ structs.HostLayout
-	K [32]uint16
+type benchShieldV4Block struct {
+	_     structs.HostLayout
+	Key   [10]uint16
+	Val   [10]uint32
+	Count uint32
 }
 
 type benchShieldVals struct {
@@ -72,12 +79,12 @@ const (
 	benchMapShieldState    = "shield_state"
 	benchMapTrieV4         = "trie_v4"
 	benchMapTrieV6         = "trie_v6"
+	benchMapV4Blocks       = "v4_blocks"
 	benchMapV4Dir          = "v4_dir"
-	benchMapV4Keys         = "v4_keys"
-	benchMapV4Vals         = "v4_vals"
 	benchMapV6Dir          = "v6_dir"
 	benchMapV6Keys         = "v6_keys"
 	benchMapV6Vals         = "v6_vals"
+	benchMapVerifyCursor   = "verify_cursor"
 	benchProgBenchEmpty    = "bench_empty"
 	benchProgBenchFetchV4  = "bench_fetch_v4"
 	benchProgBenchFetchV6  = "bench_fetch_v6"
@@ -150,20 +157,20 @@ type benchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchMapSpecs struct {
-	AddrsV4     *ebpf.MapSpec `ebpf:"addrs_v4"`
-	AddrsV6     *ebpf.MapSpec `ebpf:"addrs_v6"`
-	Cursor      *ebpf.MapSpec `ebpf:"cursor"`
-	Results     *ebpf.MapSpec `ebpf:"results"`
-	RuleStats   *ebpf.MapSpec `ebpf:"rule_stats"`
-	ShieldState *ebpf.MapSpec `ebpf:"shield_state"`
-	TrieV4      *ebpf.MapSpec `ebpf:"trie_v4"`
-	TrieV6      *ebpf.MapSpec `ebpf:"trie_v6"`
-	V4Dir       *ebpf.MapSpec `ebpf:"v4_dir"`
-	V4Keys      *ebpf.MapSpec `ebpf:"v4_keys"`
-	V4Vals      *ebpf.MapSpec `ebpf:"v4_vals"`
-	V6Dir       *ebpf.MapSpec `ebpf:"v6_dir"`
-	V6Keys      *ebpf.MapSpec `ebpf:"v6_keys"`
-	V6Vals      *ebpf.MapSpec `ebpf:"v6_vals"`
+	AddrsV4      *ebpf.MapSpec `ebpf:"addrs_v4"`
+	AddrsV6      *ebpf.MapSpec `ebpf:"addrs_v6"`
+	Cursor       *ebpf.MapSpec `ebpf:"cursor"`
+	Results      *ebpf.MapSpec `ebpf:"results"`
+	RuleStats    *ebpf.MapSpec `ebpf:"rule_stats"`
+	ShieldState  *ebpf.MapSpec `ebpf:"shield_state"`
+	TrieV4       *ebpf.MapSpec `ebpf:"trie_v4"`
+	TrieV6       *ebpf.MapSpec `ebpf:"trie_v6"`
+	V4Blocks     *ebpf.MapSpec `ebpf:"v4_blocks"`
+	V4Dir        *ebpf.MapSpec `ebpf:"v4_dir"`
+	V6Dir        *ebpf.MapSpec `ebpf:"v6_dir"`
+	V6Keys       *ebpf.MapSpec `ebpf:"v6_keys"`
+	V6Vals       *ebpf.MapSpec `ebpf:"v6_vals"`
+	VerifyCursor *ebpf.MapSpec `ebpf:"verify_cursor"`
 }
 
 // benchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -196,20 +203,20 @@ func (o *benchObjects) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchMaps struct {
-	AddrsV4     *ebpf.Map `ebpf:"addrs_v4"`
-	AddrsV6     *ebpf.Map `ebpf:"addrs_v6"`
-	Cursor      *ebpf.Map `ebpf:"cursor"`
-	Results     *ebpf.Map `ebpf:"results"`
-	RuleStats   *ebpf.Map `ebpf:"rule_stats"`
-	ShieldState *ebpf.Map `ebpf:"shield_state"`
-	TrieV4      *ebpf.Map `ebpf:"trie_v4"`
-	TrieV6      *ebpf.Map `ebpf:"trie_v6"`
-	V4Dir       *ebpf.Map `ebpf:"v4_dir"`
-	V4Keys      *ebpf.Map `ebpf:"v4_keys"`
-	V4Vals      *ebpf.Map `ebpf:"v4_vals"`
-	V6Dir       *ebpf.Map `ebpf:"v6_dir"`
-	V6Keys      *ebpf.Map `ebpf:"v6_keys"`
-	V6Vals      *ebpf.Map `ebpf:"v6_vals"`
+	AddrsV4      *ebpf.Map `ebpf:"addrs_v4"`
+	AddrsV6      *ebpf.Map `ebpf:"addrs_v6"`
+	Cursor       *ebpf.Map `ebpf:"cursor"`
+	Results      *ebpf.Map `ebpf:"results"`
+	RuleStats    *ebpf.Map `ebpf:"rule_stats"`
+	ShieldState  *ebpf.Map `ebpf:"shield_state"`
+	TrieV4       *ebpf.Map `ebpf:"trie_v4"`
+	TrieV6       *ebpf.Map `ebpf:"trie_v6"`
+	V4Blocks     *ebpf.Map `ebpf:"v4_blocks"`
+	V4Dir        *ebpf.Map `ebpf:"v4_dir"`
+	V6Dir        *ebpf.Map `ebpf:"v6_dir"`
+	V6Keys       *ebpf.Map `ebpf:"v6_keys"`
+	V6Vals       *ebpf.Map `ebpf:"v6_vals"`
+	VerifyCursor *ebpf.Map `ebpf:"verify_cursor"`
 }
 
 func (m *benchMaps) Close() error {
@@ -222,12 +229,12 @@ func (m *benchMaps) Close() error {
 		m.ShieldState,
 		m.TrieV4,
 		m.TrieV6,
+		m.V4Blocks,
 		m.V4Dir,
-		m.V4Keys,
-		m.V4Vals,
 		m.V6Dir,
 		m.V6Keys,
 		m.V6Vals,
+		m.VerifyCursor,
 	)
 }
 

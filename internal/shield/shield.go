@@ -182,8 +182,7 @@ func (s *Shield) spec(c Capacity) (*ebpf.CollectionSpec, error) {
 		return nil, err
 	}
 	sizes := map[string]uint32{
-		"v4_keys":    2 * c.V4Ranges / v4KeysPerElem,
-		"v4_vals":    2 * c.V4Ranges / valsPerElem,
+		"v4_blocks":  2 * c.V4Blocks,
 		"v6_keys":    2 * c.V6Ranges,
 		"v6_vals":    2 * c.V6Ranges / valsPerElem,
 		"rule_stats": c.Slots,
@@ -196,7 +195,7 @@ func (s *Shield) spec(c Capacity) (*ebpf.CollectionSpec, error) {
 		return nil, err
 	}
 	vars := map[string]any{
-		"v4_gen_stride": c.V4Ranges,
+		"v4_gen_stride": c.V4Blocks,
 		"v6_gen_stride": c.V6Ranges,
 		"gw_v4":         v4,
 		"gw_v4_count":   n4,
@@ -222,7 +221,7 @@ func (s *Shield) load(c Capacity, replace map[string]*ebpf.Map) (*shieldObjects,
 	}
 	var objs shieldObjects
 	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: replace})
-	details := map[string]any{"v4_ranges": c.V4Ranges, "v6_ranges": c.V6Ranges, "slots": c.Slots, "map_bytes": c.MapBytes(s.ncpu)}
+	details := map[string]any{"v4_blocks": c.V4Blocks, "v6_ranges": c.V6Ranges, "slots": c.Slots, "map_bytes": c.MapBytes(s.ncpu)}
 	if err != nil {
 		err = fmt.Errorf("load shield: %w", err)
 		s.cfg.Audit.Record("load", "shield", err, details)
@@ -311,8 +310,8 @@ func (s *Shield) apply(rules []lpm.Rule, dryRun bool) (ApplyResult, error) {
 	swapStart := time.Now()
 
 	used := next.slotsInUse(&s.rules)
-	if !s.cap.Fits(res.V4Ranges, res.V6Ranges, used) {
-		c, err := plan(res.V4Ranges, res.V6Ranges, used, s.ncpu, s.cfg.Budget)
+	if !s.cap.Fits(len(tab.V4Blocks), res.V6Ranges, used) {
+		c, err := plan(len(tab.V4Blocks), res.V6Ranges, used, s.ncpu, s.cfg.Budget)
 		if err != nil {
 			return res, err
 		}
@@ -396,10 +395,9 @@ func (s *Shield) writeTables(gen uint32, tab *lpm.Tables) error {
 		off int64
 		b   []byte
 	}{
-		{s.objs.V4Dir, int64(gen) * lpm.DirBuckets * dirBytes, asBytes(tab.V4Dir)},
+		{s.objs.V4Dir, int64(gen) * lpm.DirBuckets * v4DirBytes, asBytes(tab.V4Dir)},
 		{s.objs.V6Dir, int64(gen) * lpm.DirBuckets * dirBytes, asBytes(tab.V6Dir)},
-		{s.objs.V4Keys, int64(gen) * int64(c.V4Ranges) * v4KeyBytes, asBytes(tab.V4Keys)},
-		{s.objs.V4Vals, int64(gen) * int64(c.V4Ranges) * valBytes, asBytes(tab.V4Vals)},
+		{s.objs.V4Blocks, int64(gen) * int64(c.V4Blocks) * v4BlockBytes, asBytes(tab.V4Blocks)},
 		{s.objs.V6Keys, int64(gen) * int64(c.V6Ranges) * v6KeyBytes, asBytes(tab.V6Keys)},
 		{s.objs.V6Vals, int64(gen) * int64(c.V6Ranges) * valBytes, asBytes(tab.V6Vals)},
 	}
@@ -505,7 +503,7 @@ func (s *Shield) grow(c Capacity) error {
 	if err := s.pinAll(); err != nil {
 		s.cfg.Logger.Warn("shield: re-pin after grow", "err", err)
 	}
-	s.cfg.Audit.Record("replace", "shield", nil, map[string]any{"v4_ranges": c.V4Ranges, "v6_ranges": c.V6Ranges, "slots": c.Slots, "links": len(s.links)})
+	s.cfg.Audit.Record("replace", "shield", nil, map[string]any{"v4_blocks": c.V4Blocks, "v6_ranges": c.V6Ranges, "slots": c.Slots, "links": len(s.links)})
 	return old.Close()
 }
 
@@ -535,10 +533,9 @@ func copyLive(from *shieldObjects, fc Capacity, to *shieldObjects, tc Capacity, 
 		srcOff, dstOff int64
 		n              int64
 	}{
-		{from.V4Dir, to.V4Dir, int64(gen) * lpm.DirBuckets * dirBytes, int64(gen) * lpm.DirBuckets * dirBytes, lpm.DirBuckets * dirBytes},
+		{from.V4Dir, to.V4Dir, int64(gen) * lpm.DirBuckets * v4DirBytes, int64(gen) * lpm.DirBuckets * v4DirBytes, lpm.DirBuckets * v4DirBytes},
 		{from.V6Dir, to.V6Dir, int64(gen) * lpm.DirBuckets * dirBytes, int64(gen) * lpm.DirBuckets * dirBytes, lpm.DirBuckets * dirBytes},
-		{from.V4Keys, to.V4Keys, int64(gen) * int64(fc.V4Ranges) * v4KeyBytes, int64(gen) * int64(tc.V4Ranges) * v4KeyBytes, int64(fc.V4Ranges) * v4KeyBytes},
-		{from.V4Vals, to.V4Vals, int64(gen) * int64(fc.V4Ranges) * valBytes, int64(gen) * int64(tc.V4Ranges) * valBytes, int64(fc.V4Ranges) * valBytes},
+		{from.V4Blocks, to.V4Blocks, int64(gen) * int64(fc.V4Blocks) * v4BlockBytes, int64(gen) * int64(tc.V4Blocks) * v4BlockBytes, int64(fc.V4Blocks) * v4BlockBytes},
 		{from.V6Keys, to.V6Keys, int64(gen) * int64(fc.V6Ranges) * v6KeyBytes, int64(gen) * int64(tc.V6Ranges) * v6KeyBytes, int64(fc.V6Ranges) * v6KeyBytes},
 		{from.V6Vals, to.V6Vals, int64(gen) * int64(fc.V6Ranges) * valBytes, int64(gen) * int64(tc.V6Ranges) * valBytes, int64(fc.V6Ranges) * valBytes},
 	}

@@ -32,15 +32,15 @@ type shieldShieldDir struct {
 	Count uint32
 }
 
+type shieldShieldDir16 struct {
+	_ structs.HostLayout
+	E [16]uint32
+}
+
 type shieldShieldKey128 struct {
 	_  structs.HostLayout
 	Hi uint64
 	Lo uint64
-}
-
-type shieldShieldKeys16 struct {
-	_ structs.HostLayout
-	K [32]uint16
 }
 
 type shieldShieldModeFlags uint32
@@ -75,6 +75,13 @@ const (
 	shieldShieldStatSHIELD_STAT_MAX         shieldShieldStat = 9
 )
 
+type shieldShieldV4Block struct {
+	_     structs.HostLayout
+	Key   [10]uint16
+	Val   [10]uint32
+	Count uint32
+}
+
 type shieldShieldVals struct {
 	_ structs.HostLayout
 	V [16]uint32
@@ -97,9 +104,8 @@ const (
 	shieldMapShieldSamples = "shield_samples"
 	shieldMapShieldState   = "shield_state"
 	shieldMapShieldStats   = "shield_stats"
+	shieldMapV4Blocks      = "v4_blocks"
 	shieldMapV4Dir         = "v4_dir"
-	shieldMapV4Keys        = "v4_keys"
-	shieldMapV4Vals        = "v4_vals"
 	shieldMapV6Dir         = "v6_dir"
 	shieldMapV6Keys        = "v6_keys"
 	shieldMapV6Vals        = "v6_vals"
@@ -171,9 +177,8 @@ type shieldMapSpecs struct {
 	ShieldSamples *ebpf.MapSpec `ebpf:"shield_samples"`
 	ShieldState   *ebpf.MapSpec `ebpf:"shield_state"`
 	ShieldStats   *ebpf.MapSpec `ebpf:"shield_stats"`
+	V4Blocks      *ebpf.MapSpec `ebpf:"v4_blocks"`
 	V4Dir         *ebpf.MapSpec `ebpf:"v4_dir"`
-	V4Keys        *ebpf.MapSpec `ebpf:"v4_keys"`
-	V4Vals        *ebpf.MapSpec `ebpf:"v4_vals"`
 	V6Dir         *ebpf.MapSpec `ebpf:"v6_dir"`
 	V6Keys        *ebpf.MapSpec `ebpf:"v6_keys"`
 	V6Vals        *ebpf.MapSpec `ebpf:"v6_vals"`
@@ -221,9 +226,8 @@ type shieldMaps struct {
 	ShieldSamples *ebpf.Map `ebpf:"shield_samples"`
 	ShieldState   *ebpf.Map `ebpf:"shield_state"`
 	ShieldStats   *ebpf.Map `ebpf:"shield_stats"`
+	V4Blocks      *ebpf.Map `ebpf:"v4_blocks"`
 	V4Dir         *ebpf.Map `ebpf:"v4_dir"`
-	V4Keys        *ebpf.Map `ebpf:"v4_keys"`
-	V4Vals        *ebpf.Map `ebpf:"v4_vals"`
 	V6Dir         *ebpf.Map `ebpf:"v6_dir"`
 	V6Keys        *ebpf.Map `ebpf:"v6_keys"`
 	V6Vals        *ebpf.Map `ebpf:"v6_vals"`
@@ -236,9 +240,8 @@ func (m *shieldMaps) Close() error {
 		m.ShieldSamples,
 		m.ShieldState,
 		m.ShieldStats,
+		m.V4Blocks,
 		m.V4Dir,
-		m.V4Keys,
-		m.V4Vals,
 		m.V6Dir,
 		m.V6Keys,
 		m.V6Vals,

@@ -1,6 +1,10 @@
 package shield
 
-import "unsafe"
+import (
+	"unsafe"
+
+	"github.com/carverauto/fortress/internal/lpm"
+)
 
 // Names for the types and constants bpf2go generates from bpf/lib/shield.h.
 type (
@@ -28,6 +32,10 @@ var (
 	_ [v6KeyBytes - unsafe.Sizeof(key128{})]struct{}
 	_ [unsafe.Sizeof(counter{}) - counterBytes]struct{}
 	_ [counterBytes - unsafe.Sizeof(counter{})]struct{}
-	_ [unsafe.Sizeof(shieldShieldKeys16{}) - elemBytes]struct{}
+	_ [unsafe.Sizeof(shieldShieldV4Block{}) - v4BlockBytes]struct{}
+	_ [v4BlockBytes - unsafe.Sizeof(shieldShieldV4Block{})]struct{}
+	_ [unsafe.Sizeof(lpm.V4Block{}) - v4BlockBytes]struct{}
+	_ [v4BlockBytes - unsafe.Sizeof(lpm.V4Block{})]struct{}
+	_ [unsafe.Sizeof(shieldShieldDir16{}) - elemBytes]struct{}
 	_ [unsafe.Sizeof(shieldShieldVals{}) - elemBytes]struct{}
 )
