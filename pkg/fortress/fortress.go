@@ -211,10 +211,7 @@ func (f *Fortress) startSentinel(last *policy) {
 		protect = append(protect, last.sentinel.Protect...)
 		watch = append(watch, last.sentinel.Watch...)
 	}
-	slices.Sort(protect)
-	protect = slices.Compact(protect)
-	slices.Sort(watch)
-	watch = slices.Compact(watch)
+	protect, watch = f.existing("protect", protect), f.existing("watch", watch)
 	mode := sentinel.Enforce
 	if sc.Audit {
 		mode = sentinel.Audit
@@ -237,6 +234,22 @@ func (f *Fortress) startSentinel(last *policy) {
 	}
 	f.sen = s
 	f.senProtected, f.senWatched = append([]string{sc.ConfigDir}, protect...), watch
+}
+
+// existing sorts and de-duplicates paths and drops those that do not
+// exist (loudly): one missing path must not leave everything unprotected.
+func (f *Fortress) existing(what string, paths []string) []string {
+	slices.Sort(paths)
+	paths = slices.Compact(paths)
+	out := paths[:0]
+	for _, p := range paths {
+		if _, err := os.Lstat(p); err != nil {
+			f.critical("sentinel", fmt.Sprintf("cannot %s %s: %v", what, p, err))
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // startShield adopts or loads Shield. Failure leaves Shield degraded.

@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/carverauto/fortress/internal/controlstream"
+	"github.com/carverauto/fortress/pkg/fortress"
+)
+
+type agent struct {
+	cfg     *config
+	log     *slog.Logger
+	f       *fortress.Fortress
+	metrics *metrics
+
+	mu     sync.Mutex
+	stream *controlstream.Client
+}
+
+func (a *agent) setStream(c *controlstream.Client) {
+	a.mu.Lock()
+	a.stream = c
+	a.mu.Unlock()
+}
+
+func (a *agent) streamClient() *controlstream.Client {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stream
+}
+
+// counterForwarder hands counter deltas to the stream client once it
+// exists.
+type counterForwarder struct {
+	c atomic.Pointer[controlstream.Client]
+}
+
+func (w *counterForwarder) set(c *controlstream.Client) { w.c.Store(c) }
+
+func (w *counterForwarder) add(ds []fortress.CounterDelta) {
+	c := w.c.Load()
+	if c == nil {
+		return
+	}
+	out := make([]controlstream.CounterDelta, len(ds))
+	for i, d := range ds {
+		out[i] = controlstream.CounterDelta{Rule: d.Rule, DryRun: d.DryRun, Packets: d.Packets, Bytes: d.Bytes}
+	}
+	c.AddCounters(out...)
+}
+
+// StatusReply is what the status socket serves at /v1/status.
+type StatusReply struct {
+	fortress.Status
+	ControlStream *StreamStatus `json:"control_stream,omitempty"`
+}
+
+// StreamStatus is the ControlStream's state.
+type StreamStatus struct {
+	Gateway       string `json:"gateway"`
+	Connected     bool   `json:"connected"`
+	Connects      uint64 `json:"connects"`
+	Unacked       int    `json:"unacked_batches"`
+	EventsDropped uint64 `json:"events_dropped"`
+}
+
+func (a *agent) statusReply() StatusReply {
+	r := StatusReply{Status: a.f.Status()}
+	if c := a.streamClient(); c != nil {
+		s := c.Stats()
+		r.ControlStream = &StreamStatus{Gateway: a.cfg.Gateway.Address, Connected: s.Connected, Connects: s.Connects,
+			Unacked: s.Unacked, EventsDropped: s.EventsDropped}
+	}
+	return r
+}
+
+// statusHandler serves the local status API.
+func (a *agent) statusHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, a.statusReply())
+	})
+	mux.HandleFunc("GET /v1/counters", func(w http.ResponseWriter, r *http.Request) {
+		top, sums := a.f.TopCounters()
+		if n, err := strconv.Atoi(r.URL.Query().Get("top")); err == nil && n >= 0 && n < len(top) {
+			top = top[:n]
+		}
+		writeJSON(w, map[string]any{"top": top, "sums": sums})
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// serveStatus listens on the status socket (root only).
+func (a *agent) serveStatus(ctx context.Context) (*http.Server, error) {
+	path := a.cfg.StatusSocket
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	// A socket left by a killed agent; anything else at the path is not ours.
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("status socket: %s exists and is not a socket", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	srv := &http.Server{Handler: a.statusHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("status socket", "err", err)
+		}
+	}()
+	a.log.Info("status socket listening", "path", path)
+	return srv, nil
+}
+
+// newStreamClient builds the ControlStream client: mutual TLS, the hello
+// with the kernel probe, bundles into ApplyBundle.
+func (a *agent) newStreamClient(k fortress.KernelReport) (*controlstream.Client, error) {
+	g := a.cfg.Gateway
+	cert, err := tls.LoadX509KeyPair(g.Cert, g.Key)
+	if err != nil {
+		return nil, fmt.Errorf("gateway.cert/key: %w", err)
+	}
+	caPEM, err := os.ReadFile(g.CA)
+	if err != nil {
+		return nil, fmt.Errorf("gateway.ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("gateway.ca: %s holds no PEM certificate", g.CA)
+	}
+	serverName := g.ServerName
+	if serverName == "" {
+		serverName, _, _ = net.SplitHostPort(g.Address)
+	}
+	host, _ := os.Hostname()
+	caps := []string{"shield"}
+	st := a.f.Status()
+	if st.Sentinel.State != fortress.SentinelUnavailable {
+		caps = append(caps, "sentinel")
+	}
+	return controlstream.NewClient(controlstream.ClientConfig{
+		Addr: g.Address,
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: serverName,
+			MinVersion: tls.VersionTLS13},
+		Hello: controlstream.Hello{AgentID: a.cfg.AgentID, AgentVersion: version, Hostname: host, Capabilities: caps,
+			KernelRelease: k.Release, KernelChecks: k.Checks, KernelReasons: k.Reasons},
+		OnBundle: func(_ context.Context, data []byte) (uint64, error) {
+			ack, err := a.f.ApplyBundle(data)
+			a.metrics.bundle(err)
+			return ack.Version, err
+		},
+		Logger: a.log,
+	})
+}
+
+// streamStatus maps Fortress's status onto the ControlStream's.
+func streamStatus(s fortress.Status) controlstream.Status {
+	out := controlstream.Status{PolicyVersion: s.Policy.Version, Degraded: s.Degraded}
+	switch s.Shield.State {
+	case fortress.ShieldEnforcing:
+		out.Shield.State = controlstream.StateEnforcing
+	case fortress.ShieldDryRun:
+		out.Shield.State = controlstream.StateObserving
+	case fortress.ShieldDegraded:
+		out.Shield.State = controlstream.StateDegraded
+	default:
+		out.Shield.State = controlstream.StateUnavailable
+	}
+	out.Shield.Mode, out.Shield.Reason = s.Shield.State, s.Shield.Reason
+	switch s.Sentinel.State {
+	case fortress.SentinelEnforcing:
+		out.Sentinel.State = controlstream.StateEnforcing
+	case fortress.SentinelAudit:
+		out.Sentinel.State = controlstream.StateObserving
+	default:
+		out.Sentinel.State = controlstream.StateUnavailable
+	}
+	out.Sentinel.Mode, out.Sentinel.Reason = s.Sentinel.State, s.Sentinel.Reason
+	return out
+}
+
+// pushStatus sends the status whenever it changes (checked every 2s); the
+// client repeats it periodically on its own.
+func (a *agent) pushStatus(ctx context.Context, c *controlstream.Client) {
+	var last []byte
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		s := streamStatus(a.f.Status())
+		if b, _ := json.Marshal(s); string(b) != string(last) {
+			c.SetStatus(s)
+			last = b
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pumpEvents logs, counts and forwards Fortress's events.
+func (a *agent) pumpEvents(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-a.f.Events():
+			a.metrics.event(e)
+			switch e.Kind {
+			case fortress.KindCritical:
+				a.log.Error("event", "kind", e.Kind, "layer", e.Layer, "op", e.Op, "detail", e.Detail, "count", e.Count)
+			case fortress.KindViolation:
+				a.log.Warn("event", "kind", e.Kind, "op", e.Op, "path", e.Path, "verdict", e.Verdict, "pid", e.PID,
+					"uid", e.UID, "comm", e.Comm, "exe", e.Exe)
+			default:
+				a.log.Debug("event", "kind", e.Kind, "op", e.Op, "path", e.Path, "rule", e.Rule, "packets", e.Packets)
+			}
+			c := a.streamClient()
+			if c == nil || e.Kind == fortress.KindDryRun {
+				continue // dry-run matches reach the gateway as counters
+			}
+			kind := controlstream.KindFIM
+			if e.Kind != fortress.KindFIM {
+				kind = controlstream.KindViolation
+			}
+			detail := e.Detail
+			if e.Kind == fortress.KindCritical && e.Count > 0 {
+				detail = fmt.Sprintf("%s (%d lost)", detail, e.Count)
+			}
+			proc := e.Exe
+			if proc == "" {
+				proc = e.Comm
+			}
+			c.AddEvent(controlstream.Event{Time: e.Time, Kind: kind, Severity: e.Severity, Path: e.Path, Op: e.Op,
+				Process: proc, PID: e.PID, UID: e.UID, Detail: detail, Denied: e.Denied()})
+		}
+	}
+}

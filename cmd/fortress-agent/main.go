@@ -1,0 +1,221 @@
+// Command fortress-agent is the Fortress daemon: it runs Shield and Sentinel
+// through package fortress, re-applies the last signed policy at start,
+// takes new policy from the gateway over the ControlStream, and serves its
+// status on a local unix socket and Prometheus metrics. It has no
+// sub-commands: its binary is the agent's kernel identity, and every input
+// that steers it is signed or comes from a protected path.
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/carverauto/fortress/internal/bundle"
+	"github.com/carverauto/fortress/pkg/fortress"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const defaultConfig = "/etc/serviceradar/fortress-agent.json"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		var ue usageError
+		fmt.Fprintf(os.Stderr, "fortress-agent: %v\n", err)
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ error }
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fortress-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", defaultConfig, "configuration `file` (inside "+protectedConfigDir+")")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q: the agent takes only --config and --version", fs.Arg(0))}
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "fortress-agent %s\n", version)
+		return nil
+	}
+	cfg, err := loadConfig(*cfgPath, protectedConfigDir)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	slog.SetDefault(log)
+	return runAgent(ctx, cfg, log)
+}
+
+func newLogger(c logConfig, w io.Writer) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// trustKeys are the keys compiled into the binary plus those of the trust
+// key file (which must be root-owned and writable by root only).
+func trustKeys(file string) ([]ed25519.PublicKey, error) {
+	keys, err := bundle.BuiltinKeys()
+	if err != nil {
+		return nil, fmt.Errorf("built-in trust key: %w", err)
+	}
+	if file != "" {
+		k, err := bundle.LoadTrustKeys(file)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k...)
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("config: trust_key: no trust key configured or built in; the agent would accept no policy")
+	}
+	return keys, nil
+}
+
+// gatewayAddrs resolves the ControlStream gateway's host so that Shield
+// never drops it.
+func gatewayAddrs(ctx context.Context, hostport string) ([]netip.Addr, error) {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, err
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{a.Unmap()}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, a.Unmap())
+	}
+	return out, nil
+}
+
+// runAgent runs Fortress and the agent's services until ctx ends.
+func runAgent(ctx context.Context, cfg *config, log *slog.Logger) error {
+	keys, err := trustKeys(cfg.TrustKey)
+	if err != nil {
+		return err
+	}
+	fc := cfg.fortressConfig()
+	fc.TrustKeys, fc.Logger, fc.AgentVersion = keys, log, version
+	if cfg.Gateway != nil {
+		gws, err := gatewayAddrs(ctx, cfg.Gateway.Address)
+		if err != nil {
+			log.Warn("gateway address not resolved; it is not exempt from shield rules", "gateway", cfg.Gateway.Address, "err", err)
+		}
+		for _, g := range gws {
+			if !containsAddr(fc.Gateways, g) {
+				fc.Gateways = append(fc.Gateways, g)
+			}
+		}
+	}
+	kernel := fortress.ProbeKernel()
+	fc.Kernel = &kernel
+
+	fwd := &counterForwarder{}
+	fc.OnCounters = fwd.add
+
+	a := &agent{cfg: cfg, log: log}
+	f, err := fortress.Start(ctx, fc)
+	if err != nil {
+		return err
+	}
+	defer f.Stop()
+	a.f = f
+	a.metrics = newMetrics(f, a)
+
+	errc := make(chan error, 4)
+	srvCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	statusSrv, err := a.serveStatus(srvCtx)
+	if err != nil {
+		return err
+	}
+	defer statusSrv.Close()
+	if cfg.Metrics.Listen != "off" {
+		ms, err := a.serveMetrics(cfg.Metrics.Listen)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
+	if cfg.Gateway != nil {
+		cl, err := a.newStreamClient(kernel)
+		if err != nil {
+			return err
+		}
+		fwd.set(cl)
+		a.setStream(cl)
+		go func() { errc <- ignoreCanceled(cl.Run(srvCtx)) }()
+		go a.pushStatus(srvCtx, cl)
+	} else {
+		log.Info("no gateway configured: enforcing the last applied policy only")
+	}
+	go a.pumpEvents(srvCtx)
+
+	log.Info("fortress-agent running", "version", version, "agent", cfg.AgentID)
+	select {
+	case <-ctx.Done():
+		log.Info("fortress-agent stopping", "cause", context.Cause(ctx))
+		return nil
+	case err := <-errc:
+		if err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return nil
+	}
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func containsAddr(list []netip.Addr, a netip.Addr) bool {
+	for _, x := range list {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
