@@ -65,9 +65,18 @@ type slotEntry struct {
 
 // ruleTable maps rules, by prefix, to counter slots.
 type ruleTable struct {
-	slots map[[17]byte]slotEntry
-	free  []uint32
-	next  uint32 // lowest never-used slot
+	slots  map[[17]byte]slotEntry
+	bySlot []ruleKey // reverse index; zero key for free slots
+	free   []uint32
+	next   uint32 // lowest never-used slot
+}
+
+// ruleOf returns the rule holding slot.
+func (t *ruleTable) ruleOf(slot uint32) (lpm.Rule, bool) {
+	if int(slot) >= len(t.bySlot) || t.bySlot[slot] == (ruleKey{}) {
+		return lpm.Rule{}, false
+	}
+	return t.bySlot[slot].rule(), true
 }
 
 func (t *ruleTable) init() {
@@ -150,8 +159,12 @@ func (t *ruleTable) commit(p *pending) []uint32 {
 	}
 	next := max(t.next, maxSlot+1)
 	inUse := make([]bool, next)
-	for _, e := range p.slots {
+	bySlot := make([]ruleKey, next)
+	for pk, e := range p.slots {
 		inUse[e.slot] = true
+		copy(bySlot[e.slot][:], pk[:])
+		bySlot[e.slot][17] = e.flags
+		bySlot[e.slot][18] = 1 // never the zero key
 	}
 	// Free list, lowest slots last so they are reused first.
 	free := t.free[:0]
@@ -160,6 +173,6 @@ func (t *ruleTable) commit(p *pending) []uint32 {
 			free = append(free, id)
 		}
 	}
-	t.slots, t.free, t.next = p.slots, free, next
+	t.slots, t.bySlot, t.free, t.next = p.slots, bySlot, free, next
 	return retired
 }
