@@ -194,3 +194,57 @@ func TestSwapUnderTraffic(t *testing.T) {
 		t.Fatalf("sources blocked by one set only never passed: swaps had no effect")
 	}
 }
+
+// TestSetGatewaysUnderTraffic swaps the bypass list while a blocked source
+// keeps sending: it never passes, the new gateway passes at once.
+func TestSetGatewaysUnderTraffic(t *testing.T) {
+	a := netip.MustParseAddr
+	s := newShield(t, Config{Gateways: []netip.Addr{a("10.66.2.2")}})
+	lab := newLab(t)
+	attachIn(t, s, lab.B)
+	if _, err := s.Apply([]lpm.Rule{rule("10.66.0.0/16", lpm.Drop, false)}, false); err != nil {
+		t.Fatal(err)
+	}
+	rx, err := lab.B.ListenUDP(7782)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			lab.A.SendUDP(a("10.66.1.2"), a("10.66.0.2"), 7782, 20)
+		}
+	}()
+	for i := 0; i < 20; i++ {
+		gw := a("10.66.2.2")
+		if i%2 == 0 {
+			gw = a("10.66.3.2")
+		}
+		if err := s.SetGateways([]netip.Addr{gw}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if n := rx.Count(a("10.66.1.2")); n != 0 {
+		t.Fatalf("%d blocked datagrams passed during program swaps", n)
+	}
+	if err := lab.A.SendUDP(a("10.66.2.2"), a("10.66.0.2"), 7782, 3); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(func() bool { return rx.Count(a("10.66.2.2")) == 3 }) {
+		t.Fatalf("current gateway blocked: %d of 3", rx.Count(a("10.66.2.2")))
+	}
+	if err := s.SetGateways([]netip.Addr{a("1.1.1.1"), a("1.1.1.2"), a("1.1.1.3"), a("1.1.1.4"), a("1.1.1.5")}); err == nil {
+		t.Fatal("five IPv4 gateways accepted")
+	}
+}

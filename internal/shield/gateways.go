@@ -1,0 +1,75 @@
+package shield
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/carverauto/fortress/internal/pins"
+)
+
+// Gateways returns the management addresses that bypass every rule.
+func (s *Shield) Gateways() []netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.cfg.Gateways)
+}
+
+// SetGateways changes the bypass addresses. They are load-time constants of
+// the program, so a new program is loaded over the same maps and swapped in
+// on every interface through its link: there is no moment without a program
+// and the rule set and counters are untouched.
+func (s *Shield) SetGateways(gws []netip.Addr) error {
+	if _, _, _, _, err := gatewayConsts(gws); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.cfg.Gateways
+	s.cfg.Gateways = slices.Clone(gws)
+	err := s.replaceProgram()
+	if err != nil {
+		s.cfg.Gateways = old
+	}
+	s.cfg.Audit.Record("replace", "shield xdp_shield", err, map[string]any{"gateways": fmt.Sprint(gws)})
+	return err
+}
+
+// replaceProgram loads the embedded program for the current settings over
+// the current maps and switches every link to it.
+func (s *Shield) replaceProgram() error {
+	keep := map[string]*ebpf.Map{}
+	for _, name := range tableMaps {
+		keep[name] = s.mapByName(name)
+	}
+	keep["sample_last"] = s.objs.SampleLast
+	objs, err := s.load(s.cap, keep)
+	if err != nil {
+		return err
+	}
+	for iface, l := range s.links {
+		if err := l.Update(objs.XdpShield); err != nil {
+			objs.Close()
+			return fmt.Errorf("switch %s to the new shield program: %w", iface, err)
+		}
+	}
+	old := s.objs
+	s.objs = objs
+	if s.cfg.PinRoot != "" {
+		if err := pinReplace(objs.XdpShield, s.cfg.PinRoot.Path(pins.Shield, "xdp_shield")); err != nil {
+			return err
+		}
+	}
+	return old.Close()
+}
+
+func (s *Shield) mapByName(name string) *ebpf.Map {
+	return map[string]*ebpf.Map{
+		"shield_state": s.objs.ShieldState, "shield_stats": s.objs.ShieldStats,
+		"shield_samples": s.objs.ShieldSamples, "rule_stats": s.objs.RuleStats,
+		"v4_dir": s.objs.V4Dir, "v4_blocks": s.objs.V4Blocks,
+		"v6_dir": s.objs.V6Dir, "v6_keys": s.objs.V6Keys, "v6_vals": s.objs.V6Vals,
+	}[name]
+}
