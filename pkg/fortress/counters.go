@@ -31,9 +31,6 @@ type CounterDelta struct {
 	Bytes   uint64
 }
 
-// maxSamplesPerRead bounds the dry-run sample events one counter read emits.
-const maxSamplesPerRead = 16
-
 type count struct{ packets, bytes uint64 }
 
 // counterState keeps the previous read (only rules that matched anything,
@@ -121,8 +118,8 @@ func (c *counterState) deltas(stats []shield.RuleStat, dryRun bool, top int) []C
 	return out
 }
 
-// pollCounters reads rule and global counters every CounterInterval, hands
-// deltas to OnCounters and emits dry-run samples. When a read is slow (a
+// pollCounters reads rule and global counters every CounterInterval and
+// hands deltas to OnCounters. When a read is slow (a
 // very large rule set), the interval stretches so that reading never takes
 // more than a quarter of the time.
 func (f *Fortress) pollCounters() {
@@ -180,43 +177,25 @@ func (f *Fortress) readCounters() {
 	if f.cfg.OnCounters != nil {
 		f.cfg.OnCounters(deltas)
 	}
-	f.sampleDryRun(deltas)
 }
 
-// sampleDryRun emits one event per would-drop rule that matched since the
-// last read, the busiest first, at most maxSamplesPerRead; the rest are
-// summed in one more event.
-func (f *Fortress) sampleDryRun(deltas []CounterDelta) {
-	var wd []CounterDelta
-	for _, d := range deltas {
-		if d.DryRun {
-			wd = append(wd, d)
-		}
-	}
-	if len(wd) == 0 {
+// readSamples forwards Shield's dry-run samples (rate-limited in the
+// kernel; those the ring could not take are counted in the totals).
+func (f *Fortress) readSamples() {
+	f.shMu.RLock()
+	ch, err := f.sh.Samples(f.ctx)
+	f.shMu.RUnlock()
+	if err != nil {
+		f.critical("shield", "dry-run samples unavailable: "+err.Error())
 		return
 	}
-	slices.SortFunc(wd, func(a, b CounterDelta) int {
-		switch {
-		case a.Packets > b.Packets:
-			return -1
-		case a.Packets < b.Packets:
-			return 1
+	for smp := range ch {
+		rule := ""
+		if smp.Rule.Prefix.IsValid() {
+			rule = smp.Rule.Prefix.String()
 		}
-		return 0
-	})
-	for i, d := range wd {
-		if i == maxSamplesPerRead {
-			var rest CounterDelta
-			for _, r := range wd[i:] {
-				rest.Packets += r.Packets
-				rest.Bytes += r.Bytes
-			}
-			f.emit(Event{Kind: KindDryRun, Severity: SeverityInfo, Layer: "shield", Packets: rest.Packets, Bytes: rest.Bytes,
-				Detail: "would have dropped, further rules summed"})
-			return
-		}
-		f.emit(Event{Kind: KindDryRun, Severity: SeverityInfo, Layer: "shield", Rule: d.Rule, Packets: d.Packets, Bytes: d.Bytes,
+		f.emit(Event{Time: smp.Time, Kind: KindDryRun, Severity: SeverityInfo, Layer: "shield", Rule: rule,
+			Source: smp.Source.String(), IfIndex: smp.IfIndex, Packets: 1, Bytes: uint64(smp.Length),
 			Detail: "would have dropped"})
 	}
 }

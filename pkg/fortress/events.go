@@ -39,9 +39,11 @@ type Event struct {
 	UID     uint32 `json:"uid,omitempty"`
 	Comm    string `json:"comm,omitempty"`
 	Exe     string `json:"exe,omitempty"`
-	// Shield dry-run samples: the rule and what it matched since the last
-	// sample.
+	// Shield dry-run samples: the rule, the packet's source, interface
+	// and length.
 	Rule    string `json:"rule,omitempty"`
+	Source  string `json:"source,omitempty"`
+	IfIndex uint32 `json:"ifindex,omitempty"`
 	Packets uint64 `json:"packets,omitempty"`
 	Bytes   uint64 `json:"bytes,omitempty"`
 	// Count is the number of events lost, for an events_lost event.

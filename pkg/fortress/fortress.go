@@ -48,8 +48,8 @@ type Fortress struct {
 	// applyMu serialises policy changes (bundles, gateway switches).
 	applyMu sync.Mutex
 
-	// shMu guards the Shield pointer's lifetime: readers hold it shared
-	// while they use the Shield, a gateway switch exclusively.
+	// shMu guards the Shield pointer: readers hold it shared while they
+	// use the Shield, Stop exclusively.
 	shMu sync.RWMutex
 	sh   *shield.Shield
 
@@ -170,6 +170,13 @@ func Start(ctx context.Context, cfg Config) (*Fortress, error) {
 		go func() {
 			defer f.wg.Done()
 			f.readSentinel()
+		}()
+	}
+	if f.sh != nil {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			f.readSamples()
 		}()
 	}
 	st := f.Status()
@@ -587,35 +594,21 @@ func (f *Fortress) currentGateways() []netip.Addr {
 	return slices.Clone(f.gateways)
 }
 
-// switchGateways replaces Shield's program with one built for gws. The
-// gateways are load-time constants, so this re-opens Shield from its pins:
-// the adopted maps keep the rule set and counters, and every link switches
-// to the new program in one step. Until then the pinned program filters.
+// switchGateways changes the addresses Shield never drops. They are
+// load-time constants, so Shield loads a new program over the same maps and
+// swaps it in through every link: filtering never pauses, and the rule set
+// and counters stay.
 func (f *Fortress) switchGateways(gws []netip.Addr) error {
-	f.shMu.Lock()
-	defer f.shMu.Unlock()
+	f.shMu.RLock()
+	defer f.shMu.RUnlock()
 	if f.sh == nil {
 		return errors.New("shield not loaded")
 	}
-	old := f.currentGateways()
-	f.sh.Close()
-	sh, err := openShield(f.shieldConfig(gws))
-	if err != nil {
-		back, err2 := openShield(f.shieldConfig(old))
-		if err2 != nil {
-			f.sh = nil
-			f.mu.Lock()
-			f.shieldLoadErr = "re-open after gateway change failed: " + err2.Error()
-			f.mu.Unlock()
-			f.critical("shield", f.shieldLoadErr)
-			return errors.Join(err, err2)
-		}
-		f.sh = back
+	if err := f.sh.SetGateways(gws); err != nil {
 		return fmt.Errorf("switch shield gateways: %w", err)
 	}
-	f.sh = sh
 	f.mu.Lock()
-	f.gateways = gws
+	f.gateways = slices.Clone(gws)
 	f.mu.Unlock()
 	f.log.Info("shield gateways switched", "gateways", gws)
 	return nil
