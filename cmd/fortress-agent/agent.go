@@ -27,6 +27,8 @@ type agent struct {
 	log     *slog.Logger
 	f       *fortress.Fortress
 	metrics *metrics
+	// metricsAddr is where /metrics listens, once it does.
+	metricsAddr string
 
 	mu     sync.Mutex
 	stream *controlstream.Client

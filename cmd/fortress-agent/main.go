@@ -70,8 +70,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
-	return runAgent(ctx, cfg, log)
+	return runAgent(ctx, cfg, log, nil)
 }
+
+// probeKernel is replaced in tests, which must not run BPF LSM trials on
+// the host.
+var probeKernel = fortress.ProbeKernel
 
 func newLogger(c logConfig, w io.Writer) *slog.Logger {
 	var lv slog.Level
@@ -126,8 +130,9 @@ func gatewayAddrs(ctx context.Context, hostport string) ([]netip.Addr, error) {
 	return out, nil
 }
 
-// runAgent runs Fortress and the agent's services until ctx ends.
-func runAgent(ctx context.Context, cfg *config, log *slog.Logger) error {
+// runAgent runs Fortress and the agent's services until ctx ends. ready,
+// if set, is called once everything is up.
+func runAgent(ctx context.Context, cfg *config, log *slog.Logger, ready func(*agent)) error {
 	keys, err := trustKeys(cfg.TrustKey)
 	if err != nil {
 		return err
@@ -145,7 +150,7 @@ func runAgent(ctx context.Context, cfg *config, log *slog.Logger) error {
 			}
 		}
 	}
-	kernel := fortress.ProbeKernel()
+	kernel := probeKernel()
 	fc.Kernel = &kernel
 
 	fwd := &counterForwarder{}
@@ -191,6 +196,9 @@ func runAgent(ctx context.Context, cfg *config, log *slog.Logger) error {
 	go a.pumpEvents(srvCtx)
 
 	log.Info("fortress-agent running", "version", version, "agent", cfg.AgentID)
+	if ready != nil {
+		ready(a)
+	}
 	select {
 	case <-ctx.Done():
 		log.Info("fortress-agent stopping", "cause", context.Cause(ctx))

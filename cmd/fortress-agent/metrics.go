@@ -163,6 +163,7 @@ func (a *agent) serveMetrics(addr string) (*http.Server, error) {
 			a.log.Error("metrics server", "err", err)
 		}
 	}()
-	a.log.Info("metrics listening", "addr", ln.Addr().String())
+	a.metricsAddr = ln.Addr().String()
+	a.log.Info("metrics listening", "addr", a.metricsAddr)
 	return srv, nil
 }
