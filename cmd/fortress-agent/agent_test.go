@@ -12,11 +12,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	pb "github.com/carverauto/fortress/api/controlpb"
 	"github.com/carverauto/fortress/internal/bundle"
+	"github.com/carverauto/fortress/internal/controlstream"
 	"github.com/carverauto/fortress/internal/netlab"
+	"github.com/carverauto/fortress/internal/pki"
 	"github.com/carverauto/fortress/internal/testutil"
 	"github.com/carverauto/fortress/pkg/fortress"
 )
@@ -62,15 +66,18 @@ func TestAgentEnforcesLastBundle(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	gw := startGateway(t, dir)
 	cfgJSON := fmt.Sprintf(`{
 		"agent_id": "veth-agent",
 		"interfaces": [{"name": %q, "netns": %q}],
 		"pin_root": %q, "state_dir": %q, "audit_log": %q, "trust_key": %q,
 		"metrics": {"listen": "127.0.0.1:0", "top_rules": 5},
 		"status_socket": %q,
+		"gateway": {"address": %q, "ca": %q, "cert": %q, "key": %q},
 		"sentinel": {"enabled": false}
 	}`, pair.B.Iface, "/run/netns/"+pair.B.NSName, pinRoot, state, filepath.Join(dir, "audit.log"), trust,
-		filepath.Join(dir, "run", "fortress.sock"))
+		filepath.Join(dir, "run", "fortress.sock"), gw.addr, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "agent.pem"),
+		filepath.Join(dir, "agent-key.pem"))
 	cfg, err := parseConfig([]byte(cfgJSON))
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +137,26 @@ func TestAgentEnforcesLastBundle(t *testing.T) {
 		t.Errorf("status: %+v", st.Status)
 	}
 
+	// The gateway sees the hello, the status, the counter deltas, and
+	// acknowledges a pushed bundle that the agent applies.
+	waitFor(t, "counters at the gateway", func() bool { return gw.packets("10.68.1.0/24") == n })
+	sess, ok := gw.server.Session("veth-agent")
+	if !ok || sess.Hello.GetPolicyVersion() != 7 || sess.Hello.GetKernel().GetRelease() != "test" {
+		t.Fatalf("session %v hello %v", ok, sess)
+	}
+	raw8, _ := bundle.Sign(bundle.Body{Version: 8, IssuedAt: time.Now().Add(-time.Minute), Targets: []string{"*"},
+		Payload: bundle.Payload{Shield: &bundle.Shield{Mode: bundle.ShieldEnforce, Rules: []bundle.Rule{
+			{CIDR: "10.68.1.0/24", Action: "drop"}, {CIDR: "192.0.2.0/24", Action: "drop"}}}}}, priv)
+	if err := sess.SendBundle(raw8, 8); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bundle ack", func() bool { ack := gw.lastAck(); return ack != nil && ack.Applied && ack.Version == 8 })
+	waitFor(t, "status with version 8", func() bool { st := gw.lastStatus(); return st != nil && st.PolicyVersion == 8 })
+	if err := sess.SendBundle(raw8, 8); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "replay refused", func() bool { ack := gw.lastAck(); return ack != nil && !ack.Applied && ack.Reason == "replay" })
+
 	resp, err := http.Get("http://" + a.metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +167,10 @@ func TestAgentEnforcesLastBundle(t *testing.T) {
 		fmt.Sprintf(`fortress_shield_rule_packets_total{kind="drop",rule="10.68.1.0/24"} %d`, n),
 		`fortress_shield_rule_packets_total{kind="drop",rule="other"} 0`,
 		fmt.Sprintf(`fortress_shield_packets_total{verdict="drop"} %d`, n),
-		"fortress_policy_version 7",
+		"fortress_policy_version 8",
+		"fortress_controlstream_connected 1",
+		`fortress_bundles_total{outcome="applied"} 1`,
+		`fortress_bundles_total{outcome="replay"} 1`,
 		`fortress_degraded{layer="shield"} 0`,
 		`fortress_degraded{layer="sentinel"} 1`,
 		`fortress_layer_state{layer="sentinel",state="unavailable"} 1`,
@@ -150,6 +180,89 @@ func TestAgentEnforcesLastBundle(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+}
+
+// gateway is a ControlStream server with an in-memory store.
+type gateway struct {
+	addr   string
+	server *controlstream.Server
+	mu     sync.Mutex
+	counts map[string]uint64
+	acks   []*pb.BundleAck
+	stats  []*pb.Status
+}
+
+func startGateway(t *testing.T, dir string) *gateway {
+	t.Helper()
+	ca, err := pki.NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, _ := ca.Server("127.0.0.1")
+	agentCert, _ := ca.Client("veth-agent", pki.RoleAgent)
+	if err := pki.WriteCert(dir, "agent.pem", "agent-key.pem", agentCert); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "ca.pem"), ca.CertPEM, 0o644)
+	g := &gateway{counts: map[string]uint64{}}
+	g.server = controlstream.NewServer(controlstream.ServerConfig{Backend: g, Logger: slog.New(slog.DiscardHandler)})
+	gs := controlstream.GRPCServer(pki.ServerTLS(srvCert, ca.Pool()))
+	g.server.Register(gs)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.addr = lis.Addr().String()
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	return g
+}
+
+func (g *gateway) Open(context.Context, *controlstream.Session) (uint64, error) { return 0, nil }
+func (g *gateway) Submit(_ *controlstream.Session, b controlstream.Batch, done func(error)) {
+	g.mu.Lock()
+	if b.Counters != nil {
+		for _, d := range b.Counters.Deltas {
+			g.counts[d.Rule] += d.Packets
+		}
+	}
+	g.mu.Unlock()
+	done(nil)
+}
+func (g *gateway) Status(_ *controlstream.Session, st *pb.Status) {
+	g.mu.Lock()
+	g.stats = append(g.stats, st)
+	g.mu.Unlock()
+}
+func (g *gateway) BundleAck(_ *controlstream.Session, a *pb.BundleAck) {
+	g.mu.Lock()
+	g.acks = append(g.acks, a)
+	g.mu.Unlock()
+}
+func (g *gateway) Close(*controlstream.Session, error) {}
+
+func (g *gateway) packets(rule string) uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.counts[rule]
+}
+
+func (g *gateway) lastAck() *pb.BundleAck {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.acks) == 0 {
+		return nil
+	}
+	return g.acks[len(g.acks)-1]
+}
+
+func (g *gateway) lastStatus() *pb.Status {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.stats) == 0 {
+		return nil
+	}
+	return g.stats[len(g.stats)-1]
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
