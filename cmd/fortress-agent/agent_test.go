@@ -267,7 +267,8 @@ func (g *gateway) lastStatus() *pb.Status {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for range 500 {
+	deadline := time.Now().Add(20 * time.Second) // the VM lab runs under TCG
+	for time.Now().Before(deadline) {
 		if cond() {
 			return
 		}

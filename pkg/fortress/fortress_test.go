@@ -118,9 +118,11 @@ func (l *lab) send(t *testing.T, src, dst netip.Addr, n int) {
 	}
 }
 
+// eventually polls cond for up to 20 seconds (the VM lab runs under TCG).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for range 300 {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
 		if cond() {
 			return
 		}
@@ -191,9 +193,10 @@ func TestAgentOnVeth(t *testing.T) {
 			t.Errorf("rule %s: %+v, want %d %s", rule, c, want.n, want.kind)
 		}
 	}
+	var totals ShieldTotals
 	eventually(t, "counter snapshot", func() bool {
-		s := f.Status()
-		return s.Shield.Totals.Drop == 2*n && s.Shield.Totals.WouldDrop == n
+		totals = f.Status().Shield.Totals
+		return totals.Drop == 2*n && totals.WouldDrop == n
 	})
 	eventually(t, "counter deltas", func() bool {
 		l.mu.Lock()
