@@ -120,9 +120,20 @@ func adopt(cfg Config) (_ *Shield, err error) {
 			cfg.Logger.Warn("shield: reset counters", "err", err)
 		}
 	}
+	s.adopted = true
+	s.applied = ApplyResult{Rules: len(s.rules.slots), Generation: s.ctl.Gen, Serial: s.ctl.Serial,
+		DryRun: s.ctl.Flags&modeDryRun != 0, MapBytes: s.cap.MapBytes(s.ncpu)}
 	cfg.Logger.Info("shield adopted", "links", len(s.links), "rules", len(s.rules.slots),
 		"generation", s.ctl.Gen, "serial", s.ctl.Serial, "replaced_program", !same)
 	return s, nil
+}
+
+// Adopted reports whether this Shield took over a pinned one (rather than
+// loading afresh). Applied then describes the set found in force.
+func (s *Shield) Adopted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.adopted
 }
 
 // sameProgram compares the pinned program with a freshly loaded embedded

@@ -95,6 +95,12 @@ func TestAdoptAfterRestart(t *testing.T) {
 	if id, _ := li.ID(); id != progID {
 		t.Fatalf("pinned program replaced (id %d, was %d) although it is the embedded one", id, progID)
 	}
+	if !s2.Adopted() || s2.Applied().Rules != 2 || s2.Applied().DryRun {
+		t.Fatalf("adopted %v, applied %+v", s2.Adopted(), s2.Applied())
+	}
+	if act, err := s2.ActiveRuleStats(); err != nil || len(act) != 1 || act[0].Packets != 20 {
+		t.Fatalf("active rule stats %+v, %v: want the one rule that matched", act, err)
+	}
 	if got := s2.Interfaces(); len(got) != 1 || got[0] != lab.B.Iface {
 		t.Fatalf("adopted links %v, want [%s]", got, lab.B.Iface)
 	}

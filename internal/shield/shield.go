@@ -93,6 +93,7 @@ type Shield struct {
 	rules   ruleTable
 	applied ApplyResult
 	offsets map[uint32]counter // counts carried over from replaced counter maps
+	adopted bool
 }
 
 // New loads Shield with room for an initial set of the given size. Nothing

@@ -158,3 +158,31 @@ func ReadPinned(root pins.Root, stateDir string) ([]RuleStat, Stats, error) {
 	rs, err := s.RuleStats()
 	return rs, st, err
 }
+
+// ActiveRuleStats returns the rules that have matched at least one packet,
+// in slot order, without sorting or touching idle rules: the cheap read for
+// periodic counter deltas over very large rule sets.
+func (s *Shield) ActiveRuleStats() ([]RuleStat, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	counts, err := readCounters(s.objs.RuleStats, s.cap.Slots, s.ncpu)
+	if err != nil {
+		return nil, err
+	}
+	var out []RuleStat
+	for slot := range counts {
+		c := counts[slot]
+		o := s.offsets[uint32(slot)]
+		c.Packets += o.Packets
+		c.Bytes += o.Bytes
+		if c.Packets == 0 {
+			continue
+		}
+		r, ok := s.rules.ruleOf(uint32(slot))
+		if !ok {
+			continue // retired, or not yet in force
+		}
+		out = append(out, RuleStat{Rule: r, Slot: uint32(slot), Packets: c.Packets, Bytes: c.Bytes})
+	}
+	return out, nil
+}
