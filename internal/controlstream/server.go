@@ -131,6 +131,9 @@ func GRPCServer(tlsCfg *tls.Config) *grpc.Server {
 		grpc.MaxSendMsgSize(MaxMessage),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+		// Stop waits for stream handlers, so sessions close before the
+		// gateway closes its store.
+		grpc.WaitForHandlers(true),
 	)
 }
 
