@@ -75,8 +75,8 @@ type Tables struct {
 	V4Blocks []V4Block
 	v4Ranges int
 	V6Dir    []Dir
-	V6Keys []Key128
-	V6Vals []uint32
+	V6Keys   []Key128
+	V6Vals   []uint32
 }
 
 // Ranges returns the number of stored (searched) ranges per family.
