@@ -202,42 +202,50 @@ static __always_inline int deny(__u32 op, __u32 flags, struct sentinel_inode *ob
 	return 0;
 }
 
-// check decides a mutation of target (may be NULL, for a create) inside dir
-// (may be NULL). tmask says which flags of the target itself make it
-// protected for this operation; a directory protects its entries through
-// SENTINEL_OBJ_CHILDREN. A caller needs a role allowed by every entry that
+// check decides an operation on target (may be NULL, for a create) inside
+// dir (may be NULL). tmask says which flags of the target itself make it
+// protected for this operation; dmask is SENTINEL_OBJ_CHILDREN for a
+// mutation (a directory protects its entries) and 0 for a read, which is
+// only ever watched. A caller needs a role allowed by every entry that
 // matched.
-static __always_inline int check(__u32 op, struct inode *target, struct inode *dir, struct dentry *dentry,
-				 __u32 tmask, __u64 arg)
+static __always_inline int check_op(__u32 op, struct inode *target, struct inode *dir, struct dentry *dentry,
+				    __u32 tmask, __u32 dmask, __u64 arg)
 {
 	struct sentinel_inode tkey, dkey;
 	struct sentinel_object *t = lookup_inode(target, &tkey);
 	struct sentinel_object *d = lookup_inode(dir, &dkey);
 	const unsigned char *name = NULL;
-	__u32 flags = 0, roles;
-	bool watched = false;
+	__u32 tflags = 0, tallow = 0, dflags = 0, dallow = 0, flags, roles;
 
-	if (!t && !d)
+	// Copy to scalars at once: the verifier refuses arithmetic that the
+	// compiler may otherwise do on the two map value pointers.
+	if (t) {
+		tflags = t->flags;
+		tallow = t->allow;
+	}
+	if (d) {
+		dflags = d->flags;
+		dallow = d->allow;
+	}
+	if (!(tflags | dflags))
 		return 0; // the fast path: nothing about these inodes is listed
 	if (dentry)
 		name = BPF_CORE_READ(dentry, d_name.name);
-	if (t && (t->flags & tmask))
-		flags |= t->flags & tmask;
-	if (d && (d->flags & SENTINEL_OBJ_CHILDREN))
-		flags |= SENTINEL_OBJ_CHILDREN;
-	if (t && (t->flags & SENTINEL_WATCH_SELF))
-		watched = true;
-	if (d && (d->flags & SENTINEL_WATCH_CHILDREN))
-		watched = true;
+	flags = (tflags & tmask) | (dflags & dmask);
 	if (flags) {
 		roles = current_roles();
-		if ((t && (t->flags & tmask) && !(roles & t->allow)) ||
-		    (d && (d->flags & SENTINEL_OBJ_CHILDREN) && !(roles & d->allow)))
+		if (((tflags & tmask) && !(roles & tallow)) || ((dflags & dmask) && !(roles & dallow)))
 			return deny(op, flags, &tkey, &dkey, name, arg);
 	}
-	if (watched)
+	if ((tflags & SENTINEL_WATCH_SELF) || (dflags & SENTINEL_WATCH_CHILDREN))
 		emit(op, SENTINEL_ALLOWED, flags, &tkey, &dkey, name, arg);
 	return 0;
+}
+
+static __always_inline int check(__u32 op, struct inode *target, struct inode *dir, struct dentry *dentry,
+				 __u32 tmask, __u64 arg)
+{
+	return check_op(op, target, dir, dentry, tmask, SENTINEL_OBJ_CHILDREN, arg);
 }
 
 static __always_inline struct inode *parent_inode(struct dentry *dentry)
@@ -264,11 +272,8 @@ int BPF_PROG(file_open, struct file *file, int ret)
 		tmask = SENTINEL_OBJ_PROTECTED;
 	}
 	dentry = file->f_path.dentry;
-	if (!tmask) {
-		// Reads are never denied: only watched inodes cost more than
-		// one lookup of the inode and one of its directory.
-		return check(op, file->f_inode, parent_inode(dentry), dentry, 0, 0);
-	}
+	if (!tmask) // reads are never denied, only watched
+		return check_op(op, file->f_inode, parent_inode(dentry), dentry, 0, 0, 0);
 	return check(op, file->f_inode, parent_inode(dentry), dentry, tmask, 0);
 }
 
@@ -501,77 +506,196 @@ int BPF_PROG(sb_umount, struct vfsmount *mnt, int flags, int ret)
 	return deny(SENTINEL_OP_UMOUNT, SENTINEL_OBJ_SUPERBLOCK, &key, &none, NULL, flags);
 }
 
+// Fortress maps and links. bpftool 7.1 (Debian) asks for a read-write fd
+// even to dump a map, so refusing write fds outright would break dumps.
+// Instead the mutating bpf(2) commands are refused: the fd they name is
+// resolved in the hook. Another thread could swap that fd between the hook
+// and the command; to close the race a non-agent process may get a guarded
+// object into its fd table only while the table is not shared (no other
+// thread), and a mutating command is refused outright while the table holds
+// any guarded write-capable fd (found by a bounded scan).
+#define SCAN_FDS 512
+
+static __always_inline struct fdtable *current_fdt(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, files, fdt);
+}
+
+static __always_inline bool files_shared(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, files, count.counter) > 1;
+}
+
+// bpf_obj_id returns the id of the map (kind MAP) or link (kind LINK) behind
+// f, or 0 if f is no such object. Their anon inodes are named "bpf-map" and
+// "bpf_link".
+static __always_inline __u32 bpf_obj_id(struct file *f, __u32 kind)
+{
+	char name[8] = {};
+	void *obj;
+
+	if (!f)
+		return 0;
+	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(f, f_path.dentry, d_name.name));
+	if (name[0] != 'b' || name[1] != 'p' || name[2] != 'f')
+		return 0;
+	obj = BPF_CORE_READ(f, private_data);
+	if (!obj)
+		return 0;
+	if (kind == SENTINEL_GUARD_MAP && name[3] == '-' && name[4] == 'm' && name[5] == 'a' && name[6] == 'p')
+		return BPF_CORE_READ((struct bpf_map *)obj, id);
+	if (kind == SENTINEL_GUARD_LINK && name[3] == '_' && name[4] == 'l' && name[5] == 'i' && name[6] == 'n')
+		return BPF_CORE_READ((struct bpf_link *)obj, id);
+	return 0;
+}
+
 static __always_inline int guarded(__u32 kind, __u32 id)
 {
 	struct sentinel_guard key = {.kind = kind, .id = id};
 
+	if (!id)
+		return 0;
 	return bpf_map_lookup_elem(&sentinel_guarded, &key) != NULL;
 }
 
-// Write access to a Fortress map is handed out only to the agent; every
-// other fd is read-only, so dumps work and updates fail with EPERM.
+static __always_inline struct file *fd_file(struct fdtable *fdt, unsigned int fd)
+{
+	struct file **fds;
+	struct file *f = NULL;
+
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+// guarded_write_file: f is a guarded map open for writing, or a guarded link.
+static __always_inline bool guarded_write_file(struct file *f, __u32 kind)
+{
+	if (kind == SENTINEL_GUARD_MAP && !(BPF_CORE_READ(f, f_mode) & FMODE_WRITE))
+		return false;
+	return guarded(kind, bpf_obj_id(f, kind));
+}
+
+// holds_guarded scans the current fd table.
+static __always_inline bool holds_guarded(__u32 kind)
+{
+	struct fdtable *fdt = current_fdt();
+	unsigned int max;
+	struct file **fds;
+
+	if (!fdt)
+		return false;
+	max = BPF_CORE_READ(fdt, max_fds);
+	fds = BPF_CORE_READ(fdt, fd);
+	for (int i = 0; i < SCAN_FDS; i++) {
+		struct file *f = NULL;
+
+		if (i >= max)
+			break;
+		bpf_probe_read_kernel(&f, sizeof(f), &fds[i]);
+		if (f && guarded_write_file(f, kind))
+			return true;
+	}
+	return false;
+}
+
+static __always_inline int deny_obj(__u32 op, __u32 id)
+{
+	struct sentinel_inode key = {}, none = {};
+
+	return deny(op, 0, &key, &none, NULL, id);
+}
+
 SEC("lsm/bpf_map")
 int BPF_PROG(bpf_map, struct bpf_map *map, fmode_t fmode, int ret)
 {
-	struct sentinel_inode key = {}, none = {};
+	if (ret)
+		return ret;
+	if (!(fmode & FMODE_WRITE) || !guarded(SENTINEL_GUARD_MAP, map->id))
+		return 0;
+	if (!files_shared() || (current_roles() & SENTINEL_ROLE_AGENT))
+		return 0;
+	return deny_obj(SENTINEL_OP_MAP_WRITE, map->id);
+}
+
+// An fd passed over a unix socket or taken with pidfd_getfd.
+SEC("lsm/file_receive")
+int BPF_PROG(file_receive, struct file *file, int ret)
+{
 	__u32 id;
 
 	if (ret)
 		return ret;
-	if (!(fmode & FMODE_WRITE))
-		return 0;
-	id = map->id;
-	if (!guarded(SENTINEL_GUARD_MAP, id))
+	if (guarded_write_file(file, SENTINEL_GUARD_MAP))
+		id = bpf_obj_id(file, SENTINEL_GUARD_MAP);
+	else if (guarded_write_file(file, SENTINEL_GUARD_LINK))
+		id = bpf_obj_id(file, SENTINEL_GUARD_LINK);
+	else
 		return 0;
 	if (current_roles() & SENTINEL_ROLE_AGENT)
 		return 0;
-	return deny(SENTINEL_OP_MAP_WRITE, 0, &key, &none, NULL, id);
-}
-
-// link_id_of_fd returns the id of the bpf_link behind fd in the current
-// task, or 0. For an fd that is not a link the value is meaningless, but
-// then the command fails in the kernel anyway.
-static __always_inline __u32 link_id_of_fd(int fd)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds;
-	struct file *f = NULL;
-	struct bpf_link *l;
-
-	if (!fdt || fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	if (!f)
-		return 0;
-	l = BPF_CORE_READ(f, private_data);
-	if (!l)
-		return 0;
-	return BPF_CORE_READ(l, id);
+	return deny_obj(SENTINEL_OP_MAP_WRITE, id);
 }
 
 SEC("lsm/bpf")
 int BPF_PROG(bpf, int cmd, union bpf_attr *attr, unsigned int size, int ret)
 {
-	struct sentinel_inode key = {}, none = {};
-	__u32 id;
+	__u32 kind, op, id;
+	struct file *f;
 	int fd;
 
 	if (ret)
 		return ret;
-	if (cmd == BPF_LINK_DETACH)
+	switch (cmd) {
+	case BPF_MAP_UPDATE_ELEM:
+	case BPF_MAP_DELETE_ELEM:
+	case BPF_MAP_LOOKUP_AND_DELETE_ELEM:
+	case BPF_MAP_FREEZE:
+		kind = SENTINEL_GUARD_MAP;
+		op = SENTINEL_OP_MAP_WRITE;
+		fd = BPF_CORE_READ(attr, map_fd);
+		break;
+	case BPF_MAP_UPDATE_BATCH:
+	case BPF_MAP_DELETE_BATCH:
+	case BPF_MAP_LOOKUP_AND_DELETE_BATCH:
+		kind = SENTINEL_GUARD_MAP;
+		op = SENTINEL_OP_MAP_WRITE;
+		fd = BPF_CORE_READ(attr, batch.map_fd);
+		break;
+	case BPF_LINK_DETACH:
+		kind = SENTINEL_GUARD_LINK;
+		op = SENTINEL_OP_LINK_MODIFY;
 		fd = BPF_CORE_READ(attr, link_detach.link_fd);
-	else if (cmd == BPF_LINK_UPDATE)
+		break;
+	case BPF_LINK_UPDATE:
+		kind = SENTINEL_GUARD_LINK;
+		op = SENTINEL_OP_LINK_MODIFY;
 		fd = BPF_CORE_READ(attr, link_update.link_fd);
-	else
+		break;
+	case BPF_LINK_GET_FD_BY_ID:
+		// A guarded link fd may not appear in a shared fd table.
+		id = BPF_CORE_READ(attr, link_id);
+		if (!guarded(SENTINEL_GUARD_LINK, id) || !files_shared())
+			return 0;
+		if (current_roles() & SENTINEL_ROLE_AGENT)
+			return 0;
+		return deny_obj(SENTINEL_OP_LINK_MODIFY, id);
+	default:
 		return 0;
-	id = link_id_of_fd(fd);
-	if (!id || !guarded(SENTINEL_GUARD_LINK, id))
+	}
+	f = fd_file(current_fdt(), fd);
+	id = bpf_obj_id(f, kind);
+	if (!guarded(kind, id) && !holds_guarded(kind))
 		return 0;
 	if (current_roles() & SENTINEL_ROLE_AGENT)
 		return 0;
-	return deny(SENTINEL_OP_LINK_MODIFY, 0, &key, &none, NULL, id);
+	return deny_obj(op, id);
 }
 
 // Nobody but the agent itself may attach to the agent or the updater:

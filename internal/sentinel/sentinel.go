@@ -206,6 +206,10 @@ func (s *Sentinel) embeddedSpec() (*ebpf.CollectionSpec, error) {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	s.notes = notes
+	// The .bss section only carries the event type into BTF; no program
+	// uses it, so it is not created (and not pinned).
+	delete(spec.Maps, ".bss")
+	delete(spec.Variables, "unused_sentinel_event")
 	if err := auditSpec(spec); err != nil {
 		return nil, err
 	}

@@ -80,6 +80,7 @@ const (
 	sentinelProgFileIoctl          = "file_ioctl"
 	sentinelProgFileIoctlCompat    = "file_ioctl_compat"
 	sentinelProgFileOpen           = "file_open"
+	sentinelProgFileReceive        = "file_receive"
 	sentinelProgInodeCreate        = "inode_create"
 	sentinelProgInodeLink          = "inode_link"
 	sentinelProgInodeMkdir         = "inode_mkdir"
@@ -150,6 +151,7 @@ type sentinelProgramSpecs struct {
 	FileIoctl          *ebpf.ProgramSpec `ebpf:"file_ioctl"`
 	FileIoctlCompat    *ebpf.ProgramSpec `ebpf:"file_ioctl_compat"`
 	FileOpen           *ebpf.ProgramSpec `ebpf:"file_open"`
+	FileReceive        *ebpf.ProgramSpec `ebpf:"file_receive"`
 	InodeCreate        *ebpf.ProgramSpec `ebpf:"inode_create"`
 	InodeLink          *ebpf.ProgramSpec `ebpf:"inode_link"`
 	InodeMkdir         *ebpf.ProgramSpec `ebpf:"inode_mkdir"`
@@ -246,6 +248,7 @@ type sentinelPrograms struct {
 	FileIoctl          *ebpf.Program `ebpf:"file_ioctl"`
 	FileIoctlCompat    *ebpf.Program `ebpf:"file_ioctl_compat"`
 	FileOpen           *ebpf.Program `ebpf:"file_open"`
+	FileReceive        *ebpf.Program `ebpf:"file_receive"`
 	InodeCreate        *ebpf.Program `ebpf:"inode_create"`
 	InodeLink          *ebpf.Program `ebpf:"inode_link"`
 	InodeMkdir         *ebpf.Program `ebpf:"inode_mkdir"`
@@ -275,6 +278,7 @@ func (p *sentinelPrograms) Close() error {
 		p.FileIoctl,
 		p.FileIoctlCompat,
 		p.FileOpen,
+		p.FileReceive,
 		p.InodeCreate,
 		p.InodeLink,
 		p.InodeMkdir,
