@@ -116,7 +116,7 @@ func (p *agentProc) exited() bool {
 // it to end, then kills it.
 func (p *agentProc) stop(sig syscall.Signal, timeout time.Duration) error {
 	if p.exited() {
-		return p.err
+		return nil // its end was reported where it was noticed
 	}
 	if err := p.cmd.Process.Signal(sig); err != nil && !p.exited() {
 		return fmt.Errorf("signal agent %d: %w", p.PID(), err)

@@ -78,7 +78,7 @@ func (d *Demo) onClose(f func() error) { d.cleanup = append(d.cleanup, f) }
 // Start brings the demo up: work directory, private bpffs, PKI, signing
 // key, gateway, namespaces, agent, signed sample policy, traffic. On error
 // everything made so far is removed.
-func Start(ctx context.Context, cfg Config) (d *Demo, err error) {
+func Start(ctx context.Context, cfg Config) (_ *Demo, err error) {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:8080"
 	}
@@ -100,11 +100,10 @@ func Start(ctx context.Context, cfg Config) (d *Demo, err error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the demo needs root (network namespaces, XDP, bpffs)")
 	}
-	d = &Demo{cfg: cfg}
+	d := &Demo{cfg: cfg}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, d.Close())
-			d = nil
 		}
 	}()
 	if d.Work, err = os.MkdirTemp("", "fortress-demo-"); err != nil {

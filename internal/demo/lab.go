@@ -48,7 +48,7 @@ func RunLab(ctx context.Context, cfg LabConfig) (err error) {
 	say := func(format string, args ...any) { fmt.Fprintf(cfg.Out, "fortress-demo: "+format+"\n", args...) }
 	if os.Getenv(labEnv) != "1" {
 		return fmt.Errorf("--lab runs inside vmlab only (it writes %s and loads BPF LSM programs); "+
-			"run it as: go run ./tools/vmlab run --kernel 6.1 -- fortress-demo --lab", fortress.DefaultConfigDir)
+			"see README.md, \"Sentinel in the VM lab\"", fortress.DefaultConfigDir)
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("--lab needs root")
@@ -79,11 +79,11 @@ func RunLab(ctx context.Context, cfg LabConfig) (err error) {
 			}
 		}
 		events.close()
-		if uerr := unmount(pinRoot); uerr != nil {
-			say("warning: %v", uerr)
-		}
-		if rerr := os.RemoveAll(work); rerr != nil {
-			say("warning: remove %s: %v", work, rerr)
+		uerr := unmount(pinRoot)
+		rerr := os.RemoveAll(work)
+		if uerr != nil || rerr != nil {
+			say("note: Sentinel fails closed and still guards its pins and state after the agent stopped, so %s stays (%v); the VM is discarded",
+				work, errors.Join(uerr, rerr))
 		}
 	}()
 
