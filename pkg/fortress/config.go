@@ -89,7 +89,7 @@ type Config struct {
 	// FetchList fetches a CIDR list a bundle references by URL; nil reads
 	// file:// URLs and absolute paths and fetches http(s) URLs.
 	FetchList func(ctx context.Context, url string) ([]byte, error)
-	// CounterInterval is how often rule counters are read (1s).
+	// CounterInterval is how often rule counters are read (500ms).
 	CounterInterval time.Duration
 	// TopRules is how many rules TopCounters keeps (100).
 	TopRules int
@@ -156,7 +156,7 @@ func (c *Config) defaults() error {
 		c.Gateways[i] = g.Unmap()
 	}
 	if c.CounterInterval <= 0 {
-		c.CounterInterval = time.Second
+		c.CounterInterval = 500 * time.Millisecond
 	}
 	if c.TopRules <= 0 {
 		c.TopRules = 100

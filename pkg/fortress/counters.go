@@ -2,10 +2,15 @@ package fortress
 
 import (
 	"cmp"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/carverauto/fortress/internal/blocklist"
 	"github.com/carverauto/fortress/internal/lpm"
 	"github.com/carverauto/fortress/internal/sentinel"
 	"github.com/carverauto/fortress/internal/shield"
@@ -169,6 +174,11 @@ func (f *Fortress) readCounters() {
 	}
 	f.mu.Unlock()
 	deltas := f.counters.deltas(stats, dryRun, f.cfg.TopRules)
+	if len(deltas) > 0 {
+		if err := f.counters.save(f.reportedPath()); err != nil {
+			f.log.Warn("save reported counters", "err", err)
+		}
+	}
 	f.counters.mu.Lock()
 	f.counters.totals = ShieldTotals{Pass: totals.Pass, Drop: totals.Drop, WouldDrop: totals.WouldDrop, AllowHit: totals.AllowHit,
 		Bypass: totals.Bypass, NonIP: totals.NonIP, Unparsed: totals.Unparsed, SampleSent: totals.SampleSent, SampleLost: totals.SampleLost}
@@ -259,4 +269,62 @@ func (f *Fortress) readSentinel() {
 	if err != nil && f.ctx.Err() == nil {
 		f.critical("sentinel", "event reader stopped: "+err.Error())
 	}
+}
+
+// reportedPath keeps the counters handed to OnCounters, so that a restarted
+// agent that adopts the pinned (still counting) Shield reports only what is
+// new instead of the whole running totals again. What was handed over but
+// not yet delivered when the agent died is lost to the gateway: under-counting
+// by at most one read interval, never double counting.
+func (f *Fortress) reportedPath() string {
+	return filepath.Join(f.cfg.StateDir, "counters-reported.json")
+}
+
+type reportedRule struct {
+	CIDR    string `json:"cidr"`
+	Action  string `json:"action"`
+	LogOnly bool   `json:"log_only,omitempty"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+func (c *counterState) save(path string) error {
+	c.mu.Lock()
+	rows := make([]reportedRule, 0, len(c.prev))
+	for r, n := range c.prev {
+		rows = append(rows, reportedRule{r.Prefix.String(), r.Action.String(), r.LogOnly, n.packets, n.bytes})
+	}
+	c.mu.Unlock()
+	b, err := json.Marshal(rows)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func (c *counterState) load(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var rows []reportedRule
+	if err := json.Unmarshal(b, &rows); err != nil {
+		return fmt.Errorf("parse %s: %w", path, err)
+	}
+	prev := make(map[lpm.Rule]count, len(rows))
+	for _, row := range rows {
+		r, err := blocklist.ParseRule(row.CIDR, row.Action, row.LogOnly)
+		if err != nil {
+			return fmt.Errorf("parse %s: %w", path, err)
+		}
+		prev[r] = count{row.Packets, row.Bytes}
+	}
+	c.mu.Lock()
+	c.prev = prev
+	c.mu.Unlock()
+	return nil
 }

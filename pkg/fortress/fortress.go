@@ -286,7 +286,14 @@ func (f *Fortress) startShield(last *policy) {
 		f.critical("shield", "shield degraded, traffic is not filtered: "+err.Error())
 		return
 	}
-	f.sh, f.gateways, f.shieldAdopted = sh, gws, pinned
+	f.sh, f.gateways, f.shieldAdopted = sh, gws, sh.Adopted()
+	if sh.Adopted() {
+		// The pinned counters kept counting; only what was not yet
+		// reported before the restart is new.
+		if err := f.counters.load(f.reportedPath()); err != nil {
+			f.log.Warn("shield: counters reported before the restart are unknown; the first read is reported whole", "err", err)
+		}
+	}
 	for _, name := range sh.Interfaces() {
 		st, ok := f.ifaces[name]
 		if !ok {
