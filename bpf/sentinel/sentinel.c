@@ -94,6 +94,8 @@ static __always_inline void inode_key(struct inode *inode, struct sentinel_inode
 	key->pad = 0;
 }
 
+// lookup_inode takes an inode reached from a hook's arguments (a BTF
+// pointer): plain loads, no helper calls, on the hot path.
 static __always_inline struct sentinel_object *lookup_inode(struct inode *inode, struct sentinel_inode *key)
 {
 	key->ino = 0;
@@ -101,7 +103,8 @@ static __always_inline struct sentinel_object *lookup_inode(struct inode *inode,
 	key->pad = 0;
 	if (!inode)
 		return NULL;
-	inode_key(inode, key);
+	key->ino = inode->i_ino;
+	key->dev = inode->i_sb->s_dev;
 	return bpf_map_lookup_elem(&sentinel_objects, key);
 }
 
@@ -250,12 +253,12 @@ static __always_inline int check(__u32 op, struct inode *target, struct inode *d
 
 static __always_inline struct inode *parent_inode(struct dentry *dentry)
 {
-	return BPF_CORE_READ(dentry, d_parent, d_inode);
+	return dentry->d_parent->d_inode;
 }
 
 static __always_inline int check_dentry(__u32 op, struct dentry *dentry, __u32 tmask, __u64 arg)
 {
-	return check(op, BPF_CORE_READ(dentry, d_inode), parent_inode(dentry), dentry, tmask, arg);
+	return check(op, dentry->d_inode, parent_inode(dentry), dentry, tmask, arg);
 }
 
 SEC("lsm/file_open")
@@ -466,7 +469,7 @@ int BPF_PROG(file_ioctl_compat, struct file *file, unsigned int cmd, unsigned lo
 
 static __always_inline int mount_on(const struct path *path, __u64 flags)
 {
-	return check_dentry(SENTINEL_OP_MOUNT, BPF_CORE_READ(path, dentry),
+	return check_dentry(SENTINEL_OP_MOUNT, path->dentry,
 			    SENTINEL_OBJ_PROTECTED | SENTINEL_OBJ_ANCESTOR, flags);
 }
 

@@ -125,9 +125,15 @@ type Stats struct {
 
 // Stats reads the kernel-side counters.
 func (s *Sentinel) Stats() (Stats, error) {
+	s.mu.Lock()
+	m := s.maps[mapStats]
+	s.mu.Unlock()
+	if m == nil {
+		return Stats{}, errors.New("read stats: sentinel closed")
+	}
 	var v [4]uint64
 	for i := range v {
-		if err := s.maps[mapStats].Lookup(uint32(i), &v[i]); err != nil {
+		if err := m.Lookup(uint32(i), &v[i]); err != nil {
 			return Stats{}, fmt.Errorf("read stats: %w", err)
 		}
 	}
@@ -139,7 +145,13 @@ func (s *Sentinel) Stats() (Stats, error) {
 // with the number in Arg. Critical events raised in user space (integrity
 // failures) are delivered too.
 func (s *Sentinel) ReadEvents(ctx context.Context, fn func(Event)) error {
-	rd, err := ringbuf.NewReader(s.maps[mapEvents])
+	s.mu.Lock()
+	events := s.maps[mapEvents]
+	s.mu.Unlock()
+	if events == nil {
+		return errors.New("read events: sentinel closed")
+	}
+	rd, err := ringbuf.NewReader(events)
 	if err != nil {
 		return fmt.Errorf("open event ring: %w", err)
 	}

@@ -16,7 +16,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,30 +68,13 @@ func runHelper(mode string, args []string) int {
 	return 2
 }
 
-// helperUpdate is the update manager: it writes the new binary into the
-// protected staging directory, syncs it, and renames it over the agent.
+// helperUpdate is the update manager's install step.
 func helperUpdate(src, staging, dest string) error {
 	b, err := os.ReadFile(src)
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(staging, "serviceradar-agent.new")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dest)
+	return InstallAgent(b, staging, dest)
 }
 
 type lineWriter struct {

@@ -255,7 +255,8 @@ func (l *lab) teardown() {
 	os.Remove("/etc/.sweep-hardlink")
 	unix.Unmount(filepath.Join(l.dir, "bpf"), unix.MNT_DETACH)
 	if err := os.RemoveAll(l.dir); err != nil {
-		t.Errorf("teardown: %v", err)
+		out, _ := exec.Command("/bin/sh", "-c", "bpftool link show; bpftool prog show | grep -c lsm; dmesg | tail -40; ls -la "+l.pinRoot.Dir(pins.Sentinel)).CombinedOutput()
+		t.Errorf("teardown: %v (Sentinel still attached?)\n%s", err, out)
 	}
 }
 

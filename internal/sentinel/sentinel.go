@@ -309,6 +309,8 @@ func (s *Sentinel) Programs() []string {
 // Close releases Sentinel's file descriptors. The pins keep every program
 // attached: enforcement outlives the agent.
 func (s *Sentinel) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, l := range s.links {
 		l.Close()
 	}
@@ -343,6 +345,41 @@ func (s *Sentinel) Remove() error {
 			errs = append(errs, err)
 		}
 	}
+	var ids []ebpf.ProgramID
+	for _, p := range s.progs {
+		if info, err := p.Info(); err == nil {
+			if id, ok := info.ID(); ok {
+				ids = append(ids, id)
+			}
+		}
+	}
 	s.Close()
+	if len(errs) == 0 {
+		errs = append(errs, waitGone(ids, 30*time.Second))
+	}
 	return errors.Join(errs...)
+}
+
+// waitGone waits until the kernel has freed the programs. On 5.10 a
+// released LSM link keeps its program in the hook for a grace period (a few
+// seconds under emulation), so "removed" is reported only once it is true.
+func waitGone(ids []ebpf.ProgramID, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		left := 0
+		for _, id := range ids {
+			p, err := ebpf.NewProgramFromID(id)
+			if err == nil {
+				p.Close()
+				left++
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d sentinel programs still loaded %s after removal", left, limit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
