@@ -1,0 +1,222 @@
+package vm
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Config describes one VM run.
+type Config struct {
+	// Qemu is the emulator binary; empty means qemu-system-x86_64.
+	Qemu   string
+	Kernel string
+	Initrd string
+	// Cmdline is appended to the base kernel command line.
+	Cmdline string
+	// MemoryMB and CPUs size the guest; zero means 2048 and 2.
+	MemoryMB int
+	CPUs     int
+	// Timeout bounds the whole run, boot included.
+	Timeout time.Duration
+	// Grace is how long the console is still read after an oops or after
+	// the exit marker before qemu is killed; zero means 30s.
+	Grace time.Duration
+}
+
+// BaseCmdline is the kernel command line every run starts from. panic=-1
+// reboots at once on a panic, which -no-reboot turns into a qemu exit;
+// random.trust_cpu=on seeds the RNG from the emulated RDRAND, so that
+// getrandom does not block the guest at boot.
+const BaseCmdline = "console=ttyS0 quiet panic=-1 random.trust_cpu=on"
+
+// Args returns qemu's command line. Software emulation (TCG) and a CPU
+// without cmpxchg16b are deliberate: KVM does not boot these kernels on
+// the lab machines, and the emulated cmpxchg16b crashes 6.12's slab
+// allocator at random. The guest gets no network device.
+func (c Config) Args() []string {
+	mem, cpus := c.MemoryMB, c.CPUs
+	if mem == 0 {
+		mem = 2048
+	}
+	if cpus == 0 {
+		cpus = 2
+	}
+	return []string{
+		"-accel", "tcg",
+		"-cpu", "max,-cx16",
+		"-m", fmt.Sprint(mem),
+		"-smp", fmt.Sprint(cpus),
+		"-nographic",
+		"-no-reboot",
+		"-nic", "none",
+		"-kernel", c.Kernel,
+		"-initrd", c.Initrd,
+		"-append", strings.TrimSpace(BaseCmdline + " " + c.Cmdline),
+	}
+}
+
+// Result is the outcome of one VM run.
+type Result struct {
+	Outcome
+	// Duration is the wall time from starting qemu to its exit.
+	Duration time.Duration
+	// TimedOut: the run hit Config.Timeout and qemu was killed.
+	TimedOut bool
+	// Interrupted: the context ended the run and qemu was killed.
+	Interrupted bool
+	// QemuExit describes how qemu ended; QemuStderr is what it printed.
+	QemuExit   string
+	QemuStderr string
+	timeout    time.Duration
+}
+
+// LabError explains why the run says nothing about the command (a kernel
+// crash, a timeout, a guest that never reported), or returns nil when the
+// exit code is the command's own.
+func (r Result) LabError() error {
+	switch {
+	case r.Interrupted:
+		return errors.New("interrupted")
+	case r.Panicked:
+		return fmt.Errorf("kernel panic: %s", strings.TrimSpace(r.Crash))
+	case r.Crash != "":
+		return fmt.Errorf("kernel oops: %s", strings.TrimSpace(r.Crash))
+	case r.TimedOut:
+		return fmt.Errorf("timed out after %s", r.timeout)
+	case !r.Started:
+		return fmt.Errorf("the guest never started its init (qemu %s%s)", r.QemuExit, stderrNote(r.QemuStderr))
+	case !r.Exited:
+		return fmt.Errorf("the guest stopped without an exit marker (qemu %s%s)", r.QemuExit, stderrNote(r.QemuStderr))
+	}
+	return nil
+}
+
+func stderrNote(s string) string {
+	if s = strings.TrimSpace(s); s != "" {
+		return ": " + s
+	}
+	return ""
+}
+
+// Run boots the VM, feeds its console to con and returns when qemu has
+// exited. qemu is killed (by its process ID) on a kernel panic, on timeout,
+// when ctx ends, and after Grace once an oops or the exit marker was seen.
+// An error means qemu could not be run at all.
+func Run(ctx context.Context, cfg Config, con *Console) (Result, error) {
+	bin := cfg.Qemu
+	if bin == "" {
+		bin = "qemu-system-x86_64"
+	}
+	grace := cfg.Grace
+	if grace == 0 {
+		grace = 30 * time.Second
+	}
+	cmd := exec.Command(bin, cfg.Args()...)
+	// Its own process group: a terminal's ^C reaches vmlab, which then
+	// kills qemu, instead of reaching qemu directly.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stderr bytes.Buffer
+	cmd.Stderr = &limitedWriter{w: &stderr, n: 16 << 10}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return Result{}, fmt.Errorf("start qemu: %w", err)
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return Result{}, fmt.Errorf("start qemu: %w", err)
+	}
+
+	lines := make(chan string, 64)
+	go func() {
+		defer close(lines)
+		r := bufio.NewReaderSize(stdout, 64<<10)
+		for {
+			line, err := r.ReadString('\n')
+			if line != "" {
+				lines <- line
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+
+	res := Result{timeout: cfg.Timeout}
+	var timeout <-chan time.Time
+	if cfg.Timeout > 0 {
+		t := time.NewTimer(cfg.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var graceC <-chan time.Time
+	killed := false
+	kill := func() {
+		if !killed {
+			killed = true
+			_ = cmd.Process.Kill()
+		}
+	}
+	done := ctx.Done()
+	for lines != nil {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				lines = nil
+				break
+			}
+			switch con.Feed(line) {
+			case EventPanic:
+				kill()
+			case EventOops, EventExited:
+				if graceC == nil {
+					graceC = time.After(grace)
+				}
+			}
+		case <-timeout:
+			res.TimedOut = true
+			kill()
+		case <-graceC:
+			kill()
+		case <-done:
+			res.Interrupted = true
+			done = nil
+			kill()
+		}
+	}
+	werr := cmd.Wait()
+	res.Duration = time.Since(start)
+	res.Outcome = con.Outcome()
+	res.QemuStderr = stderr.String()
+	switch {
+	case killed:
+		res.QemuExit = "killed"
+	case werr != nil:
+		res.QemuExit = werr.Error()
+	default:
+		res.QemuExit = "exited"
+	}
+	return res, nil
+}
+
+// limitedWriter keeps the first n bytes written to it and drops the rest.
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(p), l.n)
+		l.w.Write(p[:k])
+		l.n -= k
+	}
+	return len(p), nil
+}
