@@ -39,6 +39,6 @@ test-host:
 	$(GO) test -count=1 ./...
 
 test-lab:
-	$(GO) run ./tools/vmlab test --kernel all
+	$(GO) tool vmlab test --kernel all
 
 test: deps vet build check-generate test-host test-lab

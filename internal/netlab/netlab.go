@@ -9,6 +9,7 @@ import (
 	"runtime"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"github.com/vishvananda/netns"
 )
 
@@ -44,16 +45,18 @@ func New(cfg Config) (p *Pair, err error) {
 	if len(ifA) > 15 {
 		return nil, fmt.Errorf("netlab: name %q too long", cfg.Name)
 	}
-	p = &Pair{}
+	pair := &Pair{}
+	p = pair
 	defer func() {
 		if err != nil {
-			p.Close()
+			pair.Close()
+			p = nil
 		}
 	}()
-	if p.A, err = newSide("fortress-"+cfg.Name+"-a", ifA, cfg.AddrsA); err != nil {
+	if pair.A, err = newSide("fortress-"+cfg.Name+"-a", ifA, cfg.AddrsA); err != nil {
 		return nil, err
 	}
-	if p.B, err = newSide("fortress-"+cfg.Name+"-b", ifB, cfg.AddrsB); err != nil {
+	if pair.B, err = newSide("fortress-"+cfg.Name+"-b", ifB, cfg.AddrsB); err != nil {
 		return nil, err
 	}
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: ifA}, PeerName: ifB, PeerNamespace: netlink.NsFd(int(p.B.NS))}
@@ -90,7 +93,8 @@ func newSide(name, iface string, addrs []netip.Prefix) (*Side, error) {
 	if err := netns.Set(orig); err != nil {
 		return nil, fmt.Errorf("netlab: restore netns: %w", err)
 	}
-	h, err := netlink.NewHandleAt(ns)
+	// Route netlink only: minimal kernels lack the xfrm family.
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		ns.Close()
 		netns.DeleteNamed(name)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // Receiver counts UDP datagrams per source address.
@@ -77,6 +78,12 @@ func (s *Side) SendUDP(src, dst netip.Addr, port, n int) error {
 		for i := 0; i < n; i++ {
 			if _, err := c.Write(msg); err != nil {
 				return fmt.Errorf("netlab: send %s -> %s: %w", src, dst, err)
+			}
+			// Pace bursts so that the veth ring and the receiver's
+			// backlog never overflow, even on a slow (emulated) CPU:
+			// tests count every datagram.
+			if i%32 == 31 {
+				time.Sleep(time.Millisecond)
 			}
 		}
 		return nil

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/cilium/ebpf"
 
@@ -82,8 +83,22 @@ func (s *Shield) RuleStats() ([]RuleStat, error) {
 }
 
 // readCounters reads all n slots of a per-CPU counter map, summed over CPUs.
+// Kernels without batch lookups on arrays (5.10) are read slot by slot.
 func readCounters(m *ebpf.Map, n uint32, ncpu int) ([]counter, error) {
 	out := make([]counter, n)
+	if !batchLookupWorks(m) {
+		per := make([]counter, ncpu)
+		for k := uint32(0); k < n; k++ {
+			if err := m.Lookup(k, &per); err != nil {
+				return nil, fmt.Errorf("read rule counters: %w", err)
+			}
+			for _, c := range per {
+				out[k].Packets += c.Packets
+				out[k].Bytes += c.Bytes
+			}
+		}
+		return out, nil
+	}
 	const chunk = 4096
 	keys := make([]uint32, chunk)
 	vals := make([]counter, chunk*ncpu)
@@ -185,4 +200,30 @@ func (s *Shield) ActiveRuleStats() ([]RuleStat, error) {
 		out = append(out, RuleStat{Rule: r, Slot: uint32(slot), Packets: c.Packets, Bytes: c.Bytes})
 	}
 	return out, nil
+}
+
+// batchLookupWorks probes once whether the kernel supports batch lookups
+// on per-CPU arrays.
+func batchLookupWorks(m *ebpf.Map) bool {
+	batchOnce.Do(func() {
+		keys := make([]uint32, 1)
+		vals := make([]counter, ebpfPossibleCPUs())
+		var cursor ebpf.MapBatchCursor
+		_, err := m.BatchLookup(&cursor, keys, vals, nil)
+		batchOK = !errors.Is(err, ebpf.ErrNotSupported)
+	})
+	return batchOK
+}
+
+var (
+	batchOnce sync.Once
+	batchOK   bool
+)
+
+func ebpfPossibleCPUs() int {
+	n, err := ebpf.PossibleCPU()
+	if err != nil {
+		return 1
+	}
+	return n
 }
