@@ -9,8 +9,8 @@ import (
 	"runtime"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Side is one end of a Pair.
