@@ -74,19 +74,10 @@ struct {
 	__type(value, __u64);
 } cursor SEC(".maps"); /* [0] next index, [1] sink */
 
-/* The verify programs' next index. Not per CPU: a long test run may move
- * to another CPU when it yields, and every address must be looked up once. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} verify_cursor SEC(".maps");
-
 /* The bench programs look up BENCH_BATCH consecutive addresses per run, so
  * that the kernel's whole-nanosecond run time still resolves fractions of a
  * nanosecond per address. addr_mask is the number of bench addresses minus
- * one (a power of two); verify programs walk the array unmasked. */
+ * one (a power of two). */
 #define BENCH_BATCH 16
 volatile const __u32 addr_mask = 0;
 volatile const __u32 bench_gen = 0;
@@ -159,37 +150,32 @@ BENCH_PROG(bench_fetch_v6, addrs_v6, struct shield_key128, FETCH_V6)
 BENCH_PROG(bench_trie_v6, addrs_v6, struct shield_key128, TRIE_V6)
 BENCH_PROG(bench_shield_v6, addrs_v6, struct shield_key128, SHIELD_V6)
 
-/* One address per run, its verdict stored at the same index of results. */
-static __always_inline __u64 *verify_next(__u32 *idx)
-{
-	__u32 zero = 0;
-	__u64 *c = bpf_map_lookup_elem(&verify_cursor, &zero);
-	if (!c)
-		return 0;
-	*idx = (__u32)__sync_fetch_and_add(c, 1);
-	return bpf_map_lookup_elem(&results, idx);
-}
+/* Verify programs look up BENCH_BATCH addresses per run, starting at the
+ * index carried in the first four bytes of the test packet, and store each
+ * verdict at the same index of results. The index comes from user space for
+ * every run, so a run that is retried or moves to another CPU still fills
+ * each slot exactly with its own address's verdict. */
+#define VERIFY_PROG(name, addrs, type, LOOKUP)                                  \
+	SEC("xdp") int name(struct xdp_md *ctx)                                 \
+	{                                                                       \
+		void *data = (void *)(long)ctx->data;                           \
+		void *end = (void *)(long)ctx->data_end;                        \
+		if (data + 4 > end)                                             \
+			return XDP_ABORTED;                                     \
+		__u32 base = *(__u32 *)data;                                    \
+		for (__u32 j = 0; j < BENCH_BATCH; j++) {                       \
+			__u32 i = base + j;                                     \
+			type *a = bpf_map_lookup_elem(&addrs, &i);              \
+			__u64 *r = bpf_map_lookup_elem(&results, &i);           \
+			if (!a || !r)                                           \
+				break;                                          \
+			*r = LOOKUP(a);                                         \
+		}                                                               \
+		return XDP_PASS;                                                \
+	}
 
-SEC("xdp")
-int verify_v4(struct xdp_md *ctx)
-{
-	__u32 i;
-	__u64 *r = verify_next(&i);
-	__u64 *a = bpf_map_lookup_elem(&addrs_v4, &i);
-	if (!a || !r)
-		return XDP_ABORTED;
-	*r = shield_lookup_v4(bench_gen, bpf_ntohl((__u32)*a));
-	return XDP_PASS;
-}
+#define VERIFY_V4(a) shield_lookup_v4(bench_gen, bpf_ntohl((__u32)*(a)))
+#define VERIFY_V6(a) shield_lookup_v6(bench_gen, (a)->hi, (a)->lo)
 
-SEC("xdp")
-int verify_v6(struct xdp_md *ctx)
-{
-	__u32 i;
-	__u64 *r = verify_next(&i);
-	struct shield_key128 *a = bpf_map_lookup_elem(&addrs_v6, &i);
-	if (!a || !r)
-		return XDP_ABORTED;
-	*r = shield_lookup_v6(bench_gen, a->hi, a->lo);
-	return XDP_PASS;
-}
+VERIFY_PROG(verify_v4, addrs_v4, __u64, VERIFY_V4)
+VERIFY_PROG(verify_v6, addrs_v6, struct shield_key128, VERIFY_V6)

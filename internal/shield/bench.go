@@ -346,10 +346,6 @@ func (b *benchRig) fill(v4, v6 []netip.Addr) error {
 	return nil
 }
 
-func (b *benchRig) resetCursor() error {
-	return b.objs.VerifyCursor.Put(uint32(0), uint64(0))
-}
-
 // verify runs every address through the kernel lookup and compares the
 // verdict's rule with the reference LPM's.
 func (b *benchRig) verify(rules []lpm.Rule, v4, v6 []netip.Addr) (checked, bad int, err error) {
@@ -368,11 +364,12 @@ func (b *benchRig) verify(rules []lpm.Rule, v4, v6 []netip.Addr) (checked, bad i
 		p     *ebpf.Program
 		addrs []netip.Addr
 	}{{b.objs.VerifyV4, v4}, {b.objs.VerifyV6, v6}} {
-		if err := b.resetCursor(); err != nil {
-			return 0, 0, err
-		}
-		if _, _, err := fam.p.Benchmark(make([]byte, 64), len(fam.addrs), nil); err != nil {
-			return 0, 0, fmt.Errorf("verify run: %w", err)
+		pkt := make([]byte, 64)
+		for base := 0; base < len(fam.addrs); base += benchBatch {
+			binary.NativeEndian.PutUint32(pkt, uint32(base))
+			if _, err := fam.p.Run(&ebpf.RunOptions{Data: pkt}); err != nil {
+				return 0, 0, fmt.Errorf("verify run: %w", err)
+			}
 		}
 		out := results[:len(fam.addrs)]
 		if _, err := mem.ReadAt(asBytes(out), 0); err != nil {

@@ -84,7 +84,6 @@ const (
 	benchMapV6Dir          = "v6_dir"
 	benchMapV6Keys         = "v6_keys"
 	benchMapV6Vals         = "v6_vals"
-	benchMapVerifyCursor   = "verify_cursor"
 	benchProgBenchEmpty    = "bench_empty"
 	benchProgBenchFetchV4  = "bench_fetch_v4"
 	benchProgBenchFetchV6  = "bench_fetch_v6"
@@ -157,20 +156,19 @@ type benchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchMapSpecs struct {
-	AddrsV4      *ebpf.MapSpec `ebpf:"addrs_v4"`
-	AddrsV6      *ebpf.MapSpec `ebpf:"addrs_v6"`
-	Cursor       *ebpf.MapSpec `ebpf:"cursor"`
-	Results      *ebpf.MapSpec `ebpf:"results"`
-	RuleStats    *ebpf.MapSpec `ebpf:"rule_stats"`
-	ShieldState  *ebpf.MapSpec `ebpf:"shield_state"`
-	TrieV4       *ebpf.MapSpec `ebpf:"trie_v4"`
-	TrieV6       *ebpf.MapSpec `ebpf:"trie_v6"`
-	V4Blocks     *ebpf.MapSpec `ebpf:"v4_blocks"`
-	V4Dir        *ebpf.MapSpec `ebpf:"v4_dir"`
-	V6Dir        *ebpf.MapSpec `ebpf:"v6_dir"`
-	V6Keys       *ebpf.MapSpec `ebpf:"v6_keys"`
-	V6Vals       *ebpf.MapSpec `ebpf:"v6_vals"`
-	VerifyCursor *ebpf.MapSpec `ebpf:"verify_cursor"`
+	AddrsV4     *ebpf.MapSpec `ebpf:"addrs_v4"`
+	AddrsV6     *ebpf.MapSpec `ebpf:"addrs_v6"`
+	Cursor      *ebpf.MapSpec `ebpf:"cursor"`
+	Results     *ebpf.MapSpec `ebpf:"results"`
+	RuleStats   *ebpf.MapSpec `ebpf:"rule_stats"`
+	ShieldState *ebpf.MapSpec `ebpf:"shield_state"`
+	TrieV4      *ebpf.MapSpec `ebpf:"trie_v4"`
+	TrieV6      *ebpf.MapSpec `ebpf:"trie_v6"`
+	V4Blocks    *ebpf.MapSpec `ebpf:"v4_blocks"`
+	V4Dir       *ebpf.MapSpec `ebpf:"v4_dir"`
+	V6Dir       *ebpf.MapSpec `ebpf:"v6_dir"`
+	V6Keys      *ebpf.MapSpec `ebpf:"v6_keys"`
+	V6Vals      *ebpf.MapSpec `ebpf:"v6_vals"`
 }
 
 // benchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -203,20 +201,19 @@ func (o *benchObjects) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchMaps struct {
-	AddrsV4      *ebpf.Map `ebpf:"addrs_v4"`
-	AddrsV6      *ebpf.Map `ebpf:"addrs_v6"`
-	Cursor       *ebpf.Map `ebpf:"cursor"`
-	Results      *ebpf.Map `ebpf:"results"`
-	RuleStats    *ebpf.Map `ebpf:"rule_stats"`
-	ShieldState  *ebpf.Map `ebpf:"shield_state"`
-	TrieV4       *ebpf.Map `ebpf:"trie_v4"`
-	TrieV6       *ebpf.Map `ebpf:"trie_v6"`
-	V4Blocks     *ebpf.Map `ebpf:"v4_blocks"`
-	V4Dir        *ebpf.Map `ebpf:"v4_dir"`
-	V6Dir        *ebpf.Map `ebpf:"v6_dir"`
-	V6Keys       *ebpf.Map `ebpf:"v6_keys"`
-	V6Vals       *ebpf.Map `ebpf:"v6_vals"`
-	VerifyCursor *ebpf.Map `ebpf:"verify_cursor"`
+	AddrsV4     *ebpf.Map `ebpf:"addrs_v4"`
+	AddrsV6     *ebpf.Map `ebpf:"addrs_v6"`
+	Cursor      *ebpf.Map `ebpf:"cursor"`
+	Results     *ebpf.Map `ebpf:"results"`
+	RuleStats   *ebpf.Map `ebpf:"rule_stats"`
+	ShieldState *ebpf.Map `ebpf:"shield_state"`
+	TrieV4      *ebpf.Map `ebpf:"trie_v4"`
+	TrieV6      *ebpf.Map `ebpf:"trie_v6"`
+	V4Blocks    *ebpf.Map `ebpf:"v4_blocks"`
+	V4Dir       *ebpf.Map `ebpf:"v4_dir"`
+	V6Dir       *ebpf.Map `ebpf:"v6_dir"`
+	V6Keys      *ebpf.Map `ebpf:"v6_keys"`
+	V6Vals      *ebpf.Map `ebpf:"v6_vals"`
 }
 
 func (m *benchMaps) Close() error {
@@ -234,7 +231,6 @@ func (m *benchMaps) Close() error {
 		m.V6Dir,
 		m.V6Keys,
 		m.V6Vals,
-		m.VerifyCursor,
 	)
 }
 
