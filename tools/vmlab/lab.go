@@ -23,7 +23,7 @@ var hostPackages = []string{"qemu-system-x86", "busybox-static", "bpftool", "ipr
 
 // projectCommands are the project binaries put into the guest's
 // /usr/local/bin, each built when its cmd/ directory exists.
-var projectCommands = []string{"fortressctl", "fortress-agent", "fortress-gateway"}
+var projectCommands = []string{"fortressctl", "fortress-agent", "fortress-gateway", "fortress-demo", "fortress-update"}
 
 // defaultTimeout bounds one VM run, boot included. Everything is emulated,
 // so it is generous.
