@@ -510,3 +510,37 @@ func TestLabEventFlood(t *testing.T) {
 		t.Errorf("lost reported %d > kernel counter %d", lost, st.Stats.Lost)
 	}
 }
+
+// TestLabTamperedPinFailsClosed: a pinned Sentinel program that is not the
+// embedded one is replaced on adoption, with a critical event, and
+// enforcement is back.
+func TestLabTamperedPinFailsClosed(t *testing.T) {
+	l := newLab(t)
+	sweep := filepath.Join(l.configDir, "sweep.json")
+	l.mustDo("tamper")
+	l.mustDo("exit")
+	l.agent.stdin.Close()
+	l.agent.cmd.Wait()
+	l.agent = nil
+	// The tampered hook lets a write-open through now: the damage is real.
+	if err := openWrite(sweep, unix.O_WRONLY|unix.O_APPEND); err != nil {
+		t.Logf("write-open after tampering: %v", err)
+	}
+	mark := l.eventCount()
+	st := l.startAgent(l.agentBin, false)
+	if len(st.Critical) == 0 {
+		t.Errorf("no critical condition reported after adopting a tampered pin: %+v", st)
+	}
+	if _, ok := l.waitEvent(mark, func(e Event) bool { return e.Op == OpIntegrity && e.Verdict == VerdictCritical }); !ok {
+		t.Errorf("no critical integrity event")
+	}
+	l.refuse(attack{name: "write-open after re-adoption", run: func() error { return openWrite(sweep, unix.O_WRONLY) }, errno: unix.EPERM})
+	// And a restart now adopts cleanly.
+	l.mustDo("exit")
+	l.agent.stdin.Close()
+	l.agent.cmd.Wait()
+	l.agent = nil
+	if st := l.startAgent(l.agentBin, true); len(st.Critical) > 0 {
+		t.Errorf("second adoption still critical: %v", st.Critical)
+	}
+}

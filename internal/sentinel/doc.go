@@ -19,7 +19,27 @@
 // the new inode an agent identity in the same hook, so an upgrade never
 // locks the agent out. The old identity lives until the next Start prunes it.
 //
+// # Fortress's BPF state
+//
+// Debian's bpftool 7.1 asks for a read-write descriptor even for "map dump",
+// so write descriptors are not refused outright. Instead the mutating
+// bpf(2) commands (update, delete, lookup-and-delete, freeze, batches, link
+// detach and update) are refused for guarded maps and links: the hook
+// resolves the command's fd in the caller's table. A non-agent may get a
+// write descriptor to a guarded map, or a guarded link by id, only while its
+// fd table is unshared (no other thread could swap the fd mid-command), and
+// while it holds one any mutating command is refused; fds passed over unix
+// sockets or pidfd_getfd are refused at receipt. Pins are inodes in a
+// protected directory: no unlink, rename or new pin; the bpffs cannot be
+// unmounted. LSM links have no detach operation (EOPNOTSUPP) at all.
+//
 // # Limits
+//
+// A guarded link fd obtained through its pin by a multi-threaded process
+// (BPF_OBJ_GET is not hooked) could race a LINK_DETACH/UPDATE on another
+// fd; Sentinel's own (LSM) links cannot be detached anyway. A program
+// loaded by root may reference a Fortress map read-only fd and write it from
+// BPF; lock down BPF_PROG_LOAD for non-agents if that matters.
 //
 // Running the agent binary by hand yields the agent identity: the binary
 // must be static and act only on signed input or input from protected paths.

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/carverauto/fortress/internal/pins"
 )
@@ -181,6 +183,30 @@ func helperCommand(s *Sentinel, hc *helperConfig, f []string) (string, error) {
 			ids = append(ids, fmt.Sprintf("%s=%d/%d", name, info.ID, info.Program))
 		}
 		return strings.Join(ids, ","), nil
+	case "tamper":
+		// Swap the pinned file_open program for one that allows
+		// everything, as an intruder with the agent's powers would.
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type: ebpf.LSM, AttachType: ebpf.AttachLSMMac, AttachTo: "file_open", License: "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		})
+		if err != nil {
+			return "", err
+		}
+		defer prog.Close()
+		l, err := link.AttachLSM(link.LSMOptions{Program: prog})
+		if err != nil {
+			return "", err
+		}
+		defer l.Close()
+		linkPin := hc.PinRoot.Path(pins.Sentinel, "link_file_open")
+		if err := os.Remove(linkPin); err != nil {
+			return "", err
+		}
+		if err := os.Remove(hc.PinRoot.Path(pins.Sentinel, "prog_file_open")); err != nil {
+			return "", err
+		}
+		return "", l.Pin(linkPin)
 	case "remove":
 		return "", s.Remove()
 	case "exit":
