@@ -55,6 +55,16 @@ func TestSentinelInLab(t *testing.T) {
 				t.Errorf("remove sentinel: %v", err)
 			}
 		}
+		// On 5.10 the kernel frees detached LSM programs only after a
+		// grace period: wait until the protected config can be removed
+		// before the test's directories are deleted.
+		deadline := time.Now().Add(60 * time.Second)
+		for os.Remove(sweep) != nil && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+		}
+		if _, err := os.Stat(sweep); err == nil {
+			t.Errorf("protection still active 60s after Remove")
+		}
 		os.RemoveAll(dir)
 	})
 	st := f.Status()
