@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register("bench", "run a benchmark: bench shield [--cidrs-v4 N --cidrs-v6 M --json]", runBench)
+	register("bench", "run a benchmark: bench shield [--cidrs-v4 N --cidrs-v6 M --json] | bench sentinel [--json] (BPF LSM: lab only)", runBench)
 }
 
 // benchTargets are the bench sub-commands; other layers add theirs.

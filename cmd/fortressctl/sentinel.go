@@ -24,22 +24,9 @@ import (
 func init() {
 	embedded = append(embedded, sentinel.Embedded(), probe.Embedded())
 
-	// "bench" may be shared with other layers: chain to a bench command
-	// registered before this file's init, and add "sentinel" to it.
-	prev, hasPrev := commands["bench"]
-	summary := "benchmarks: bench sentinel [--json] [--ops N] [--rounds N]"
-	if hasPrev {
-		summary = prev.summary + "; sentinel"
+	benchTargets["sentinel"] = func(ctx context.Context, args []string, _ io.Writer) (int, error) {
+		return benchSentinel(ctx, args)
 	}
-	commands["bench"] = command{summary: summary, run: func(ctx context.Context, args []string) (int, error) {
-		if len(args) > 0 && args[0] == "sentinel" {
-			return benchSentinel(ctx, args[1:])
-		}
-		if hasPrev {
-			return prev.run(ctx, args)
-		}
-		return 2, usageError{"bench sentinel [--json] [--ops N] [--rounds N]"}
-	}}
 }
 
 // benchResult is the output of bench sentinel. Absolute times under

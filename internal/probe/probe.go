@@ -63,9 +63,17 @@ func (r Report) OK(name string) bool {
 func (r *Report) add(name string, err error, okReason string) {
 	c := Check{Name: name, OK: err == nil, Reason: okReason}
 	if err != nil {
-		c.Reason = err.Error()
+		c.Reason = Reason(err)
 	}
 	r.Checks = append(r.Checks, c)
+}
+
+// Reason renders a load error for people. The loader appends a hint about
+// RLIMIT_MEMLOCK to every EPERM; Fortress removes that limit before loading,
+// so on a kernel that refuses the program (lockdown, no BPF LSM) the hint
+// would only mislead.
+func Reason(err error) string {
+	return strings.ReplaceAll(err.Error(), " (MEMLOCK may be too low, consider rlimit.RemoveMemlock)", "")
 }
 
 // Run performs every check. It needs root for the XDP and LSM trials; without
