@@ -2,6 +2,7 @@ package lpm
 
 import (
 	"cmp"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,10 +22,13 @@ const (
 )
 
 // Entry is a prefix with the opaque, non-zero verdict word the program
-// returns for addresses it is the longest match of.
+// returns for addresses it is the longest match of. Tag is what the rule set
+// digest records of the rule besides its prefix (the verdict word also holds
+// assignment details, such as counter slots, that are not part of a policy).
 type Entry struct {
 	Prefix  netip.Prefix
 	Verdict uint32
+	Tag     byte
 }
 
 // Dir is a directory entry. Count 0: every address of the bucket has verdict
@@ -77,6 +81,9 @@ type Tables struct {
 	V6Dir    []Dir
 	V6Keys   []Key128
 	V6Vals   []uint32
+	// Digest identifies the rule set (prefixes and tags) independently of
+	// the order rules were given in: SHA-256 over the sorted rules.
+	Digest [32]byte
 }
 
 // Ranges returns the number of stored (searched) ranges per family.
@@ -86,6 +93,7 @@ type span struct {
 	start, end Key128
 	bits       int
 	verdict    uint32
+	tag        byte
 }
 
 type boundary struct {
@@ -105,6 +113,7 @@ func Compile(entries []Entry) (*Tables, error) {
 			return nil, fmt.Errorf("compile: invalid prefix")
 		}
 		s := toSpan(e.Prefix.Masked(), e.Verdict)
+		s.tag = e.Tag
 		if e.Prefix.Addr().Is4() {
 			v4 = append(v4, s)
 		} else {
@@ -114,15 +123,16 @@ func Compile(entries []Entry) (*Tables, error) {
 	// The families are independent: build them in parallel.
 	t := &Tables{}
 	var err4 error
+	var d4, d6 [32]byte
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		var b4 []boundary
-		if b4, err4 = boundaries(v4, Key128{0, 0xffffffff}); err4 == nil {
+		if b4, d4, err4 = boundaries(v4, Key128{0, 0xffffffff}); err4 == nil {
 			t.V4Dir, t.V4Blocks, t.v4Ranges = bucketV4(b4)
 		}
 	}()
-	b6, err := boundaries(v6, Key128{^uint64(0), ^uint64(0)})
+	b6, d6, err := boundaries(v6, Key128{^uint64(0), ^uint64(0)})
 	if err == nil {
 		t.V6Dir, t.V6Keys, t.V6Vals, err = bucketV6(b6)
 	}
@@ -130,6 +140,7 @@ func Compile(entries []Entry) (*Tables, error) {
 	if err := errors.Join(err4, err); err != nil {
 		return nil, err
 	}
+	t.Digest = sha256.Sum256(append(d4[:], d6[:]...))
 	return t, nil
 }
 
@@ -138,7 +149,7 @@ func toSpan(p netip.Prefix, verdict uint32) span {
 		a4 := p.Addr().As4()
 		start := uint64(binary.BigEndian.Uint32(a4[:]))
 		host := uint64(1)<<(32-p.Bits()) - 1
-		return span{Key128{0, start}, Key128{0, start | host}, p.Bits(), verdict}
+		return span{start: Key128{0, start}, end: Key128{0, start | host}, bits: p.Bits(), verdict: verdict}
 	}
 	a16 := p.Addr().As16()
 	start := Key128{binary.BigEndian.Uint64(a16[:8]), binary.BigEndian.Uint64(a16[8:])}
@@ -149,7 +160,7 @@ func toSpan(p netip.Prefix, verdict uint32) span {
 	} else {
 		end.Lo |= hostMask(128 - b)
 	}
-	return span{start, end, p.Bits(), verdict}
+	return span{start: start, end: end, bits: p.Bits(), verdict: verdict}
 }
 
 func hostMask(n int) uint64 {
@@ -160,8 +171,9 @@ func hostMask(n int) uint64 {
 }
 
 // boundaries turns possibly nested prefixes into the sorted starts of
-// disjoint ranges covering [0, max], each with its longest-match verdict.
-func boundaries(spans []span, max Key128) ([]boundary, error) {
+// disjoint ranges covering [0, max], each with its longest-match verdict,
+// and digests the sorted prefixes with their tags.
+func boundaries(spans []span, max Key128) ([]boundary, [32]byte, error) {
 	slices.SortFunc(spans, func(a, b span) int {
 		if a.start.Hi != b.start.Hi {
 			return cmp.Compare(a.start.Hi, b.start.Hi)
@@ -171,11 +183,23 @@ func boundaries(spans []span, max Key128) ([]boundary, error) {
 		}
 		return cmp.Compare(a.bits, b.bits)
 	})
-	for i := 1; i < len(spans); i++ {
-		if spans[i].start == spans[i-1].start && spans[i].bits == spans[i-1].bits {
-			return nil, fmt.Errorf("compile: duplicate prefix (start %x:%x /%d)", spans[i].start.Hi, spans[i].start.Lo, spans[i].bits)
+	h := sha256.New()
+	rec := make([]byte, 0, 18*1024)
+	for i := range spans {
+		if i > 0 && spans[i].start == spans[i-1].start && spans[i].bits == spans[i-1].bits {
+			return nil, [32]byte{}, fmt.Errorf("compile: duplicate prefix (start %x:%x /%d)", spans[i].start.Hi, spans[i].start.Lo, spans[i].bits)
+		}
+		rec = binary.BigEndian.AppendUint64(rec, spans[i].start.Hi)
+		rec = binary.BigEndian.AppendUint64(rec, spans[i].start.Lo)
+		rec = append(rec, byte(spans[i].bits), spans[i].tag)
+		if len(rec) >= 18*1023 {
+			h.Write(rec)
+			rec = rec[:0]
 		}
 	}
+	h.Write(rec)
+	var digest [32]byte
+	h.Sum(digest[:0])
 	out := make([]boundary, 0, 2*len(spans)+1)
 	emit := func(start Key128, v uint32) {
 		if n := len(out); n > 0 && out[n-1].verdict == v {
@@ -223,7 +247,7 @@ func boundaries(spans []span, max Key128) ([]boundary, error) {
 	if !done {
 		emit(cur, 0)
 	}
-	return out, nil
+	return out, digest, nil
 }
 
 func bucketV4(b []boundary) (dir []uint32, blocks []V4Block, ranges int) {

@@ -94,7 +94,7 @@ func TestCompileDenseBucket(t *testing.T) {
 }
 
 func TestCompileDuplicateRefused(t *testing.T) {
-	_, err := Compile([]Entry{{netip.MustParsePrefix("10.0.0.0/8"), 1}, {netip.MustParsePrefix("10.1.0.0/8"), 2}})
+	_, err := Compile([]Entry{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Verdict: 1}, {Prefix: netip.MustParsePrefix("10.1.0.0/8"), Verdict: 2}})
 	if err == nil {
 		t.Fatal("duplicate prefix (after masking) accepted")
 	}
@@ -127,4 +127,30 @@ func FuzzCompile(f *testing.F) {
 		}
 		check(t, rules, Edges(rules))
 	})
+}
+
+func TestDigestIgnoresOrderAndVerdict(t *testing.T) {
+	rules := Generate(4, 500, 200)
+	es := entriesOf(rules)
+	a, err := Compile(es)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := make([]Entry, len(es))
+	for i, e := range es {
+		e.Verdict += 7 // other counter slots, same policy
+		rev[len(es)-1-i] = e
+	}
+	b, err := Compile(rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Digest != b.Digest {
+		t.Fatal("digest depends on rule order or verdict words")
+	}
+	rev[3].Tag ^= 1
+	c, _ := Compile(rev)
+	if c.Digest == a.Digest {
+		t.Fatal("digest ignores a rule's tag")
+	}
 }

@@ -94,34 +94,49 @@ func (t *ruleTable) each(f func(r lpm.Rule, slot uint32)) {
 	}
 }
 
-// pending is a rule set with slots assigned but not yet in force.
+// pending is a rule set with slots assigned but not yet in force. Rules
+// already in force with the same flags keep their slot (marked in kept);
+// the others get a fresh slot that no rule in force uses.
 type pending struct {
-	slots map[[17]byte]slotEntry
-	fresh int // rules that need a slot not in use by the current set
+	kept  []bool // by slot
+	fresh map[[17]byte]slotEntry
 }
 
 // slotsInUse is the number of slots live while old and new sets overlap.
-func (p *pending) slotsInUse(t *ruleTable) int { return len(t.slots) + p.fresh }
+func (p *pending) slotsInUse(t *ruleTable) int { return len(t.slots) + len(p.fresh) }
 
 // assign gives each rule a slot (its old one if its prefix and flags are
 // unchanged) and returns the table entries. Duplicate prefixes are refused.
+// A steady-state update costs one map lookup per rule.
 func (t *ruleTable) assign(rules []lpm.Rule) (*pending, []lpm.Entry, error) {
-	p := &pending{slots: make(map[[17]byte]slotEntry, len(rules))}
+	p := &pending{kept: make([]bool, t.next), fresh: map[[17]byte]slotEntry{}}
 	entries := make([]lpm.Entry, 0, len(rules))
 	free := t.free
 	next := t.next
+	dup := func(i int, r lpm.Rule) error {
+		return fmt.Errorf("rule %d (%s) repeats a prefix listed before it", i+1, r)
+	}
 	for i, r := range rules {
 		if !r.Prefix.IsValid() {
 			return nil, nil, fmt.Errorf("rule %d: invalid prefix", i+1)
 		}
 		k := keyOf(r)
 		pk := k.prefixKey()
-		if _, dup := p.slots[pk]; dup {
-			return nil, nil, fmt.Errorf("rule %d (%s) repeats a prefix listed before it", i+1, r)
-		}
 		e, ok := t.slots[pk]
-		if !ok || e.flags != k[17] {
-			p.fresh++
+		if ok && e.flags == k[17] {
+			if p.kept[e.slot] {
+				return nil, nil, dup(i, r)
+			}
+			if len(p.fresh) > 0 {
+				if _, twice := p.fresh[pk]; twice {
+					return nil, nil, dup(i, r)
+				}
+			}
+			p.kept[e.slot] = true
+		} else {
+			if _, twice := p.fresh[pk]; twice || (ok && p.kept[e.slot]) {
+				return nil, nil, dup(i, r)
+			}
 			if n := len(free); n > 0 {
 				e.slot, free = free[n-1], free[:n-1]
 			} else {
@@ -132,15 +147,15 @@ func (t *ruleTable) assign(rules []lpm.Rule) (*pending, []lpm.Entry, error) {
 				return nil, nil, fmt.Errorf("more than %d rules", verdictSlot)
 			}
 			e.flags = k[17]
+			p.fresh[pk] = e
 		}
-		p.slots[pk] = e
 		v := e.slot
 		if r.Action == lpm.Allow {
 			v |= verdictAllow
 		} else if r.LogOnly {
 			v |= verdictLogOnly
 		}
-		entries = append(entries, lpm.Entry{Prefix: r.Prefix.Masked(), Verdict: v})
+		entries = append(entries, lpm.Entry{Prefix: r.Prefix.Masked(), Verdict: v, Tag: k[17]})
 	}
 	return p, entries, nil
 }
@@ -148,31 +163,57 @@ func (t *ruleTable) assign(rules []lpm.Rule) (*pending, []lpm.Entry, error) {
 // commit makes p the current set and returns the slots it no longer uses.
 func (t *ruleTable) commit(p *pending) []uint32 {
 	var retired []uint32
-	for pk, e := range t.slots {
-		if n, keep := p.slots[pk]; !keep || n.slot != e.slot {
-			retired = append(retired, e.slot)
+	for slot := 1; slot < len(t.bySlot); slot++ {
+		k := t.bySlot[slot]
+		if k == (ruleKey{}) || (slot < len(p.kept) && p.kept[slot]) {
+			continue
 		}
+		retired = append(retired, uint32(slot))
+		pk := k.prefixKey()
+		if e, ok := t.slots[pk]; ok && e.slot == uint32(slot) {
+			delete(t.slots, pk)
+		}
+		t.bySlot[slot] = ruleKey{}
 	}
-	maxSlot := uint32(0)
-	for _, e := range p.slots {
-		maxSlot = max(maxSlot, e.slot)
+	for pk, e := range p.fresh {
+		t.slots[pk] = e
+		t.setSlot(pk, e)
 	}
-	next := max(t.next, maxSlot+1)
-	inUse := make([]bool, next)
-	bySlot := make([]ruleKey, next)
-	for pk, e := range p.slots {
-		inUse[e.slot] = true
-		copy(bySlot[e.slot][:], pk[:])
-		bySlot[e.slot][17] = e.flags
-		bySlot[e.slot][18] = 1 // never the zero key
+	t.rebuildFree()
+	return retired
+}
+
+func (t *ruleTable) setSlot(pk [17]byte, e slotEntry) {
+	for uint32(len(t.bySlot)) <= e.slot {
+		t.bySlot = append(t.bySlot, ruleKey{})
 	}
-	// Free list, lowest slots last so they are reused first.
+	var k ruleKey
+	copy(k[:], pk[:])
+	k[17] = e.flags
+	k[18] = 1 // never the zero key
+	t.bySlot[e.slot] = k
+	t.next = max(t.next, e.slot+1)
+}
+
+// rebuildFree lists the unused slots below next, lowest last so that they
+// are reused first.
+func (t *ruleTable) rebuildFree() {
 	free := t.free[:0]
-	for id := next - 1; id >= 1; id-- {
-		if !inUse[id] {
+	for id := t.next - 1; id >= 1; id-- {
+		if int(id) >= len(t.bySlot) || t.bySlot[id] == (ruleKey{}) {
 			free = append(free, id)
 		}
 	}
-	t.slots, t.bySlot, t.free, t.next = p.slots, bySlot, free, next
-	return retired
+	t.free = free
+}
+
+// restore replaces the table with saved entries.
+func (t *ruleTable) restore(entries map[[17]byte]slotEntry, next uint32) {
+	t.init()
+	t.next = next
+	for pk, e := range entries {
+		t.slots[pk] = e
+		t.setSlot(pk, e)
+	}
+	t.rebuildFree()
 }

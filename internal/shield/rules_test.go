@@ -40,8 +40,8 @@ func TestSlotReuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.fresh != 1 || p.slotsInUse(&rt) != 3 {
-		t.Fatalf("fresh %d in use %d, want 1 and 3", p.fresh, p.slotsInUse(&rt))
+	if len(p.fresh) != 1 || p.slotsInUse(&rt) != 3 {
+		t.Fatalf("fresh %d in use %d, want 1 and 3", len(p.fresh), p.slotsInUse(&rt))
 	}
 	retired := rt.commit(p)
 	if len(retired) != 1 || retired[0] != sa {
@@ -49,5 +49,34 @@ func TestSlotReuse(t *testing.T) {
 	}
 	if rt.slots[keyOf(a2).prefixKey()].slot == sa {
 		t.Fatal("mode change kept the slot: would mix drop and would-drop counts")
+	}
+}
+
+func TestAssignRefusesDuplicates(t *testing.T) {
+	var rt ruleTable
+	rt.init()
+	a := lpm.Rule{Prefix: netip.MustParsePrefix("10.0.0.0/8")}
+	b := lpm.Rule{Prefix: netip.MustParsePrefix("11.0.0.0/8")}
+	p, _, err := rt.assign([]lpm.Rule{a, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.commit(p)
+	aLog := a
+	aLog.LogOnly = true
+	c := lpm.Rule{Prefix: netip.MustParsePrefix("12.0.0.0/8")}
+	for name, rules := range map[string][]lpm.Rule{
+		"kept twice":        {a, b, a},
+		"kept then changed": {a, aLog},
+		"changed then kept": {aLog, a},
+		"fresh twice":       {c, b, c},
+	} {
+		if _, _, err := rt.assign(rules); err == nil {
+			t.Errorf("%s: duplicate prefix accepted", name)
+		}
+	}
+	// A refused assignment leaves the table as it was.
+	if len(rt.slots) != 2 || rt.next != 3 {
+		t.Fatalf("table changed by refused assignments: %d rules, next %d", len(rt.slots), rt.next)
 	}
 }

@@ -1,7 +1,6 @@
 package shield
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -9,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -290,13 +288,6 @@ func (s *Shield) Apply(rules []lpm.Rule, dryRun bool) (ApplyResult, error) {
 func (s *Shield) apply(rules []lpm.Rule, dryRun bool) (ApplyResult, error) {
 	start := time.Now()
 	res := ApplyResult{Rules: len(rules), DryRun: dryRun}
-	digestDone := make(chan string, 1)
-	go func() { digestDone <- digest(rules, dryRun) }()
-	defer func() {
-		if res.Digest == "" {
-			<-digestDone
-		}
-	}()
 	next, entries, err := s.rules.assign(rules)
 	if err != nil {
 		return res, err
@@ -305,7 +296,7 @@ func (s *Shield) apply(rules []lpm.Rule, dryRun bool) (ApplyResult, error) {
 	if err != nil {
 		return res, err
 	}
-	res.Digest = <-digestDone
+	res.Digest = digest(tab.Digest, dryRun)
 	res.V4Ranges, res.V6Ranges = tab.Ranges()
 	res.Compile = time.Since(start)
 	swapStart := time.Now()
@@ -364,20 +355,15 @@ func (s *Shield) Applied() ApplyResult {
 	return s.applied
 }
 
-// digest identifies a rule set independently of rule order: SHA-256 over the
-// sorted binary rule keys and the mode.
-func digest(rules []lpm.Rule, dryRun bool) string {
-	keys := make([]ruleKey, len(rules))
-	for i, r := range rules {
-		keys[i] = keyOf(r)
-	}
-	slices.SortFunc(keys, func(a, b ruleKey) int { return bytes.Compare(a[:], b[:]) })
-	h := sha256.New()
-	h.Write(asBytes(keys))
+// digest identifies the policy: the rule set's digest (sorted prefixes with
+// action and log-only flag) and the mode.
+func digest(rules [32]byte, dryRun bool) string {
+	mode := []byte("enforce")
 	if dryRun {
-		h.Write([]byte("dry-run"))
+		mode = []byte("dry-run")
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	sum := sha256.Sum256(append(rules[:], mode...))
+	return hex.EncodeToString(sum[:])
 }
 
 func asBytes[T any](s []T) []byte {

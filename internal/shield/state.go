@@ -106,15 +106,13 @@ func (s *Shield) loadRuleState() error {
 	if err := binary.Read(r, binary.LittleEndian, recs); err != nil {
 		return fmt.Errorf("load rule state: %w", err)
 	}
-	var p pending
-	p.slots = make(map[[17]byte]slotEntry, len(recs))
+	entries := make(map[[17]byte]slotEntry, len(recs))
 	for _, rec := range recs {
 		if rec.Slot == 0 || rec.Slot >= h.Next {
 			return fmt.Errorf("load rule state: slot %d out of range", rec.Slot)
 		}
-		p.slots[rec.Key] = slotEntry{slot: rec.Slot, flags: rec.Flags}
+		entries[rec.Key] = slotEntry{slot: rec.Slot, flags: rec.Flags}
 	}
-	s.rules.next = h.Next
-	s.rules.commit(&p)
+	s.rules.restore(entries, h.Next)
 	return nil
 }
