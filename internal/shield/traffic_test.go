@@ -3,6 +3,7 @@ package shield
 import (
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -252,5 +253,47 @@ func TestSetGatewaysUnderTraffic(t *testing.T) {
 	}
 	if err := s.SetGateways([]netip.Addr{a("1.1.1.1"), a("1.1.1.2"), a("1.1.1.3"), a("1.1.1.4"), a("1.1.1.5")}); err == nil {
 		t.Fatal("five IPv4 gateways accepted")
+	}
+}
+
+// TestNetlinkDetachRefused: Shield is attached through a bpf_link, so the
+// netlink paths (`ip link set dev IF xdp off`, `bpftool net detach`) cannot
+// remove it, and blocked traffic stays blocked (ATTACKS row 20).
+func TestNetlinkDetachRefused(t *testing.T) {
+	s := newShield(t, Config{})
+	lab := newLab(t)
+	attachIn(t, s, lab.B)
+	a := netip.MustParseAddr
+	if _, err := s.Apply([]lpm.Rule{rule("10.66.1.0/24", lpm.Drop, false)}, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, argv := range [][]string{
+		{"ip", "-n", lab.B.NSName, "link", "set", "dev", lab.B.Iface, "xdp", "off"},
+		{"ip", "netns", "exec", lab.B.NSName, "bpftool", "net", "detach", "xdp", "dev", lab.B.Iface},
+	} {
+		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+		if err == nil {
+			t.Errorf("%v succeeded: %s", argv, out)
+		}
+	}
+	rx, err := lab.B.ListenUDP(7783)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	if err := lab.A.SendUDP(a("10.66.1.2"), a("10.66.0.2"), 7783, 50); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.A.SendUDP(a("10.66.2.2"), a("10.66.0.2"), 7783, 5); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(func() bool { return rx.Count(a("10.66.2.2")) == 5 }) {
+		t.Fatalf("allowed source: %d of 5 arrived", rx.Count(a("10.66.2.2")))
+	}
+	if n := rx.Count(a("10.66.1.2")); n != 0 {
+		t.Fatalf("%d blocked datagrams arrived after the detach attempts", n)
+	}
+	if got := countsBySlot(t, s)["10.66.1.0/24"].Packets; got != 50 {
+		t.Fatalf("rule counted %d of 50 drops", got)
 	}
 }
