@@ -551,7 +551,10 @@ static __always_inline __u32 bpf_obj_id(struct file *f, __u32 kind)
 		return 0;
 	if (kind == SENTINEL_GUARD_MAP && name[3] == '-' && name[4] == 'm' && name[5] == 'a' && name[6] == 'p')
 		return BPF_CORE_READ((struct bpf_map *)obj, id);
-	if (kind == SENTINEL_GUARD_LINK && name[3] == '_' && name[4] == 'l' && name[5] == 'i' && name[6] == 'n')
+	/* A link's first fd is named "bpf_link", fds from BPF_OBJ_GET and
+	 * BPF_LINK_GET_FD_BY_ID "bpf-link". */
+	if (kind == SENTINEL_GUARD_LINK && (name[3] == '_' || name[3] == '-') && name[4] == 'l' && name[5] == 'i' &&
+	    name[6] == 'n')
 		return BPF_CORE_READ((struct bpf_link *)obj, id);
 	return 0;
 }

@@ -447,6 +447,8 @@ func (f *Fortress) ApplyBundle(raw []byte) (Ack, error) {
 	if f.inForceList() != "" {
 		f.lists.prune(f.inForceList())
 	}
+	// A larger rule set may have moved Shield to new maps: guard them too.
+	f.guardShield()
 	f.log.Info("bundle applied", "version", b.Version, "rules", ack.Rules, "mode", ack.ShieldMode, "notes", strings.Join(ack.Notes, "; "))
 	return ack, nil
 }

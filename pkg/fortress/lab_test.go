@@ -101,3 +101,82 @@ func TestSentinelInLab(t *testing.T) {
 		}
 	}
 }
+
+// TestShieldGuardedInLab: with Sentinel running, root cannot detach
+// Shield's link, write its maps or remove its pins (ATTACKS rows 17-21),
+// while reading them still works; Shield keeps dropping.
+func TestShieldGuardedInLab(t *testing.T) {
+	testutil.RequireRoot(t)
+	if !testutil.InLab() {
+		testutil.MissingFeature(t, "BPF LSM runs only inside vmlab (host kernel refuses LSM loads)")
+	}
+	l := newLab(t)
+	dir, err := os.MkdirTemp("", "fortress-guard-lab-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	configDir := filepath.Join(dir, "etc")
+	os.MkdirAll(configDir, 0o755)
+	marker := filepath.Join(configDir, "sweep.json")
+	os.WriteFile(marker, []byte(`{}`), 0o644)
+	self, _ := os.Executable()
+	l.cfg.Kernel = nil // probe the lab kernel for real
+	l.cfg.Sentinel = SentinelConfig{AgentBinary: self, ConfigDir: configDir}
+	f, err := Start(context.Background(), l.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sen := f.sen
+		f.Stop()
+		if sen != nil {
+			if err := sen.Remove(); err != nil {
+				t.Errorf("remove sentinel: %v", err)
+			}
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for os.Remove(marker) != nil && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+		}
+		os.RemoveAll(dir)
+	})
+	st := f.Status()
+	if st.Sentinel.State != SentinelEnforcing || st.Shield.State == ShieldDegraded {
+		t.Fatalf("sentinel %+v, shield %+v", st.Sentinel, st.Shield)
+	}
+	if _, err := f.ApplyBundle(l.bundle(t, 1, bundle.Payload{Shield: &bundle.Shield{Mode: "enforce",
+		Rules: []bundle.Rule{{CIDR: "10.67.1.0/24", Action: "drop"}}}})); err != nil {
+		t.Fatal(err)
+	}
+	shieldDir := filepath.Join(l.cfg.PinRoot, "shield")
+	linkPin := filepath.Join(shieldDir, "link_"+l.pair.B.Iface)
+	state := filepath.Join(shieldDir, "shield_state")
+	refused := [][]string{
+		{"bpftool", "link", "detach", "pinned", linkPin},
+		{"bpftool", "map", "update", "pinned", state, "key", "0", "0", "0", "0", "value", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0"},
+		{"bpftool", "map", "delete", "pinned", filepath.Join(shieldDir, "v4_dir"), "key", "0", "0", "0", "0"},
+		{"rm", "-f", linkPin},
+		{"rm", "-rf", shieldDir},
+		{"mv", state, filepath.Join(shieldDir, "moved")},
+	}
+	for _, argv := range refused {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err == nil {
+			t.Errorf("%v succeeded as root: %s", argv, out)
+		}
+	}
+	for _, argv := range [][]string{
+		{"bpftool", "map", "dump", "pinned", state},
+		{"bpftool", "link", "show", "pinned", linkPin},
+		{"bpftool", "prog", "show"},
+	} {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Errorf("%v refused: %v: %s", argv, err, out)
+		}
+	}
+	l.send(t, src4bl, dst4, 20)
+	l.send(t, src4ok, dst4, 5)
+	eventually(t, "allowed traffic arrives", func() bool { return l.rx.Count(src4ok) == 5 })
+	if n := l.rx.Count(src4bl); n != 0 {
+		t.Fatalf("%d blocked datagrams arrived after the tampering attempts", n)
+	}
+}
