@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -333,6 +334,22 @@ func (s *Sentinel) Remove() error {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	// Program IDs, taken from the pins (this Sentinel may already be
+	// closed), to wait below until the kernel has freed them.
+	var ids []ebpf.ProgramID
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "prog_") {
+			continue
+		}
+		if p, err := ebpf.LoadPinnedProgram(filepath.Join(s.cfg.PinRoot.Dir(pins.Sentinel), e.Name()), nil); err == nil {
+			if info, err := p.Info(); err == nil {
+				if id, ok := info.ID(); ok {
+					ids = append(ids, id)
+				}
+			}
+			p.Close()
+		}
+	}
 	// Links first: protection ends only once nothing else can go wrong.
 	sort.Slice(entries, func(i, j int) bool {
 		return strings.HasPrefix(entries[i].Name(), "link_") && !strings.HasPrefix(entries[j].Name(), "link_")
@@ -345,10 +362,9 @@ func (s *Sentinel) Remove() error {
 			errs = append(errs, err)
 		}
 	}
-	var ids []ebpf.ProgramID
 	for _, p := range s.progs {
 		if info, err := p.Info(); err == nil {
-			if id, ok := info.ID(); ok {
+			if id, ok := info.ID(); ok && !slices.Contains(ids, id) {
 				ids = append(ids, id)
 			}
 		}
