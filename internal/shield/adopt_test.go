@@ -2,9 +2,6 @@ package shield
 
 import (
 	"net/netip"
-	"os"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,23 +139,7 @@ func TestAdoptReplacesDifferentProgram(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rx.Close()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var sent atomic.Int64
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if lab.A.SendUDP(a("10.66.1.2"), a("10.66.0.2"), 7780, 20) == nil {
-				sent.Add(20)
-			}
-		}
-	}()
+	stop := flood(t, lab, a("10.66.1.2"), a("10.66.0.2"), 7780)
 	time.Sleep(50 * time.Millisecond)
 	s1.objs.Close()
 	for _, l := range s1.links {
@@ -171,10 +152,9 @@ func TestAdoptReplacesDifferentProgram(t *testing.T) {
 	}
 	defer s2.Close()
 	time.Sleep(50 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-	if rx.Count(a("10.66.1.2")) != 0 || sent.Load() == 0 {
-		t.Fatalf("blocked source: %d of %d datagrams passed during program replacement", rx.Count(a("10.66.1.2")), sent.Load())
+	sent := stop()
+	if rx.Count(a("10.66.1.2")) != 0 || sent == 0 {
+		t.Fatalf("blocked source: %d of %d datagrams passed during program replacement", rx.Count(a("10.66.1.2")), sent)
 	}
 	// The new gateway passes, the old one is now blocked.
 	if err := lab.A.SendUDP(a("10.66.3.2"), a("10.66.0.2"), 7780, 5); err != nil {
@@ -211,20 +191,7 @@ func TestGrowUnderTraffic(t *testing.T) {
 	if err := lab.A.SendUDP(a("10.66.1.2"), a("10.66.0.2"), 7781, 7); err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			lab.A.SendUDP(a("10.66.1.2"), a("10.66.0.2"), 7781, 20)
-		}
-	}()
+	stop := flood(t, lab, a("10.66.1.2"), a("10.66.0.2"), 7781)
 	big := lpm.Generate(9, 30000, 5000)
 	var rules []lpm.Rule
 	for _, r := range big {
@@ -234,8 +201,7 @@ func TestGrowUnderTraffic(t *testing.T) {
 	}
 	rules = append(rules, block)
 	res, err := s.Apply(rules, false)
-	close(stop)
-	wg.Wait()
+	stop()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,5 +214,4 @@ func TestGrowUnderTraffic(t *testing.T) {
 	if c := countsBySlot(t, s)["10.66.1.0/24"]; c.Packets < 7 {
 		t.Fatalf("counter of a kept rule lost across growth: %d", c.Packets)
 	}
-	_ = os.Getpid
 }

@@ -41,6 +41,36 @@ func attachIn(t *testing.T, s *Shield, side *netlab.Side) {
 	}
 }
 
+// flood sends from src to dst:port in bursts until the returned stop
+// function is called; stop returns the number of datagrams sent. A send
+// error fails the test.
+func flood(t *testing.T, lab *netlab.Pair, src, dst netip.Addr, port int) (stop func() int64) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var sent atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := lab.A.SendUDP(src, dst, port, 20); err != nil {
+				t.Error(err)
+				return
+			}
+			sent.Add(20)
+		}
+	}()
+	return func() int64 {
+		close(done)
+		wg.Wait()
+		return sent.Load()
+	}
+}
+
 // eventually polls cond for up to ten seconds (emulated CPUs in the lab
 // are slow).
 func eventually(cond func() bool) bool {
@@ -152,26 +182,9 @@ func TestSwapUnderTraffic(t *testing.T) {
 	}
 	defer rx.Close()
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var sent atomic.Int64
+	var stops []func() int64
 	for _, src := range []netip.Addr{both, onlyA, onlyB} {
-		wg.Add(1)
-		go func(src netip.Addr) {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if err := lab.A.SendUDP(src, a("10.66.0.2"), 7778, 50); err != nil {
-					t.Error(err)
-					return
-				}
-				sent.Add(50)
-			}
-		}(src)
+		stops = append(stops, flood(t, lab, src, a("10.66.0.2"), 7778))
 	}
 	// At least 10 swaps and 2 seconds of traffic; give up after a minute.
 	swaps := 0
@@ -186,11 +199,13 @@ func TestSwapUnderTraffic(t *testing.T) {
 		}
 		swaps++
 	}
-	close(stop)
-	wg.Wait()
+	var sent int64
+	for _, stop := range stops {
+		sent += stop()
+	}
 	time.Sleep(100 * time.Millisecond)
 	t.Logf("%d swaps, %d datagrams sent; arrived: both-blocked %d, A-only %d, B-only %d",
-		swaps, sent.Load(), rx.Count(both), rx.Count(onlyA), rx.Count(onlyB))
+		swaps, sent, rx.Count(both), rx.Count(onlyA), rx.Count(onlyB))
 	if swaps < 10 {
 		t.Fatalf("only %d swaps in %v", swaps, time.Since(start))
 	}
@@ -217,20 +232,7 @@ func TestSetGatewaysUnderTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rx.Close()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			lab.A.SendUDP(a("10.66.1.2"), a("10.66.0.2"), 7782, 20)
-		}
-	}()
+	stop := flood(t, lab, a("10.66.1.2"), a("10.66.0.2"), 7782)
 	for i := 0; i < 20; i++ {
 		gw := a("10.66.2.2")
 		if i%2 == 0 {
@@ -240,8 +242,7 @@ func TestSetGatewaysUnderTraffic(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	if n := rx.Count(a("10.66.1.2")); n != 0 {
 		t.Fatalf("%d blocked datagrams passed during program swaps", n)
 	}
