@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/carverauto/fortress/internal/testutil"
+	"github.com/carverauto/fortress/internal/testutil/browser"
 	"github.com/carverauto/fortress/pkg/fortress"
 )
 
@@ -111,47 +111,9 @@ func gatewayCount(t *testing.T, d *Demo, rule string) uint64 {
 	return 0
 }
 
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	path := "/usr/bin/chromium"
-	if _, err := os.Stat(path); err != nil {
-		testutil.MissingFeature(t, "chromium is not installed (apt-get install -y chromium)")
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
-	}
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelB := chromedp.NewContext(actx)
-	ctx, cancelT := context.WithTimeout(ctx, 2*time.Minute)
-	t.Cleanup(func() { cancelT(); cancelB(); cancelA() })
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
-
-func pageText(t *testing.T, ctx context.Context, js string) string {
-	t.Helper()
-	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
-	if err != nil {
-		t.Fatalf("evaluate %s: %v", js, err)
-	}
-	return s
-}
-
 // fleetPackets is the drop count the page shows for rule ("" if no row).
 func fleetPackets(t *testing.T, ctx context.Context, rule string) (uint64, bool) {
-	s := pageText(t, ctx, `(() => { const td = document.querySelector('#fleet tbody tr[data-rule="`+rule+`"] td.packets'); return td ? td.textContent : ""; })()`)
+	s := browser.Text(t, ctx, `(() => { const td = document.querySelector('#fleet tbody tr[data-rule="`+rule+`"] td.packets'); return td ? td.textContent : ""; })()`)
 	if s == "" {
 		return 0, false
 	}
@@ -168,7 +130,7 @@ func fleetPackets(t *testing.T, ctx context.Context, rule string) (uint64, bool)
 // is unavailable on this host.
 func TestDashboardShowsRealDrops(t *testing.T) {
 	testutil.RequireRoot(t)
-	ctx := browser(t)
+	ctx := browser.New(t, 2*time.Minute)
 	d := startDemo(t, 20)
 	if err := chromedp.Do(ctx, chromedp.Navigate(d.Dashboard),
 		chromedp.WaitVisible(chromedp.CSS(`#fleet tbody tr[data-rule="10.77.66.0/24"]`))); err != nil {
@@ -198,13 +160,13 @@ func TestDashboardShowsRealDrops(t *testing.T) {
 		took := waitFor(t, 2*time.Second, rule+" rises", func() bool { got, _ := fleetPackets(t, ctx, rule); return got > before })
 		t.Logf("%s rose from %d after %v", rule, before, took.Round(time.Millisecond))
 	}
-	total := pageText(t, ctx, `document.getElementById("total-packets").textContent`)
+	total := browser.Text(t, ctx, `document.getElementById("total-packets").textContent`)
 	t.Logf("header: %s dropped packets", total)
 
 	// Sentinel: unavailable, with the reason.
 	var sentinel string
 	waitFor(t, 5*time.Second, "sentinel cell", func() bool {
-		sentinel = pageText(t, ctx, `(() => { const tr = document.querySelector('#agents tr[data-agent="`+AgentID+`"]'); return tr ? tr.cells[3].textContent : ""; })()`)
+		sentinel = browser.Text(t, ctx, `(() => { const tr = document.querySelector('#agents tr[data-agent="`+AgentID+`"]'); return tr ? tr.cells[3].textContent : ""; })()`)
 		return sentinel != ""
 	})
 	st, err := d.AgentStatus(ctx)

@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"context"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,55 +10,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/carverauto/fortress/internal/controlstream"
+	"github.com/carverauto/fortress/internal/testutil/browser"
 )
-
-// chromium finds Debian's chromium (package "chromium").
-func chromium(t *testing.T) string {
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("skipped: chromium is not installed (apt-get install -y chromium)")
-	return ""
-}
-
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium(t)),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1400, 1000),
-	}
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelB := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancelB(); cancelA() })
-	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
-	t.Cleanup(cancelT)
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
-
-// textOf reads an element's text, "" if absent.
-func textOf(t *testing.T, ctx context.Context, js string) string {
-	t.Helper()
-	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
-	if err != nil {
-		t.Fatalf("evaluate %s: %v", js, err)
-	}
-	return s
-}
 
 func cellJS(table, rule string) string {
 	return `(() => { const td = document.querySelector('#` + table + ` tbody tr[data-rule="` + rule + `"] td.packets'); return td ? td.textContent : ""; })()`
@@ -75,7 +26,7 @@ func num(s string) uint64 {
 // through the real ControlStream appear, rise within 2 s of being sent, stay
 // apart from dry-run would-drops, and events and agent health show up.
 func TestDashboardLive(t *testing.T) {
-	ctx := browser(t)
+	ctx := browser.New(t, 60*time.Second)
 	tg := newTestGW(t, nil)
 	tg.restart(t, func(c *Config) { c.SnapshotInterval = 0; c.CommitInterval = 0 }) // production defaults
 	a := tg.agentWith(t, "edge-1", func(c *controlstream.ClientConfig) { c.FlushInterval = 0 })
@@ -92,11 +43,11 @@ func TestDashboardLive(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#fleet tbody tr[data-rule="203.0.113.0/24"]`))); err != nil {
 		t.Fatalf("load dashboard: %v", err)
 	}
-	waitFor(t, 5*time.Second, "first counts", func() bool { return num(textOf(t, ctx, cellJS("fleet", "203.0.113.0/24"))) == 1500 })
-	if got := num(textOf(t, ctx, cellJS("fleet-dry", "198.51.100.0/24"))); got != 77 {
+	waitFor(t, 5*time.Second, "first counts", func() bool { return num(browser.Text(t, ctx, cellJS("fleet", "203.0.113.0/24"))) == 1500 })
+	if got := num(browser.Text(t, ctx, cellJS("fleet-dry", "198.51.100.0/24"))); got != 77 {
 		t.Fatalf("dry-run table shows %d, want 77", got)
 	}
-	if got := textOf(t, ctx, cellJS("fleet", "198.51.100.0/24")); got != "" {
+	if got := browser.Text(t, ctx, cellJS("fleet", "198.51.100.0/24")); got != "" {
 		t.Fatalf("dry-run rule appears among real drops: %q", got)
 	}
 
@@ -106,25 +57,25 @@ func TestDashboardLive(t *testing.T) {
 		a.AddCounters(controlstream.CounterDelta{Rule: "203.0.113.0/24", Packets: uint64(100 * (i + 1)), Bytes: 6400})
 		want += uint64(100 * (i + 1))
 		sent := time.Now()
-		waitFor(t, 2*time.Second, "live rise", func() bool { return num(textOf(t, ctx, cellJS("fleet", "203.0.113.0/24"))) == want })
+		waitFor(t, 2*time.Second, "live rise", func() bool { return num(browser.Text(t, ctx, cellJS("fleet", "203.0.113.0/24"))) == want })
 		t.Logf("rise %d visible after %v", i+1, time.Since(sent).Round(time.Millisecond))
 	}
-	if got := num(textOf(t, ctx, `document.getElementById("total-packets").textContent`)); got != want {
+	if got := num(browser.Text(t, ctx, `document.getElementById("total-packets").textContent`)); got != want {
 		t.Fatalf("header total %d, want %d", got, want)
 	}
 
 	// Events arrive as a live feed.
 	a.AddEvent(controlstream.Event{Kind: controlstream.KindViolation, Path: "/etc/serviceradar/agent.json", Op: "unlink", Process: "rm", PID: 4242, Denied: true})
 	waitFor(t, 2*time.Second, "event in feed", func() bool {
-		return strings.Contains(textOf(t, ctx, `document.getElementById("events").textContent`), "VIOLATION DENIED  unlink /etc/serviceradar/agent.json  by rm[4242]")
+		return strings.Contains(browser.Text(t, ctx, `document.getElementById("events").textContent`), "VIOLATION DENIED  unlink /etc/serviceradar/agent.json  by rm[4242]")
 	})
 
 	// Agent health.
 	health := func(id string) string {
-		return textOf(t, ctx, `(() => { const td = document.querySelector('#agents tr[data-agent="`+id+`"] td.health'); return td ? td.textContent : ""; })()`)
+		return browser.Text(t, ctx, `(() => { const td = document.querySelector('#agents tr[data-agent="`+id+`"] td.health'); return td ? td.textContent : ""; })()`)
 	}
 	waitFor(t, 3*time.Second, "health", func() bool { return health("edge-1") == "enforcing" && health("edge-2") == "degraded" })
-	if p := textOf(t, ctx, `document.querySelector('#agents tr[data-agent="edge-1"] td.policy').textContent`); p != "12" {
+	if p := browser.Text(t, ctx, `document.querySelector('#agents tr[data-agent="edge-1"] td.policy').textContent`); p != "12" {
 		t.Fatalf("policy version shown %q", p)
 	}
 
@@ -133,11 +84,11 @@ func TestDashboardLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 3*time.Second, "filter", func() bool {
-		return textOf(t, ctx, cellJS("fleet", "203.0.113.0/24")) == "" && num(textOf(t, ctx, cellJS("fleet-dry", "198.51.100.0/24"))) == 77
+		return browser.Text(t, ctx, cellJS("fleet", "203.0.113.0/24")) == "" && num(browser.Text(t, ctx, cellJS("fleet-dry", "198.51.100.0/24"))) == 77
 	})
 
 	if out := os.Getenv("FORTRESS_SCREENSHOT"); out != "" {
-		textOf(t, ctx, `document.getElementById("filter").value=""; document.getElementById("filter").dispatchEvent(new Event("input")); ""`)
+		browser.Text(t, ctx, `document.getElementById("filter").value=""; document.getElementById("filter").dispatchEvent(new Event("input")); ""`)
 		time.Sleep(time.Second)
 		if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
 			os.WriteFile(out, png, 0o644)
