@@ -5,9 +5,9 @@
 //
 // Usage:
 //
-//	go run ./tools/vmlab run --kernel 6.1 [--add DIR] [--timeout 20m] -- CMD ARGS...
-//	go run ./tools/vmlab test [--kernel all] [--run REGEX]
-//	go run ./tools/vmlab fetch [--kernel all]
+//	go tool vmlab run --kernel 6.1 [--add DIR] [--timeout 20m] -- CMD ARGS...
+//	go tool vmlab test [--kernel all] [--run REGEX]
+//	go tool vmlab fetch [--kernel all]
 //
 // vmlab is also a tool of the module: "go tool vmlab ..." runs the same
 // command and, unlike "go run", passes its exit status on unchanged.
