@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -104,7 +105,50 @@ func (a *agent) statusHandler() http.Handler {
 		}
 		writeJSON(w, map[string]any{"top": top, "sums": sums})
 	})
+	mux.HandleFunc("POST /v1/maintenance", a.maintenance)
+	mux.HandleFunc("POST /v1/maintenance/end", func(w http.ResponseWriter, _ *http.Request) {
+		if err := a.f.EndMaintenance(); err != nil {
+			writeError(w, http.StatusConflict, err)
+			return
+		}
+		writeJSON(w, map[string]string{"sentinel": "enforcing"})
+	})
 	return mux
+}
+
+// MaintenanceRequest is the body of POST /v1/maintenance.
+type MaintenanceRequest struct {
+	Token string `json:"token"`
+}
+
+// maintenance hands a signed maintenance token to Fortress. The token is
+// the authority: the socket only carries it.
+func (a *agent) maintenance(w http.ResponseWriter, r *http.Request) {
+	var req MaintenanceRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || req.Token == "" {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("body must be {\"token\": \"...\"}: %v", err))
+		return
+	}
+	res, err := a.f.Maintenance(req.Token)
+	switch {
+	case errors.Is(err, fortress.ErrTokenRefused):
+		writeError(w, http.StatusForbidden, err)
+	case errors.Is(err, fortress.ErrRemoved), errors.Is(err, fortress.ErrNoSentinel):
+		writeError(w, http.StatusConflict, err)
+	case err != nil:
+		a.log.Error("maintenance", "action", res.Action, "err", err)
+		writeError(w, http.StatusInternalServerError, err)
+	default:
+		writeJSON(w, res)
+	}
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -48,12 +48,7 @@ func statusCmd(ctx context.Context, args []string, stdout io.Writer) (int, error
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return 2, usageError{"status [--socket PATH] [--json]"}
 	}
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", *socket)
-		},
-	}}
+	client := agentClient(*socket, 10*time.Second)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/v1/status", nil)
 	if err != nil {
 		return 1, err
@@ -83,6 +78,16 @@ func statusCmd(ctx context.Context, args []string, stdout io.Writer) (int, error
 		return 3, nil
 	}
 	return 0, nil
+}
+
+// agentClient talks HTTP to the agent over its unix socket.
+func agentClient(socket string, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}
 }
 
 func printStatus(w io.Writer, st *agentStatus) {

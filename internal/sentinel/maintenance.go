@@ -45,6 +45,24 @@ func SignToken(priv ed25519.PrivateKey, t Token) (string, error) {
 	return tokenPrefix + "." + enc.EncodeToString(payload) + "." + enc.EncodeToString(sig), nil
 }
 
+// PeekToken decodes a token without verifying it, for tools that show what
+// a token asks for. Nothing may be granted on its word.
+func PeekToken(raw string) (Token, error) {
+	parts := strings.Split(strings.TrimSpace(raw), ".")
+	if len(parts) != 3 || parts[0] != tokenPrefix {
+		return Token{}, errors.New("maintenance token: malformed")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return Token{}, fmt.Errorf("maintenance token: payload: %w", err)
+	}
+	var t Token
+	if err := json.Unmarshal(payload, &t); err != nil {
+		return Token{}, fmt.Errorf("maintenance token: %w", err)
+	}
+	return t, nil
+}
+
 // VerifyToken checks the signature against the trust key, the host, the
 // validity window and the action. Anything short of all of it is refused.
 func VerifyToken(raw string, trust ed25519.PublicKey, host string, now time.Time) (Token, error) {

@@ -70,6 +70,8 @@ type Fortress struct {
 	senReason     string
 	senProtected  []string
 	senWatched    []string
+	// removed says when and by which token Fortress was removed.
+	removed string
 
 	events     chan Event
 	delivered  atomic.Uint64
@@ -419,6 +421,12 @@ func (f *Fortress) setLastErr(err error) {
 func (f *Fortress) ApplyBundle(raw []byte) (Ack, error) {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
+	f.mu.Lock()
+	removed := f.removed != ""
+	f.mu.Unlock()
+	if removed {
+		return Ack{}, ErrRemoved
+	}
 	var ack Ack
 	var undo func()
 	b, err := f.verifier.Accept(raw, func(b *bundle.Bundle) error {
@@ -658,6 +666,8 @@ func (f *Fortress) Status() Status {
 	ss.Totals = snap.totals
 	dryRun := f.inForce != nil && f.inForce.dryRun
 	switch {
+	case f.removed != "":
+		ss.State, ss.Reason = ShieldRemoved, f.removed
 	case f.shieldLoadErr != "":
 		ss.State, ss.Reason = ShieldDegraded, "shield not loaded, traffic is not filtered: "+f.shieldLoadErr
 	case len(f.ifaces) == 0:
@@ -675,7 +685,9 @@ func (f *Fortress) Status() Status {
 
 	// Sentinel.
 	sn := &st.Sentinel
-	if f.sen == nil {
+	if f.removed != "" {
+		sn.State, sn.Reason = SentinelRemoved, f.removed
+	} else if f.sen == nil {
 		sn.State, sn.Reason = SentinelUnavailable, f.senReason
 	} else {
 		ks := f.sen.Status()
@@ -718,7 +730,7 @@ func (f *Fortress) Status() Status {
 
 	st.Events = EventStats{Delivered: f.delivered.Load(), Dropped: f.dropped.Load(), KernelLost: f.kernelLost.Load()}
 
-	if ss.State == ShieldDegraded {
+	if ss.State == ShieldDegraded || ss.State == ShieldRemoved {
 		st.Degraded = append(st.Degraded, "shield: "+ss.Reason)
 	}
 	if sn.State != SentinelEnforcing {

@@ -8,6 +8,8 @@ const (
 	ShieldDryRun    = "dry-run"
 	ShieldDegraded  = "degraded"
 	ShieldDisabled  = "disabled"
+	// ShieldRemoved: a maintenance token removed it from the kernel.
+	ShieldRemoved = "removed"
 )
 
 // Sentinel states.
@@ -15,6 +17,8 @@ const (
 	SentinelEnforcing   = "enforcing"
 	SentinelAudit       = "audit"
 	SentinelUnavailable = "unavailable"
+	// SentinelRemoved: a maintenance token removed it from the kernel.
+	SentinelRemoved = "removed"
 )
 
 // Status is a snapshot of what Fortress enforces and why not, where not.
