@@ -10,4 +10,5 @@ var labPackages = []string{
 	"./internal/sentinel",
 	"./internal/shield",
 	"./pkg/fortress",
+	"./internal/e2e",
 }

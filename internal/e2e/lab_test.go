@@ -1,0 +1,291 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/carverauto/fortress/internal/bundle"
+	"github.com/carverauto/fortress/internal/netlab"
+	"github.com/carverauto/fortress/internal/testutil"
+	"github.com/carverauto/fortress/pkg/fortress"
+)
+
+// configDir is the agent's protected configuration directory: the
+// installed agent reads its configuration only from there.
+const configDir = "/etc/serviceradar"
+
+// binaries are where vmlab installs the project's commands.
+var (
+	agentBin = "/usr/local/bin/fortress-agent"
+	ctlBin   = "/usr/local/bin/fortressctl"
+)
+
+type rig struct {
+	t        *testing.T
+	dir      string
+	pinRoot  string
+	socket   string
+	agent    *exec.Cmd
+	agentLog *bytes.Buffer
+	keyFile  string
+}
+
+func newRig(t *testing.T) *rig {
+	testutil.RequireRoot(t)
+	if !testutil.InLab() {
+		testutil.MissingFeature(t, "runs the installed agent with BPF LSM: VM lab only (the host kernel refuses LSM loads)")
+	}
+	for _, b := range []string{agentBin, ctlBin} {
+		if _, err := os.Stat(b); err != nil {
+			t.Fatalf("lab binary missing: %v", err)
+		}
+	}
+	if entries, _ := os.ReadDir(configDir); len(entries) > 0 {
+		t.Fatalf("%s is not empty: another test left %s", configDir, entries[0].Name())
+	}
+	r := &rig{t: t, pinRoot: testutil.TempBPFFS(t)}
+	dir, err := os.MkdirTemp("", "fortress-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.dir = dir
+	r.socket = filepath.Join(dir, "run", "fortress.sock")
+	pub, priv, _ := bundle.GenerateKey()
+	pubPEM, _ := bundle.MarshalPublicKey(pub)
+	privPEM, _ := bundle.MarshalPrivateKey(priv)
+	r.keyFile = filepath.Join(dir, "signing.key") // the operator's, off the host in real life
+	os.WriteFile(r.keyFile, privPEM, 0o600)
+	if err := os.MkdirAll(configDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(configDir, "trust.pem"), pubPEM, 0o644)
+	os.WriteFile(filepath.Join(configDir, "sweep.json"), []byte(`{"networks":["10.0.0.0/8"]}`), 0o644)
+	return r
+}
+
+func (r *rig) writeConfig(iface, netns string) {
+	cfg := map[string]any{
+		"agent_id": "lab-agent", "pin_root": r.pinRoot,
+		"state_dir": filepath.Join(r.dir, "state"), "audit_log": filepath.Join(r.dir, "log", "audit.log"),
+		"trust_key": filepath.Join(configDir, "trust.pem"), "status_socket": r.socket,
+		"metrics": map[string]any{"listen": "off"},
+		"log":     map[string]any{"format": "text"},
+	}
+	if iface != "" {
+		cfg["interfaces"] = []map[string]string{{"name": iface, "netns": netns}}
+	}
+	data, _ := json.MarshalIndent(cfg, "", "  ")
+	if err := os.WriteFile(filepath.Join(configDir, "fortress-agent.json"), data, 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// startAgent runs the installed agent and waits until its status socket
+// reports Sentinel in the given state.
+func (r *rig) startAgent(want string) {
+	r.t.Helper()
+	r.agentLog = &bytes.Buffer{}
+	cmd := exec.Command(agentBin, "--config", filepath.Join(configDir, "fortress-agent.json"))
+	cmd.Stdout, cmd.Stderr = r.agentLog, r.agentLog
+	if err := cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.agent = cmd
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st, err := r.status()
+		if err == nil && st.Sentinel.State == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("agent not up with sentinel %s: status %+v (%v)\nagent log:\n%s", want, st.Sentinel, err, r.agentLog)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+func (r *rig) stopAgent(sig syscall.Signal) {
+	r.t.Helper()
+	if r.agent == nil {
+		return
+	}
+	r.agent.Process.Signal(sig)
+	r.agent.Wait()
+	r.agent = nil
+}
+
+func (r *rig) status() (fortress.Status, error) {
+	var st fortress.Status
+	out, err := exec.Command(ctlBin, "status", "--socket", r.socket, "--json").Output()
+	if len(out) == 0 {
+		return st, fmt.Errorf("status: %v", err)
+	}
+	return st, json.Unmarshal(out, &st)
+}
+
+// ctl runs fortressctl and returns its combined output and exit code.
+func (r *rig) ctl(args ...string) (string, int) {
+	r.t.Helper()
+	out, err := exec.Command(ctlBin, args...).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(out), ee.ExitCode()
+	} else if err != nil {
+		r.t.Fatal(err)
+	}
+	return string(out), 0
+}
+
+func (r *rig) token(action, window, file string) string {
+	r.t.Helper()
+	path := filepath.Join(r.dir, file)
+	if out, code := r.ctl("maintenance", "token", "--key", r.keyFile, "--host", "lab-agent", "--action", action,
+		"--for", window, "--out", path); code != 0 {
+		r.t.Fatalf("maintenance token: %d %s", code, out)
+	}
+	return path
+}
+
+// shell runs a root shell command, an ordinary process to Sentinel.
+func shell(cmd string) error {
+	out, err := exec.Command("/bin/sh", "-c", cmd).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// TestMaintenanceAndRemovalInLab drives the operator's maintenance path
+// with the installed binaries: root cannot touch the agent's config; a
+// forged token changes nothing; a signed audit token lets root write until
+// the kernel closes the window by itself; "maintenance end" closes it at
+// once; after kill -9 and a restart, a signed remove token takes Shield and
+// Sentinel out of the kernel, leaves no pin, and root's
+// rm -rf /etc/serviceradar/sweep.json then works.
+func TestMaintenanceAndRemovalInLab(t *testing.T) {
+	r := newRig(t)
+	sweep := filepath.Join(configDir, "sweep.json")
+	p := netip.MustParsePrefix
+	pair, err := netlab.New(netlab.Config{
+		Name:   fmt.Sprintf("e2e%d", time.Now().UnixNano()%10000),
+		AddrsA: []netip.Prefix{p("10.70.0.1/16")},
+		AddrsB: []netip.Prefix{p("10.70.0.2/16")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pair.Close()
+	r.writeConfig(pair.B.Iface, "/run/netns/"+pair.B.NSName)
+	r.startAgent(fortress.SentinelEnforcing)
+	defer func() {
+		r.stopAgent(syscall.SIGKILL)
+		if t.Failed() {
+			t.Logf("agent log:\n%s", r.agentLog)
+		}
+	}()
+
+	if err := shell("rm -rf " + sweep); err == nil {
+		t.Fatal("root removed the protected config")
+	}
+	if err := shell("echo '{}' > " + sweep); err == nil {
+		t.Fatal("root wrote the protected config")
+	}
+
+	// A token signed by another key: refused, still enforcing.
+	_, otherPriv, _ := bundle.GenerateKey()
+	otherPEM, _ := bundle.MarshalPrivateKey(otherPriv)
+	otherKey := filepath.Join(r.dir, "other.key")
+	os.WriteFile(otherKey, otherPEM, 0o600)
+	forged := filepath.Join(r.dir, "forged.tok")
+	if out, code := r.ctl("maintenance", "token", "--key", otherKey, "--host", "lab-agent", "--out", forged); code != 0 {
+		t.Fatalf("token: %s", out)
+	}
+	if out, code := r.ctl("maintenance", "start", "--socket", r.socket, "--token", forged); code != 1 || !strings.Contains(out, "bad signature") {
+		t.Fatalf("forged token: exit %d: %s", code, out)
+	}
+	if err := shell("echo '{}' > " + sweep); err == nil {
+		t.Fatal("root wrote the protected config after a forged token")
+	}
+
+	// A signed audit token for 25s: root may write; the kernel re-arms by itself.
+	audit := r.token("audit", "25s", "audit.tok")
+	if out, code := r.ctl("maintenance", "start", "--socket", r.socket, "--token", audit); code != 0 || !strings.Contains(out, "audit until") {
+		t.Fatalf("maintenance start: exit %d: %s", code, out)
+	}
+	if st, _ := r.status(); st.Sentinel.State != fortress.SentinelAudit || st.Sentinel.AuditEnd.IsZero() {
+		t.Errorf("status in the window: %+v", st.Sentinel)
+	}
+	if err := shell(`echo '{"networks":[]}' > ` + sweep); err != nil {
+		t.Fatalf("write in the audit window: %v", err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for shell("echo '{}' > "+sweep) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("audit window still open 60s after a 25s token")
+		}
+		time.Sleep(time.Second)
+	}
+	if b, _ := os.ReadFile(sweep); strings.TrimSpace(string(b)) != `{"networks":[]}` && strings.TrimSpace(string(b)) != "{}" {
+		t.Fatalf("config %q", b)
+	}
+	before, _ := os.ReadFile(sweep)
+	if err := shell("rm -rf " + sweep); err == nil {
+		t.Fatal("rm -rf after the window closed")
+	}
+	if after, _ := os.ReadFile(sweep); !bytes.Equal(before, after) {
+		t.Fatal("config changed after the window closed")
+	}
+
+	// maintenance end closes a long window at once.
+	long := r.token("audit", "10m", "long.tok")
+	if out, code := r.ctl("maintenance", "start", "--socket", r.socket, "--token", long); code != 0 {
+		t.Fatalf("maintenance start: exit %d: %s", code, out)
+	}
+	if out, code := r.ctl("maintenance", "end", "--socket", r.socket); code != 0 {
+		t.Fatalf("maintenance end: exit %d: %s", code, out)
+	}
+	if err := shell("rm -rf " + sweep); err == nil {
+		t.Fatal("rm -rf after maintenance end")
+	}
+
+	// kill -9 leaves everything enforcing; the restarted agent adopts.
+	r.stopAgent(syscall.SIGKILL)
+	if err := shell("rm -rf " + sweep); err == nil {
+		t.Fatal("rm -rf with the agent killed")
+	}
+	r.startAgent(fortress.SentinelEnforcing)
+	if st, _ := r.status(); !st.Sentinel.Adopted || !st.Shield.Adopted {
+		t.Errorf("restarted agent did not adopt: sentinel %+v shield adopted %v", st.Sentinel, st.Shield.Adopted)
+	}
+
+	// "start" refuses to send a remove token; "remove" does the job.
+	remove := r.token("remove", "10m", "remove.tok")
+	if out, code := r.ctl("maintenance", "start", "--socket", r.socket, "--token", remove); code != 1 || !strings.Contains(out, "use maintenance remove") {
+		t.Fatalf("start with a remove token: exit %d: %s", code, out)
+	}
+	out, code := r.ctl("maintenance", "remove", "--socket", r.socket, "--token", remove)
+	if code != 0 || !strings.Contains(out, "removed: shield, sentinel") || !strings.Contains(out, "no pins left") {
+		t.Fatalf("maintenance remove: exit %d: %s", code, out)
+	}
+	if st, _ := r.status(); st.Sentinel.State != fortress.SentinelRemoved || st.Shield.State != fortress.ShieldRemoved {
+		t.Errorf("status after removal: sentinel %+v shield %+v", st.Sentinel, st.Shield)
+	}
+	if err := shell("rm -rf " + sweep); err != nil {
+		t.Fatalf("rm -rf after removal: %v", err)
+	}
+	r.stopAgent(syscall.SIGTERM)
+	for _, name := range []string{"fortress-agent.json", "trust.pem"} {
+		if err := os.Remove(filepath.Join(configDir, name)); err != nil {
+			t.Errorf("clean up after removal: %v", err)
+		}
+	}
+	os.RemoveAll(r.dir)
+}
