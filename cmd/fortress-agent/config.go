@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/carverauto/fortress/pkg/fortress"
@@ -259,6 +260,28 @@ func checkConfigLocation(path, dir string) error {
 }
 
 // fortressConfig maps the file onto the package's configuration.
+// inputsOutsideConfigDir lists the trust key and the gateway's TLS files
+// that live outside the protected configuration directory: Sentinel
+// protects them too, since whoever can change them can sign policy or
+// stand in for the gateway.
+func (c *config) inputsOutsideConfigDir() []string {
+	files := []string{c.TrustKey}
+	if c.Gateway != nil {
+		files = append(files, c.Gateway.CA, c.Gateway.Cert, c.Gateway.Key)
+	}
+	var out []string
+	for _, f := range files {
+		if f == "" {
+			continue
+		}
+		if rel, err := filepath.Rel(protectedConfigDir, f); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
 func (c *config) fortressConfig() fortress.Config {
 	fc := fortress.Config{
 		AgentID: c.AgentID, PinRoot: c.PinRoot, StateDir: c.StateDir, AuditLog: c.AuditLog,
@@ -269,6 +292,7 @@ func (c *config) fortressConfig() fortress.Config {
 			Protect: c.Sentinel.Protect, Watch: c.Sentinel.Watch, Audit: c.Sentinel.Mode == "audit",
 		},
 	}
+	fc.Sentinel.Protect = append(slices.Clone(c.Sentinel.Protect), c.inputsOutsideConfigDir()...)
 	for _, ifc := range c.Interfaces {
 		fc.Interfaces = append(fc.Interfaces, fortress.Interface{Name: ifc.Name, Mode: fortress.AttachMode(ifc.Mode), Netns: ifc.Netns})
 	}

@@ -44,6 +44,13 @@ func TestParseConfigFull(t *testing.T) {
 	if !fc.Sentinel.Audit || fc.Sentinel.Disabled || fc.Sentinel.Watch[0] != "/etc/passwd" || fc.TopRules != 20 {
 		t.Errorf("sentinel: %+v", fc.Sentinel)
 	}
+	if len(fc.Sentinel.Protect) != 1 || fc.Sentinel.Protect[0] != "/opt/x" {
+		t.Errorf("inputs inside the config dir need no extra protection: %v", fc.Sentinel.Protect)
+	}
+	c.TrustKey, c.Gateway.Key = "/opt/keys/trust.pem", "/var/lib/agent.key"
+	if p := c.fortressConfig().Sentinel.Protect; strings.Join(p, " ") != "/opt/x /opt/keys/trust.pem /var/lib/agent.key" {
+		t.Errorf("trust key and TLS key outside the config dir not protected: %v", p)
+	}
 	if c.Gateway.Address != "gw.example:50051" || c.StatusSocket != "/run/test.sock" || c.Log.Format != "text" {
 		t.Errorf("agent settings: %+v", c)
 	}

@@ -1,60 +1,70 @@
 // Command fortress-update is the update manager: the one identity Sentinel
 // lets replace the agent binary. It verifies the new binary's Ed25519
-// signature against the trust key, stages it in the protected staging
+// signature against a release key read only from the protected
+// configuration directory, stages the binary in the protected staging
 // directory and renames it over the agent binary; the kernel then makes the
 // new inode the agent identity, with no lockout. Restart the agent
-// afterwards: the new agent adopts the pins and retires the old identity.
+// afterwards: the new agent adopts the pins.
+//
+// Root may run it, but cannot make it install anything unsigned: the key
+// must live in the protected directory, which only the agent may change.
 //
 // Usage:
 //
-//	fortress-update --agent /usr/local/bin/serviceradar-agent \
-//	    --trust-key KEY.pub --sig NEW.sig NEW
+//	fortress-update [--agent /usr/local/bin/fortress-agent] \
+//	    [--trust-key /etc/serviceradar/fortress/trust.pem] --sig NEW.sig NEW
+//
+// NEW.sig is the base64 Ed25519 signature of NEW (fortressctl sign-release).
 package main
 
 import (
-	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 
+	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/internal/sentinel"
+	"github.com/carverauto/fortress/pkg/fortress"
 )
 
+// protectedConfigDir is where the release key must live. Builds for other
+// layouts set it with -ldflags "-X main.protectedConfigDir=...".
+var protectedConfigDir = fortress.DefaultConfigDir
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:])
-	stop()
-	if err != nil {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "fortress-update:", err)
 		os.Exit(1)
 	}
 }
 
-func run(_ context.Context, args []string) error {
+func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("fortress-update", flag.ContinueOnError)
-	agent := fs.String("agent", "/usr/local/bin/serviceradar-agent", "the agent binary to replace")
+	fs.SetOutput(io.Discard)
+	agent := fs.String("agent", "/usr/local/bin/fortress-agent", "the agent binary to replace")
 	staging := fs.String("staging", "", "protected staging directory (default: .fortress-staging next to the agent)")
-	keyPath := fs.String("trust-key", "", "Ed25519 public key (base64) that signs agent releases")
-	sigPath := fs.String("sig", "", "Ed25519 signature (base64) of the new binary")
+	keyPath := fs.String("trust-key", filepath.Join(protectedConfigDir, "fortress", "trust.pem"),
+		"PEM Ed25519 public key(s) that sign agent releases, inside "+protectedConfigDir)
+	sigPath := fs.String("sig", "", "base64 Ed25519 signature of the new binary")
+	usage := "usage: fortress-update --sig SIG [--trust-key KEY] [--agent PATH] NEW-BINARY"
 	if err := fs.Parse(args); err != nil {
-		return err
+		return fmt.Errorf("%v\n%s", err, usage)
 	}
-	if fs.NArg() != 1 || *keyPath == "" || *sigPath == "" {
-		return errors.New("usage: fortress-update --trust-key KEY --sig SIG [--agent PATH] NEW-BINARY")
+	if fs.NArg() != 1 || *sigPath == "" {
+		return errors.New(usage)
 	}
 	if *staging == "" {
 		*staging = filepath.Join(filepath.Dir(*agent), ".fortress-staging")
 	}
-	key, err := readB64(*keyPath)
+	keys, err := releaseKeys(*keyPath)
 	if err != nil {
-		return fmt.Errorf("trust key: %w", err)
+		return err
 	}
 	sig, err := readB64(*sigPath)
 	if err != nil {
@@ -64,14 +74,43 @@ func run(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(key) != ed25519.PublicKeySize || !ed25519.Verify(ed25519.PublicKey(key), bin, sig) {
-		return errors.New("new binary: signature does not verify against the trust key; nothing installed")
+	var signer ed25519.PublicKey
+	for _, k := range keys {
+		if ed25519.Verify(k, bin, sig) {
+			signer = k
+			break
+		}
+	}
+	if signer == nil {
+		return errors.New("new binary: signature does not verify against the release key; nothing installed")
 	}
 	if err := sentinel.InstallAgent(bin, *staging, *agent); err != nil {
 		return err
 	}
-	fmt.Printf("installed %s (%d bytes); restart the agent\n", *agent, len(bin))
+	fmt.Fprintf(stdout, "installed %s (%d bytes, signed by %s); restart the agent\n", *agent, len(bin), bundle.KeyID(signer))
 	return nil
+}
+
+// releaseKeys loads the release keys, refusing any file outside the
+// protected configuration directory (after resolving symlinks): a key root
+// could write would let root sign its own agent.
+func releaseKeys(path string) ([]ed25519.PublicKey, error) {
+	dir, err := filepath.EvalSymlinks(protectedConfigDir)
+	if err != nil {
+		return nil, fmt.Errorf("release key: protected directory: %w", err)
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return nil, fmt.Errorf("release key: %w", err)
+	}
+	if rel, err := filepath.Rel(dir, real); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil, fmt.Errorf("release key %s: must be inside the protected directory %s", path, protectedConfigDir)
+	}
+	keys, err := bundle.LoadTrustKeys(real)
+	if err != nil {
+		return nil, fmt.Errorf("release key: %w", err)
+	}
+	return keys, nil
 }
 
 func readB64(path string) ([]byte, error) {

@@ -25,8 +25,9 @@ const configDir = "/etc/serviceradar"
 
 // binaries are where vmlab installs the project's commands.
 var (
-	agentBin = "/usr/local/bin/fortress-agent"
-	ctlBin   = "/usr/local/bin/fortressctl"
+	agentBin  = "/usr/local/bin/fortress-agent"
+	ctlBin    = "/usr/local/bin/fortressctl"
+	updateBin = "/usr/local/bin/fortress-update"
 )
 
 type rig struct {
@@ -44,7 +45,7 @@ func newRig(t *testing.T) *rig {
 	if !testutil.InLab() {
 		testutil.MissingFeature(t, "runs the installed agent with BPF LSM: VM lab only (the host kernel refuses LSM loads)")
 	}
-	for _, b := range []string{agentBin, ctlBin} {
+	for _, b := range []string{agentBin, ctlBin, updateBin} {
 		if _, err := os.Stat(b); err != nil {
 			t.Fatalf("lab binary missing: %v", err)
 		}
@@ -77,8 +78,9 @@ func (r *rig) writeConfig(iface, netns string) {
 		"agent_id": "lab-agent", "pin_root": r.pinRoot,
 		"state_dir": filepath.Join(r.dir, "state"), "audit_log": filepath.Join(r.dir, "log", "audit.log"),
 		"trust_key": filepath.Join(configDir, "trust.pem"), "status_socket": r.socket,
-		"metrics": map[string]any{"listen": "off"},
-		"log":     map[string]any{"format": "text"},
+		"metrics":  map[string]any{"listen": "off"},
+		"log":      map[string]any{"format": "text"},
+		"sentinel": map[string]any{"updater_binary": updateBin},
 	}
 	if iface != "" {
 		cfg["interfaces"] = []map[string]string{{"name": iface, "netns": netns}}
@@ -154,6 +156,15 @@ func (r *rig) token(action, window, file string) string {
 	return path
 }
 
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
 // shell runs a root shell command, an ordinary process to Sentinel.
 func shell(cmd string) error {
 	out, err := exec.Command("/bin/sh", "-c", cmd).CombinedOutput()
@@ -167,7 +178,9 @@ func shell(cmd string) error {
 // with the installed binaries: root cannot touch the agent's config; a
 // forged token changes nothing; a signed audit token lets root write until
 // the kernel closes the window by itself; "maintenance end" closes it at
-// once; after kill -9 and a restart, a signed remove token takes Shield and
+// once; only a release signed by the key in the protected directory
+// replaces the agent binary, through fortress-update; after kill -9 the
+// upgraded agent starts and adopts everything; a signed remove token takes Shield and
 // Sentinel out of the kernel, leaves no pin, and root's
 // rm -rf /etc/serviceradar/sweep.json then works.
 func TestMaintenanceAndRemovalInLab(t *testing.T) {
@@ -256,7 +269,46 @@ func TestMaintenanceAndRemovalInLab(t *testing.T) {
 		t.Fatal("rm -rf after maintenance end")
 	}
 
-	// kill -9 leaves everything enforcing; the restarted agent adopts.
+	// Upgrade: root cannot replace the agent binary, not even through the
+	// update manager with a key of its own; a signed release goes in.
+	newBin := filepath.Join(r.dir, "fortress-agent-new")
+	if err := shell("cp " + agentBin + " " + newBin); err != nil {
+		t.Fatal(err)
+	}
+	oldIno := inode(t, agentBin)
+	for _, attack := range []string{"cp " + newBin + " " + agentBin, "mv " + newBin + " " + agentBin, "rm -f " + agentBin} {
+		if err := shell(attack); err == nil {
+			t.Fatalf("root ran %q", attack)
+		}
+	}
+	rootPub, rootPriv, _ := bundle.GenerateKey()
+	rootPubPEM, _ := bundle.MarshalPublicKey(rootPub)
+	rootPrivPEM, _ := bundle.MarshalPrivateKey(rootPriv)
+	os.WriteFile(filepath.Join(r.dir, "mine.pem"), rootPubPEM, 0o644)
+	os.WriteFile(filepath.Join(r.dir, "mine.key"), rootPrivPEM, 0o600)
+	if out, code := r.ctl("sign-release", "--key", filepath.Join(r.dir, "mine.key"), "--out", filepath.Join(r.dir, "mine.sig"), newBin); code != 0 {
+		t.Fatalf("sign-release: %s", out)
+	}
+	if out, err := exec.Command(updateBin, "--agent", agentBin, "--trust-key", filepath.Join(r.dir, "mine.pem"),
+		"--sig", filepath.Join(r.dir, "mine.sig"), newBin).CombinedOutput(); err == nil || !strings.Contains(string(out), "protected directory") {
+		t.Fatalf("update with root's own key: %v %s", err, out)
+	}
+	if out, code := r.ctl("sign-release", "--key", r.keyFile, "--out", filepath.Join(r.dir, "release.sig"), newBin); code != 0 {
+		t.Fatalf("sign-release: %s", out)
+	}
+	if out, err := exec.Command(updateBin, "--agent", agentBin, "--trust-key", filepath.Join(configDir, "trust.pem"),
+		"--sig", filepath.Join(r.dir, "release.sig"), newBin).CombinedOutput(); err != nil {
+		t.Fatalf("signed update: %v %s", err, out)
+	}
+	if inode(t, agentBin) == oldIno {
+		t.Fatal("agent binary not replaced")
+	}
+	if err := shell("cp /bin/busybox " + agentBin); err == nil {
+		t.Fatal("root overwrote the upgraded agent binary")
+	}
+
+	// kill -9 leaves everything enforcing; the upgraded agent starts from
+	// the new inode and adopts the pins.
 	r.stopAgent(syscall.SIGKILL)
 	if err := shell("rm -rf " + sweep); err == nil {
 		t.Fatal("rm -rf with the agent killed")
