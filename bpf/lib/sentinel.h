@@ -25,6 +25,11 @@ enum sentinel_object_flag {
 	SENTINEL_WATCH_CHILDREN = 1 << 9,   /* file integrity events for entries of the directory */
 };
 
+/* sentinel_listed has 1 << SENTINEL_LISTED_BITS byte slots. An inode whose
+ * number hashes (sentinel_listed_slot) to a zero slot is not in
+ * sentinel_objects; a set slot only says it may be. */
+#define SENTINEL_LISTED_BITS 14
+
 struct sentinel_object {
 	__u32 flags; /* enum sentinel_object_flag */
 	__u32 allow; /* roles (enum sentinel_role) allowed to mutate */

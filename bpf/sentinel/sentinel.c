@@ -42,6 +42,19 @@ struct {
 	__type(value, struct sentinel_object);
 } sentinel_objects SEC(".maps");
 
+// A superset filter of sentinel_objects, by inode number, so that the
+// common case (an inode nobody listed) costs an array load instead of hash
+// lookups. Slots are set before their entries are added (by the control
+// plane, and by learn_agent_binary) and never cleared, so a zero slot is
+// proof of absence. One byte per element and plain stores: 5.10 has no
+// atomic OR, and no store may clobber another's.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << SENTINEL_LISTED_BITS);
+	__type(key, __u32);
+	__type(value, __u8);
+} sentinel_listed SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 64);
@@ -94,8 +107,25 @@ static __always_inline void inode_key(struct inode *inode, struct sentinel_inode
 	key->pad = 0;
 }
 
+// listed_slot is the sentinel_listed slot of an inode number (Fibonacci
+// hashing; the control plane computes the same).
+static __always_inline __u32 listed_slot(__u64 ino)
+{
+	return (ino * 0x9E3779B97F4A7C15ULL) >> (64 - SENTINEL_LISTED_BITS);
+}
+
+static __always_inline bool maybe_listed(__u64 ino)
+{
+	__u32 slot = listed_slot(ino);
+	__u8 *set = bpf_map_lookup_elem(&sentinel_listed, &slot);
+
+	return set && *set;
+}
+
 // lookup_inode takes an inode reached from a hook's arguments (a BTF
-// pointer): plain loads, no helper calls, on the hot path.
+// pointer): plain loads and an inlined array lookup on the hot path. It
+// fills key->ino; key->dev only if the inode may be listed (complete_key
+// does the rest where an event needs it).
 static __always_inline struct sentinel_object *lookup_inode(struct inode *inode, struct sentinel_inode *key)
 {
 	key->ino = 0;
@@ -104,8 +134,16 @@ static __always_inline struct sentinel_object *lookup_inode(struct inode *inode,
 	if (!inode)
 		return NULL;
 	key->ino = inode->i_ino;
+	if (!maybe_listed(key->ino))
+		return NULL;
 	key->dev = inode->i_sb->s_dev;
 	return bpf_map_lookup_elem(&sentinel_objects, key);
+}
+
+static __always_inline void complete_key(struct inode *inode, struct sentinel_inode *key)
+{
+	if (inode)
+		key->dev = inode->i_sb->s_dev;
 }
 
 static __always_inline struct inode *task_exe_inode(struct task_struct *task)
@@ -232,6 +270,8 @@ static __always_inline int check_op(__u32 op, struct inode *target, struct inode
 	}
 	if (!(tflags | dflags))
 		return 0; // the fast path: nothing about these inodes is listed
+	complete_key(target, &tkey);
+	complete_key(dir, &dkey);
 	if (dentry)
 		name = BPF_CORE_READ(dentry, d_name.name);
 	flags = (tflags & tmask) | (dflags & dmask);
@@ -332,11 +372,20 @@ static __always_inline void learn_agent_binary(struct dentry *src, struct sentin
 		.allow = SENTINEL_ROLE_UPDATER,
 	};
 	struct sentinel_inode key;
+	__u32 slot;
+	__u8 *set;
 
 	if (!inode)
 		return;
 	inode_key(inode, &key);
 	id.gen = BPF_CORE_READ(inode, i_generation);
+	// The filter slot first: sentinel_objects never holds an entry whose
+	// slot is clear.
+	slot = listed_slot(key.ino);
+	set = bpf_map_lookup_elem(&sentinel_listed, &slot);
+	if (!set)
+		return;
+	*set = 1;
 	bpf_map_update_elem(&sentinel_identities, &key, &id, BPF_ANY);
 	bpf_map_update_elem(&sentinel_objects, &key, &obj, BPF_ANY);
 	emit(SENTINEL_OP_IDENTITY_LEARNED, SENTINEL_ALLOWED, obj.flags, &key, parent, BPF_CORE_READ(src, d_name.name),
@@ -363,9 +412,8 @@ int BPF_PROG(inode_rename, struct inode *old_dir, struct dentry *old_dentry, str
 		return err;
 	target = lookup_inode(new_dentry->d_inode, &key);
 	if (target && (target->flags & SENTINEL_OBJ_AGENT_BINARY) && (current_roles() & SENTINEL_ROLE_UPDATER)) {
-		struct sentinel_inode pkey;
+		struct sentinel_inode pkey = {.ino = old_dir->i_ino, .dev = old_dir->i_sb->s_dev};
 
-		lookup_inode(old_dir, &pkey);
 		learn_agent_binary(old_dentry, &pkey);
 	}
 	return 0;

@@ -17,14 +17,32 @@ import (
 // next to the pinned ones (so both enforce), and only then the old ones are
 // detached and their pins replaced.
 func (s *Sentinel) adopt(spec *ebpf.CollectionSpec) error {
+	fresh := false
 	for name, ms := range spec.Maps {
 		m, err := ebpf.LoadPinnedMap(s.pin("map", name), nil)
+		if errors.Is(err, os.ErrNotExist) && name == mapListed {
+			// Pinned by a release without the filter: start it full,
+			// which is trivially a superset of sentinel_objects.
+			m, err = newFullListed(ms)
+			fresh = err == nil
+		}
 		if err != nil {
 			return fmt.Errorf("adopt map %s: %w", name, err)
 		}
 		s.maps[name] = m
 		if err := ms.Compatible(m); err != nil {
 			return fmt.Errorf("adopt map %s: pinned map differs from the embedded one: %w", name, err)
+		}
+	}
+	if fresh {
+		path := s.pin("map", mapListed)
+		err := s.maps[mapListed].Pin(path)
+		s.record("pin", path, err, nil)
+		if err != nil {
+			return fmt.Errorf("pin map %s: %w", mapListed, err)
+		}
+		if err := s.GuardMap(s.maps[mapListed]); err != nil {
+			return err
 		}
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: s.maps})
@@ -101,6 +119,24 @@ func (s *Sentinel) checkExtraPins(spec *ebpf.CollectionSpec) error {
 		}
 	}
 	return nil
+}
+
+// newFullListed creates sentinel_listed with every slot set.
+func newFullListed(spec *ebpf.MapSpec) (*ebpf.Map, error) {
+	m, err := ebpf.NewMap(spec)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]uint32, spec.MaxEntries)
+	values := make([]uint8, spec.MaxEntries)
+	for i := range keys {
+		keys[i], values[i] = uint32(i), 1
+	}
+	if _, err := m.BatchUpdate(keys, values, nil); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("fill: %w", err)
+	}
+	return m, nil
 }
 
 func cutPrefix(s, prefix string) (string, bool) {

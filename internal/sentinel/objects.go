@@ -36,6 +36,16 @@ type Inode struct {
 	Ino uint64
 }
 
+// listedBits is SENTINEL_LISTED_BITS: sentinel_listed has 1<<listedBits
+// slots.
+const listedBits = 14
+
+// listedSlot is listed_slot in sentinel.c: the sentinel_listed slot that
+// must be set before an inode number may appear in sentinel_objects.
+func listedSlot(ino uint64) uint32 {
+	return uint32((ino * 0x9E3779B97F4A7C15) >> (64 - listedBits))
+}
+
 func (i Inode) String() string { return fmt.Sprintf("%d:%d:%d", i.Dev>>20, i.Dev&0xfffff, i.Ino) }
 
 // kernelDev converts a user-space st_dev to the kernel's internal dev_t.

@@ -76,6 +76,9 @@ func (s *Sentinel) applyPolicy() error {
 			return fmt.Errorf("register identity %s: %w", in, err)
 		}
 	}
+	if err := s.markListed(p.Entries()); err != nil {
+		return err
+	}
 	want := map[Inode]bool{}
 	for _, e := range p.Entries() {
 		want[e.Inode] = true
@@ -122,6 +125,26 @@ func (s *Sentinel) applyPolicy() error {
 	return nil
 }
 
+// markListed sets the sentinel_listed slots of entries, which must happen
+// before the entries go into sentinel_objects: the programs skip the hash
+// lookup for an inode whose slot is clear. Slots are never cleared (the
+// kernel sets some itself, for learned agent binaries); a fresh load starts
+// from an empty filter.
+func (s *Sentinel) markListed(entries []Entry) error {
+	done := map[uint32]bool{}
+	for _, e := range entries {
+		slot := listedSlot(e.Inode.Ino)
+		if done[slot] {
+			continue
+		}
+		if err := s.maps[mapListed].Put(slot, uint8(1)); err != nil {
+			return fmt.Errorf("mark %s listed: %w", e.Path, err)
+		}
+		done[slot] = true
+	}
+	return nil
+}
+
 func key(in Inode) sentinelSentinelInode { return sentinelSentinelInode{Ino: in.Ino, Dev: in.Dev} }
 
 func identity(path string, r Role) sentinelSentinelIdentity {
@@ -146,6 +169,9 @@ func (s *Sentinel) Protect(path string, allow Role) error {
 		err = p.protectFile(path, 0, allow)
 	}
 	if err != nil {
+		return err
+	}
+	if err := s.markListed(p.Entries()); err != nil {
 		return err
 	}
 	for _, e := range p.Entries() {

@@ -135,3 +135,20 @@ func TestBytecodeAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The filter's size and hash are defined twice, in sentinel.c and here.
+func TestListedFilter(t *testing.T) {
+	spec, err := loadSentinel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := spec.Maps[mapListed]
+	if m == nil || m.MaxEntries != 1<<listedBits || m.ValueSize != 1 || m.Flags != 0 {
+		t.Fatalf("%s spec %+v, want %d one-byte slots and no flags (not mmapable)", mapListed, m, 1<<listedBits)
+	}
+	for ino, want := range map[uint64]uint32{0: 0, 1: 0x278d, 2: 0x0f1b, 1 << 40: 0x129f, ^uint64(0): 0x1872} {
+		if got := listedSlot(ino); got != want {
+			t.Errorf("listedSlot(%d) = %#x, want %#x", ino, got, want)
+		}
+	}
+}

@@ -99,6 +99,7 @@ const (
 	mapConfig     = "sentinel_config"
 	mapStats      = "sentinel_stats"
 	mapEvents     = "sentinel_events"
+	mapListed     = "sentinel_listed"
 )
 
 func (c *Config) defaults() error {

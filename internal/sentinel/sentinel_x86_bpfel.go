@@ -73,6 +73,7 @@ const (
 	sentinelMapSentinelEvents      = "sentinel_events"
 	sentinelMapSentinelGuarded     = "sentinel_guarded"
 	sentinelMapSentinelIdentities  = "sentinel_identities"
+	sentinelMapSentinelListed      = "sentinel_listed"
 	sentinelMapSentinelObjects     = "sentinel_objects"
 	sentinelMapSentinelStats       = "sentinel_stats"
 	sentinelProgBpf                = "bpf"
@@ -182,6 +183,7 @@ type sentinelMapSpecs struct {
 	SentinelEvents     *ebpf.MapSpec `ebpf:"sentinel_events"`
 	SentinelGuarded    *ebpf.MapSpec `ebpf:"sentinel_guarded"`
 	SentinelIdentities *ebpf.MapSpec `ebpf:"sentinel_identities"`
+	SentinelListed     *ebpf.MapSpec `ebpf:"sentinel_listed"`
 	SentinelObjects    *ebpf.MapSpec `ebpf:"sentinel_objects"`
 	SentinelStats      *ebpf.MapSpec `ebpf:"sentinel_stats"`
 }
@@ -217,6 +219,7 @@ type sentinelMaps struct {
 	SentinelEvents     *ebpf.Map `ebpf:"sentinel_events"`
 	SentinelGuarded    *ebpf.Map `ebpf:"sentinel_guarded"`
 	SentinelIdentities *ebpf.Map `ebpf:"sentinel_identities"`
+	SentinelListed     *ebpf.Map `ebpf:"sentinel_listed"`
 	SentinelObjects    *ebpf.Map `ebpf:"sentinel_objects"`
 	SentinelStats      *ebpf.Map `ebpf:"sentinel_stats"`
 }
@@ -227,6 +230,7 @@ func (m *sentinelMaps) Close() error {
 		m.SentinelEvents,
 		m.SentinelGuarded,
 		m.SentinelIdentities,
+		m.SentinelListed,
 		m.SentinelObjects,
 		m.SentinelStats,
 	)
