@@ -18,13 +18,14 @@ import (
 func cmdRun(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: vmlab run --kernel 5.10|6.1|6.12 [--add DIR] [--timeout D] [-v] -- CMD ARGS...")
+		fmt.Fprintln(fs.Output(), "usage: vmlab run --kernel 5.10|6.1|6.12 [--add DIR] [--icount] [--timeout D] [-v] -- CMD ARGS...")
 		fs.PrintDefaults()
 	}
 	kname := fs.String("kernel", "", "kernel line to boot: 5.10, 6.1 or 6.12")
 	add := fs.String("add", "", "host directory copied into the guest at /lab/extra (the command's working directory)")
 	timeout := fs.Duration("timeout", defaultTimeout, "limit for the whole VM run, boot included")
 	verbose := fs.Bool("v", false, "print the whole serial console to stderr")
+	icount := fs.Bool("icount", false, "guest time counts executed instructions, not host time (stable benchmark ratios on a busy host; slower)")
 	if err := fs.Parse(args); err != nil {
 		return parseError(err)
 	}
@@ -47,6 +48,7 @@ func cmdRun(ctx context.Context, args []string) error {
 		return labError{err}
 	}
 	defer l.close()
+	l.icount = *icount
 	_, ks, err := l.kernels(ctx, line.Name)
 	if err != nil {
 		return err

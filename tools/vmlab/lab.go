@@ -37,6 +37,7 @@ type lab struct {
 	cache   *kernel.Cache
 	log     io.Writer
 	verbose bool
+	icount  bool // guest time counts instructions (vm.Config.Icount)
 
 	qemu, busybox, bpftool, ip string
 	dash                       string // the guest's /bin/sh; empty to use busybox's
@@ -283,7 +284,7 @@ func (l *lab) fill(ctx context.Context, w *initramfs.Writer, k *kernel.Kernel, s
 // emulated machine occasionally crashes for reasons of its own. output
 // receives the guest command's lines.
 func (l *lab) boot(ctx context.Context, line kernel.Line, k *kernel.Kernel, initrd string, timeout time.Duration, output func(string)) (vm.Result, error) {
-	cfg := vm.Config{Qemu: l.qemu, Kernel: k.Vmlinuz(), Initrd: initrd, Cmdline: line.Cmdline, Timeout: timeout}
+	cfg := vm.Config{Qemu: l.qemu, Kernel: k.Vmlinuz(), Initrd: initrd, Cmdline: line.Cmdline, Timeout: timeout, Icount: l.icount}
 	var res vm.Result
 	for attempt := 1; attempt <= 2; attempt++ {
 		con := &vm.Console{Output: output}

@@ -187,4 +187,10 @@ func TestConfigArgs(t *testing.T) {
 	if strings.Contains(args, "kvm") {
 		t.Errorf("qemu args use KVM: %q", args)
 	}
+	if strings.Contains(args, "icount") {
+		t.Errorf("icount without asking: %q", args)
+	}
+	if args := strings.Join(Config{Icount: true}.Args(), " "); !strings.HasSuffix(args, "-icount shift=0") {
+		t.Errorf("icount asked for: %q", args)
+	}
 }

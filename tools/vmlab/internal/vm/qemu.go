@@ -26,6 +26,11 @@ type Config struct {
 	CPUs     int
 	// Timeout bounds the whole run, boot included.
 	Timeout time.Duration
+	// Icount makes guest time count executed instructions (qemu -icount
+	// shift=0) instead of host time, so that timings inside the guest do
+	// not depend on the host's load: for ratios of benchmarks. Runs are
+	// slower.
+	Icount bool
 	// Grace is how long the console is still read after an oops or after
 	// the exit marker before qemu is killed; zero means 30s.
 	Grace time.Duration
@@ -49,7 +54,7 @@ func (c Config) Args() []string {
 	if cpus == 0 {
 		cpus = 2
 	}
-	return []string{
+	args := []string{
 		"-accel", "tcg",
 		"-cpu", "max,-cx16",
 		"-m", fmt.Sprint(mem),
@@ -61,6 +66,10 @@ func (c Config) Args() []string {
 		"-initrd", c.Initrd,
 		"-append", strings.TrimSpace(BaseCmdline + " " + c.Cmdline),
 	}
+	if c.Icount {
+		args = append(args, "-icount", "shift=0")
+	}
+	return args
 }
 
 // Result is the outcome of one VM run.
