@@ -21,6 +21,7 @@ enum sentinel_object_flag {
 	SENTINEL_OBJ_ANCESTOR = 1 << 2,     /* directory above a protected object: no rename, rmdir or mount over */
 	SENTINEL_OBJ_AGENT_BINARY = 1 << 3, /* the agent executable: the updater may replace it */
 	SENTINEL_OBJ_SUPERBLOCK = 1 << 4,   /* key (dev, 0): no umount */
+	SENTINEL_OBJ_ROOT = 1 << 5,         /* the root directory: a role counts only for tasks rooted here */
 	SENTINEL_WATCH_SELF = 1 << 8,       /* file integrity events for the inode */
 	SENTINEL_WATCH_CHILDREN = 1 << 9,   /* file integrity events for entries of the directory */
 };
@@ -96,6 +97,8 @@ enum sentinel_op {
 	SENTINEL_OP_PTRACE = 21,
 	SENTINEL_OP_IDENTITY_LEARNED = 22,
 	SENTINEL_OP_TRUNCATE = 23,
+	SENTINEL_OP_MAP_MMAP = 24,  /* writable shared mapping of a guarded map */
+	SENTINEL_OP_PROG_LOAD = 25, /* a program using a guarded map, or aimed at a Fortress program */
 };
 
 enum sentinel_verdict {

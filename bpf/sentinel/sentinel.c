@@ -29,6 +29,9 @@ char LICENSE[] SEC("license") = "GPL";
 #define FS_IOC32_SETFLAGS 0x40046602
 #define FS_IOC_FSSETXATTR 0x401c5820
 #define FS_IOC_SETVERSION 0x40087602
+#define PROT_WRITE 0x2
+#define MAP_SHARED 0x1 /* also set in MAP_SHARED_VALIDATE */
+#define MAX_USED_MAPS 64
 #define MS_REMOUNT 32
 #define MS_UNBINDABLE (1 << 17)
 #define MS_PRIVATE (1 << 18)
@@ -75,6 +78,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct sentinel_settings);
 } sentinel_config SEC(".maps");
+
+// The bpf(2) command each thread last started among those that create a
+// program fd, so that the bpf_prog hook can tell a load from a lookup.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u32);
+} sentinel_bpf_cmd SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -167,9 +179,30 @@ static __always_inline __u32 roles_of_exe(struct inode *exe)
 	return id->roles;
 }
 
+// in_agent_root: the task's root directory is the system's. The real
+// binaries, bind-mounted into a fake root next to a fake /etc/serviceradar
+// and run under chroot or pivot_root, carry no role there.
+static __always_inline bool in_agent_root(struct task_struct *task)
+{
+	struct inode *root = BPF_CORE_READ(task, fs, root.dentry, d_inode);
+	struct sentinel_object *o;
+	struct sentinel_inode key;
+
+	if (!root)
+		return false;
+	inode_key(root, &key);
+	o = bpf_map_lookup_elem(&sentinel_objects, &key);
+	return o && (o->flags & SENTINEL_OBJ_ROOT);
+}
+
 static __always_inline __u32 current_roles(void)
 {
-	return roles_of_exe(task_exe_inode((struct task_struct *)bpf_get_current_task()));
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u32 roles = roles_of_exe(task_exe_inode(task));
+
+	if (roles && !in_agent_root(task))
+		return 0;
+	return roles;
 }
 
 // enforcing reports whether a denial is enforced now (enforce mode, or an
@@ -707,6 +740,15 @@ int BPF_PROG(bpf, int cmd, union bpf_attr *attr, unsigned int size, int ret)
 	if (ret)
 		return ret;
 	switch (cmd) {
+	case BPF_PROG_LOAD:
+	case BPF_PROG_GET_FD_BY_ID:
+	case BPF_OBJ_GET: {
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+		__u32 c = cmd;
+
+		bpf_map_update_elem(&sentinel_bpf_cmd, &tid, &c, BPF_ANY);
+		return 0;
+	}
 	case BPF_MAP_UPDATE_ELEM:
 	case BPF_MAP_DELETE_ELEM:
 	case BPF_MAP_LOOKUP_AND_DELETE_ELEM:
@@ -750,6 +792,81 @@ int BPF_PROG(bpf, int cmd, union bpf_attr *attr, unsigned int size, int ret)
 	if (current_roles() & SENTINEL_ROLE_AGENT)
 		return 0;
 	return deny_obj(op, id);
+}
+
+// A shared writable mapping of a guarded map (Shield's tables are
+// BPF_F_MMAPABLE) would write it without any bpf(2) command. Read-only
+// mappings stay allowed, and the kernel never lets mprotect make them
+// writable.
+SEC("lsm/mmap_file")
+int BPF_PROG(mmap_file, struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags, int ret)
+{
+	__u32 id;
+
+	if (ret)
+		return ret;
+	if (!file || !(prot & PROT_WRITE) || !(flags & MAP_SHARED))
+		return 0;
+	id = bpf_obj_id(file, SENTINEL_GUARD_MAP);
+	if (!guarded(SENTINEL_GUARD_MAP, id))
+		return 0;
+	if (current_roles() & SENTINEL_ROLE_AGENT)
+		return 0;
+	return deny_obj(SENTINEL_OP_MAP_MMAP, id);
+}
+
+// guarded_map_of returns the id of a guarded map that p uses, or 0.
+static __always_inline __u32 guarded_map_of(struct bpf_prog *p)
+{
+	struct bpf_map **used;
+	__u32 n;
+
+	if (!p)
+		return 0;
+	n = BPF_CORE_READ(p, aux, used_map_cnt);
+	used = BPF_CORE_READ(p, aux, used_maps);
+	for (int i = 0; i < MAX_USED_MAPS; i++) {
+		struct bpf_map *m = NULL;
+		__u32 id;
+
+		if (i >= n)
+			break;
+		bpf_probe_read_kernel(&m, sizeof(m), &used[i]);
+		if (!m)
+			continue;
+		id = BPF_CORE_READ(m, id);
+		if (guarded(SENTINEL_GUARD_MAP, id))
+			return id;
+	}
+	return 0;
+}
+
+// A program may write any map it references, whatever the mode of the fd
+// it was referenced through; an extension (freplace) or tracing program
+// aimed at a Fortress program could replace or observe it. Such programs
+// are refused to everyone but the agent when they are loaded: the fd is
+// created at the end of BPF_PROG_LOAD, after verification filled used_maps
+// and dst_prog. A Fortress program is one that uses a guarded map. Fds of
+// existing programs (bpftool prog show) stay allowed.
+SEC("lsm/bpf_prog")
+int BPF_PROG(bpf_prog, struct bpf_prog *prog, int ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 *cmd, id;
+
+	if (ret)
+		return ret;
+	cmd = bpf_map_lookup_elem(&sentinel_bpf_cmd, &tid);
+	if (!cmd || *cmd != BPF_PROG_LOAD)
+		return 0;
+	id = guarded_map_of(prog);
+	if (!id)
+		id = guarded_map_of(BPF_CORE_READ(prog, aux, dst_prog));
+	if (!id)
+		return 0;
+	if (current_roles() & SENTINEL_ROLE_AGENT)
+		return 0;
+	return deny_obj(SENTINEL_OP_PROG_LOAD, id);
 }
 
 // Nobody but the agent itself may attach to the agent or the updater:

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -38,6 +39,9 @@ type rig struct {
 	agent    *exec.Cmd
 	agentLog *bytes.Buffer
 	keyFile  string
+	priv     ed25519.PrivateKey
+	// everStarted: an agent ran, so teardown must remove Fortress.
+	everStarted bool
 }
 
 func newRig(t *testing.T) *rig {
@@ -50,9 +54,6 @@ func newRig(t *testing.T) *rig {
 			t.Fatalf("lab binary missing: %v", err)
 		}
 	}
-	if entries, _ := os.ReadDir(configDir); len(entries) > 0 {
-		t.Fatalf("%s is not empty: another test left %s", configDir, entries[0].Name())
-	}
 	r := &rig{t: t, pinRoot: testutil.TempBPFFS(t)}
 	dir, err := os.MkdirTemp("", "fortress-e2e-")
 	if err != nil {
@@ -63,6 +64,7 @@ func newRig(t *testing.T) *rig {
 	pub, priv, _ := bundle.GenerateKey()
 	pubPEM, _ := bundle.MarshalPublicKey(pub)
 	privPEM, _ := bundle.MarshalPrivateKey(priv)
+	r.priv = priv
 	r.keyFile = filepath.Join(dir, "signing.key") // the operator's, off the host in real life
 	os.WriteFile(r.keyFile, privPEM, 0o600)
 	if err := os.MkdirAll(configDir, 0o755); err != nil {
@@ -70,7 +72,32 @@ func newRig(t *testing.T) *rig {
 	}
 	os.WriteFile(filepath.Join(configDir, "trust.pem"), pubPEM, 0o644)
 	os.WriteFile(filepath.Join(configDir, "sweep.json"), []byte(`{"networks":["10.0.0.0/8"]}`), 0o644)
+	t.Cleanup(r.teardown)
 	return r
+}
+
+// teardown takes Fortress out of the kernel with a signed remove token
+// (restarting the agent if a test killed it), so that the next test finds
+// nothing protected, then deletes what the rig created.
+func (r *rig) teardown() {
+	if r.everStarted {
+		if r.agent == nil {
+			r.startAgent("")
+		}
+		if st, err := r.status(); err != nil || st.Sentinel.State != fortress.SentinelRemoved {
+			tok := r.token("remove", "10m", "teardown.tok")
+			if out, code := r.ctl("maintenance", "remove", "--socket", r.socket, "--token", tok); code != 0 {
+				r.t.Errorf("teardown: maintenance remove: exit %d: %s", code, out)
+			}
+		}
+		r.stopAgent(syscall.SIGTERM)
+	}
+	for _, name := range []string{"fortress-agent.json", "trust.pem", "sweep.json"} {
+		if err := os.Remove(filepath.Join(configDir, name)); err != nil && !os.IsNotExist(err) {
+			r.t.Errorf("teardown: %v", err)
+		}
+	}
+	os.RemoveAll(r.dir)
 }
 
 func (r *rig) writeConfig(iface, netns string) {
@@ -92,9 +119,10 @@ func (r *rig) writeConfig(iface, netns string) {
 }
 
 // startAgent runs the installed agent and waits until its status socket
-// reports Sentinel in the given state.
+// reports Sentinel in the given state ("" for any).
 func (r *rig) startAgent(want string) {
 	r.t.Helper()
+	r.everStarted = true
 	r.agentLog = &bytes.Buffer{}
 	cmd := exec.Command(agentBin, "--config", filepath.Join(configDir, "fortress-agent.json"))
 	cmd.Stdout, cmd.Stderr = r.agentLog, r.agentLog
@@ -105,13 +133,19 @@ func (r *rig) startAgent(want string) {
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		st, err := r.status()
-		if err == nil && st.Sentinel.State == want {
+		if err == nil && (want == "" || st.Sentinel.State == want) {
 			return
 		}
 		if time.Now().After(deadline) {
 			r.t.Fatalf("agent not up with sentinel %s: status %+v (%v)\nagent log:\n%s", want, st.Sentinel, err, r.agentLog)
 		}
 		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+func (r *rig) logOnFailure() {
+	if r.t.Failed() && r.agentLog != nil {
+		r.t.Logf("agent log:\n%s", r.agentLog)
 	}
 }
 
@@ -198,12 +232,7 @@ func TestMaintenanceAndRemovalInLab(t *testing.T) {
 	defer pair.Close()
 	r.writeConfig(pair.B.Iface, "/run/netns/"+pair.B.NSName)
 	r.startAgent(fortress.SentinelEnforcing)
-	defer func() {
-		r.stopAgent(syscall.SIGKILL)
-		if t.Failed() {
-			t.Logf("agent log:\n%s", r.agentLog)
-		}
-	}()
+	defer r.logOnFailure()
 
 	if err := shell("rm -rf " + sweep); err == nil {
 		t.Fatal("root removed the protected config")
@@ -333,11 +362,106 @@ func TestMaintenanceAndRemovalInLab(t *testing.T) {
 	if err := shell("rm -rf " + sweep); err != nil {
 		t.Fatalf("rm -rf after removal: %v", err)
 	}
-	r.stopAgent(syscall.SIGTERM)
-	for _, name := range []string{"fortress-agent.json", "trust.pem"} {
-		if err := os.Remove(filepath.Join(configDir, name)); err != nil {
-			t.Errorf("clean up after removal: %v", err)
-		}
+}
+
+// TestChrootedAgentGainsNothingInLab: root builds a fake root with its own
+// /etc/serviceradar and trust key, bind-mounts the real binaries and the
+// real pins into it and runs the real agent binary chrooted there. That
+// process has the agent's executable inode, but not the agent's root
+// directory, so Sentinel must give it no authority: it cannot take over
+// the pins, and a maintenance token signed by root's key opens nothing.
+func TestChrootedAgentGainsNothingInLab(t *testing.T) {
+	r := newRig(t)
+	sweep := filepath.Join(configDir, "sweep.json")
+	r.writeConfig("", "")
+	r.startAgent(fortress.SentinelEnforcing)
+	defer r.logOnFailure()
+
+	fake, err := os.MkdirTemp("", "fake-root-")
+	if err != nil {
+		t.Fatal(err)
 	}
-	os.RemoveAll(r.dir)
+	for _, d := range []string{"usr/local/bin", "proc", "sys", "pins", "etc/serviceradar", "state", "log", "run", "tmp"} {
+		os.MkdirAll(filepath.Join(fake, d), 0o755)
+	}
+	var mounted []string
+	mount := func(src, dst, fstype string, flags uintptr) {
+		t.Helper()
+		target := filepath.Join(fake, dst)
+		if err := syscall.Mount(src, target, fstype, flags, ""); err != nil {
+			t.Fatalf("mount %s on %s: %v", src, target, err)
+		}
+		mounted = append(mounted, target)
+	}
+	defer func() {
+		for i := len(mounted) - 1; i >= 0; i-- {
+			syscall.Unmount(mounted[i], syscall.MNT_DETACH)
+		}
+	}()
+	mount("/usr/local/bin", "usr/local/bin", "", syscall.MS_BIND)
+	mount("proc", "proc", "proc", 0)
+	mount("/sys", "sys", "", syscall.MS_BIND|syscall.MS_REC)
+	mount(r.pinRoot, "pins", "", syscall.MS_BIND)
+
+	rootPub, rootPriv, _ := bundle.GenerateKey()
+	rootPubPEM, _ := bundle.MarshalPublicKey(rootPub)
+	rootPrivPEM, _ := bundle.MarshalPrivateKey(rootPriv)
+	os.WriteFile(filepath.Join(fake, "etc/serviceradar/trust.pem"), rootPubPEM, 0o644)
+	rootKey := filepath.Join(r.dir, "root.key")
+	os.WriteFile(rootKey, rootPrivPEM, 0o600)
+	cfg, _ := json.Marshal(map[string]any{
+		"agent_id": "lab-agent", "pin_root": "/pins", "state_dir": "/state", "audit_log": "/log/audit.log",
+		"trust_key": "/etc/serviceradar/trust.pem", "status_socket": "/run/fortress.sock",
+		"metrics": map[string]any{"listen": "off"}, "log": map[string]any{"format": "text"},
+	})
+	os.WriteFile(filepath.Join(fake, "etc/serviceradar/fortress-agent.json"), cfg, 0o644)
+
+	var fakeLog bytes.Buffer
+	cmd := exec.Command(agentBin, "--config", "/etc/serviceradar/fortress-agent.json")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: fake}
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = &fakeLog, &fakeLog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Logf("chrooted agent log:\n%s", fakeLog.String())
+	}()
+	fakeSock := filepath.Join(fake, "run/fortress.sock")
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if _, err := os.Stat(fakeSock); err == nil {
+			break
+		}
+		if cmd.ProcessState != nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	// Whatever the chrooted agent managed to start, root's token must open
+	// nothing in the real Sentinel.
+	tok := filepath.Join(r.dir, "root-audit.tok")
+	if out, code := r.ctl("maintenance", "token", "--key", rootKey, "--host", "lab-agent", "--for", "10m", "--out", tok); code != 0 {
+		t.Fatalf("token: %s", out)
+	}
+	if _, err := os.Stat(fakeSock); err == nil {
+		out, code := r.ctl("maintenance", "start", "--socket", fakeSock, "--token", tok)
+		t.Logf("maintenance start on the chrooted agent: exit %d: %s", code, out)
+	}
+	before, _ := os.ReadFile(sweep)
+	if err := shell("echo '{}' > " + sweep); err == nil {
+		t.Fatal("after the chrooted agent took root's token, root wrote the protected config")
+	}
+	if err := shell("rm -rf " + sweep); err == nil {
+		t.Fatal("after the chrooted agent took root's token, root removed the protected config")
+	}
+	if after, _ := os.ReadFile(sweep); !bytes.Equal(before, after) {
+		t.Fatal("config changed")
+	}
+	st, err := r.status()
+	if err != nil || st.Sentinel.State != fortress.SentinelEnforcing {
+		t.Fatalf("real agent's sentinel: %+v (%v)", st.Sentinel, err)
+	}
 }

@@ -18,6 +18,10 @@
 // agent binary from the protected staging directory; the kernel then makes
 // the new inode an agent identity in the same hook, so an upgrade never
 // locks the agent out. The old identity lives until the next Start prunes it.
+// A role counts only for a task whose root directory (task->fs->root) is the
+// system's root, flagged in the policy: the real binaries bind-mounted into
+// a fake root next to a fake /etc/serviceradar and trust key, and run under
+// chroot or pivot_root, carry no authority.
 //
 // # Fortress's BPF state
 //
@@ -33,16 +37,25 @@
 // protected directory: no unlink, rename or new pin; the bpffs cannot be
 // unmounted. LSM links have no detach operation (EOPNOTSUPP) at all.
 //
+// Two ways around the bpf(2) commands are closed too. A shared writable
+// mmap of a guarded map (Shield's tables are BPF_F_MMAPABLE) is refused in
+// mmap_file; read-only mappings stay allowed. A program that references a
+// guarded map may write it whatever the fd's mode, and an extension
+// (freplace) of a Fortress program could replace it, so the bpf_prog hook
+// refuses a non-agent's BPF_PROG_LOAD whose verified program uses a guarded
+// map or targets a program that does (the bpf hook records, per thread,
+// which command is creating a program fd, so that fds of existing programs,
+// as bpftool prog show asks for, stay allowed).
+//
 // # Limits
 //
 // A guarded link fd obtained through its pin by a multi-threaded process
 // (BPF_OBJ_GET is not hooked) could race a LINK_DETACH/UPDATE on another
-// fd; Sentinel's own (LSM) links cannot be detached anyway. A program
-// loaded by root may reference a Fortress map read-only fd and write it from
-// BPF; lock down BPF_PROG_LOAD for non-agents if that matters.
+// fd; Sentinel's own (LSM) links cannot be detached anyway.
 //
-// Running the agent binary by hand yields the agent identity: the binary
-// must be static and act only on signed input or input from protected paths.
+// Running the agent binary by hand, in the real root, yields the agent
+// identity: the binary must be static and act only on signed input or input
+// from protected paths.
 // Ptrace of the agent (and /proc/PID/mem, process_vm_writev, pidfd_getfd) is
 // refused. Root that can load kernel modules, kexec, or write /dev/mem is
 // outside what an LSM can contain; lock those down separately. Device

@@ -44,7 +44,7 @@ var opNames = map[uint32]string{
 	1: "open", 2: "open_write", 3: "setattr", 4: "unlink", 5: "rmdir", 6: "rename_from", 7: "rename_to",
 	8: "link", 9: "create", 10: "symlink", 11: "mkdir", 12: "mknod", 13: "setxattr", 14: "removexattr",
 	15: "set_acl", 16: "ioctl_setflags", 17: "mount", 18: "umount", 19: "map_write", 20: "link_modify",
-	21: "ptrace", 22: "identity_learned", 23: "truncate",
+	21: "ptrace", 22: "identity_learned", 23: "truncate", 24: "map_mmap", 25: "prog_load",
 }
 
 // Ops that are not from the kernel.

@@ -25,6 +25,7 @@ const (
 	flagAncestor    = 1 << 2
 	flagAgentBinary = 1 << 3
 	flagSuperblock  = 1 << 4
+	flagRoot        = 1 << 5
 	flagWatchSelf   = 1 << 8
 	flagWatchKids   = 1 << 9
 )

@@ -45,6 +45,14 @@ func (s *Sentinel) buildPolicy() (*policy, error) {
 			return nil, err
 		}
 	}
+	// Roles count only for tasks whose root directory is this one: the
+	// agent binary run under chroot or pivot_root next to a fake config
+	// gets no authority.
+	st, err := lstat("/")
+	if err != nil {
+		return nil, err
+	}
+	p.add(inodeOf(st), flagRoot, 0, "/")
 	return p, nil
 }
 
@@ -171,25 +179,45 @@ func (s *Sentinel) Protect(path string, allow Role) error {
 	if err != nil {
 		return err
 	}
+	return s.merge(p, "protect", path)
+}
+
+// Watch adds file-integrity events for a path (and, for a directory, its
+// entries) at run time.
+func (s *Sentinel) Watch(path string) error {
+	p := newPolicy()
+	if err := p.watch(path); err != nil {
+		return err
+	}
+	return s.merge(p, "watch", path)
+}
+
+// merge writes p's entries into the kernel on top of what is there: flags
+// add up, and a protection never gains roles. An entry that adds no
+// protection (an ancestor, a watch) keeps the roles already allowed.
+func (s *Sentinel) merge(p *policy, what, path string) error {
+	const protection = flagProtected | flagChildren | flagSuperblock
 	if err := s.markListed(p.Entries()); err != nil {
 		return err
 	}
 	for _, e := range p.Entries() {
 		var old sentinelSentinelObject
-		if s.maps[mapObjects].Lookup(key(e.Inode), &old) == nil {
-			e.Flags |= old.Flags
-			if old.Flags&(flagProtected|flagChildren|flagSuperblock) != 0 && e.Flags&flagAncestor == 0 {
+		if s.maps[mapObjects].Lookup(key(e.Inode), &old) == nil && old.Flags&protection != 0 {
+			if e.Flags&protection != 0 {
 				e.Allow &= Role(old.Allow)
+			} else {
+				e.Allow = Role(old.Allow)
 			}
 		}
+		e.Flags |= old.Flags
 		if err := s.maps[mapObjects].Put(key(e.Inode), sentinelSentinelObject{Flags: e.Flags, Allow: uint32(e.Allow)}); err != nil {
-			return fmt.Errorf("protect %s: %w", e.Path, err)
+			return fmt.Errorf("%s %s: %w", what, e.Path, err)
 		}
 		s.mu.Lock()
 		s.names[e.Inode] = e.Path
 		s.mu.Unlock()
 	}
-	s.record("map_update", mapObjects, nil, map[string]any{"protect": path})
+	s.record("map_update", mapObjects, nil, map[string]any{what: path})
 	return nil
 }
 

@@ -69,6 +69,7 @@ type sentinelSentinelSettings struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	sentinelMapSentinelBpfCmd      = "sentinel_bpf_cmd"
 	sentinelMapSentinelConfig      = "sentinel_config"
 	sentinelMapSentinelEvents      = "sentinel_events"
 	sentinelMapSentinelGuarded     = "sentinel_guarded"
@@ -78,6 +79,7 @@ const (
 	sentinelMapSentinelStats       = "sentinel_stats"
 	sentinelProgBpf                = "bpf"
 	sentinelProgBpfMap             = "bpf_map"
+	sentinelProgBpfProg            = "bpf_prog"
 	sentinelProgFileIoctl          = "file_ioctl"
 	sentinelProgFileIoctlCompat    = "file_ioctl_compat"
 	sentinelProgFileOpen           = "file_open"
@@ -98,6 +100,7 @@ const (
 	sentinelProgInodeSetxattrA1    = "inode_setxattr_a1"
 	sentinelProgInodeSymlink       = "inode_symlink"
 	sentinelProgInodeUnlink        = "inode_unlink"
+	sentinelProgMmapFile           = "mmap_file"
 	sentinelProgMoveMount          = "move_mount"
 	sentinelProgPtraceAccessCheck  = "ptrace_access_check"
 	sentinelProgSbMount            = "sb_mount"
@@ -149,6 +152,7 @@ type sentinelSpecs struct {
 type sentinelProgramSpecs struct {
 	Bpf                *ebpf.ProgramSpec `ebpf:"bpf"`
 	BpfMap             *ebpf.ProgramSpec `ebpf:"bpf_map"`
+	BpfProg            *ebpf.ProgramSpec `ebpf:"bpf_prog"`
 	FileIoctl          *ebpf.ProgramSpec `ebpf:"file_ioctl"`
 	FileIoctlCompat    *ebpf.ProgramSpec `ebpf:"file_ioctl_compat"`
 	FileOpen           *ebpf.ProgramSpec `ebpf:"file_open"`
@@ -169,6 +173,7 @@ type sentinelProgramSpecs struct {
 	InodeSetxattrA1    *ebpf.ProgramSpec `ebpf:"inode_setxattr_a1"`
 	InodeSymlink       *ebpf.ProgramSpec `ebpf:"inode_symlink"`
 	InodeUnlink        *ebpf.ProgramSpec `ebpf:"inode_unlink"`
+	MmapFile           *ebpf.ProgramSpec `ebpf:"mmap_file"`
 	MoveMount          *ebpf.ProgramSpec `ebpf:"move_mount"`
 	PtraceAccessCheck  *ebpf.ProgramSpec `ebpf:"ptrace_access_check"`
 	SbMount            *ebpf.ProgramSpec `ebpf:"sb_mount"`
@@ -179,6 +184,7 @@ type sentinelProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sentinelMapSpecs struct {
+	SentinelBpfCmd     *ebpf.MapSpec `ebpf:"sentinel_bpf_cmd"`
 	SentinelConfig     *ebpf.MapSpec `ebpf:"sentinel_config"`
 	SentinelEvents     *ebpf.MapSpec `ebpf:"sentinel_events"`
 	SentinelGuarded    *ebpf.MapSpec `ebpf:"sentinel_guarded"`
@@ -215,6 +221,7 @@ func (o *sentinelObjects) Close() error {
 //
 // It can be passed to loadSentinelObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sentinelMaps struct {
+	SentinelBpfCmd     *ebpf.Map `ebpf:"sentinel_bpf_cmd"`
 	SentinelConfig     *ebpf.Map `ebpf:"sentinel_config"`
 	SentinelEvents     *ebpf.Map `ebpf:"sentinel_events"`
 	SentinelGuarded    *ebpf.Map `ebpf:"sentinel_guarded"`
@@ -226,6 +233,7 @@ type sentinelMaps struct {
 
 func (m *sentinelMaps) Close() error {
 	return _SentinelClose(
+		m.SentinelBpfCmd,
 		m.SentinelConfig,
 		m.SentinelEvents,
 		m.SentinelGuarded,
@@ -249,6 +257,7 @@ type sentinelVariables struct {
 type sentinelPrograms struct {
 	Bpf                *ebpf.Program `ebpf:"bpf"`
 	BpfMap             *ebpf.Program `ebpf:"bpf_map"`
+	BpfProg            *ebpf.Program `ebpf:"bpf_prog"`
 	FileIoctl          *ebpf.Program `ebpf:"file_ioctl"`
 	FileIoctlCompat    *ebpf.Program `ebpf:"file_ioctl_compat"`
 	FileOpen           *ebpf.Program `ebpf:"file_open"`
@@ -269,6 +278,7 @@ type sentinelPrograms struct {
 	InodeSetxattrA1    *ebpf.Program `ebpf:"inode_setxattr_a1"`
 	InodeSymlink       *ebpf.Program `ebpf:"inode_symlink"`
 	InodeUnlink        *ebpf.Program `ebpf:"inode_unlink"`
+	MmapFile           *ebpf.Program `ebpf:"mmap_file"`
 	MoveMount          *ebpf.Program `ebpf:"move_mount"`
 	PtraceAccessCheck  *ebpf.Program `ebpf:"ptrace_access_check"`
 	SbMount            *ebpf.Program `ebpf:"sb_mount"`
@@ -279,6 +289,7 @@ func (p *sentinelPrograms) Close() error {
 	return _SentinelClose(
 		p.Bpf,
 		p.BpfMap,
+		p.BpfProg,
 		p.FileIoctl,
 		p.FileIoctlCompat,
 		p.FileOpen,
@@ -299,6 +310,7 @@ func (p *sentinelPrograms) Close() error {
 		p.InodeSetxattrA1,
 		p.InodeSymlink,
 		p.InodeUnlink,
+		p.MmapFile,
 		p.MoveMount,
 		p.PtraceAccessCheck,
 		p.SbMount,

@@ -501,6 +501,11 @@ func (f *Fortress) enforce(p *policy) (Ack, func(), error) {
 				return ack, nil, fmt.Errorf("payload.sentinel.protect[%d]: %w", i, err)
 			}
 		}
+		for i, path := range p.sentinel.Watch {
+			if _, err := os.Stat(path); err != nil {
+				return ack, nil, fmt.Errorf("payload.sentinel.watch[%d]: %w", i, err)
+			}
+		}
 	}
 
 	f.mu.Lock()
@@ -578,10 +583,16 @@ func (f *Fortress) enforce(p *policy) (Ack, func(), error) {
 			if s.Mode == bundle.SentinelAudit {
 				notes = append(notes, "sentinel stays in enforce mode: a bundle cannot switch it to audit (use a maintenance token)")
 			}
+			for i, w := range s.Watch {
+				if err := f.sen.Watch(w); err != nil {
+					undoAll()
+					return ack, nil, fmt.Errorf("payload.sentinel.watch[%d]: %w", i, err)
+				}
+			}
 			f.mu.Lock()
 			for _, w := range s.Watch {
 				if !slices.Contains(f.senWatched, w) {
-					notes = append(notes, "watch "+w+": takes effect at the next agent start")
+					f.senWatched = append(f.senWatched, w)
 				}
 			}
 			for _, pth := range s.Protect {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +37,7 @@ func TestSentinelInLab(t *testing.T) {
 	watched := filepath.Join(dir, "watched.txt")
 	os.WriteFile(watched, []byte("w"), 0o644)
 	self, _ := os.Executable()
-	pub, _, _ := bundle.GenerateKey()
+	pub, priv, _ := bundle.GenerateKey()
 
 	f, err := Start(context.Background(), Config{
 		AgentID: "lab", PinRoot: pinRoot, StateDir: filepath.Join(dir, "state"), AuditLog: filepath.Join(dir, "log", "audit.log"),
@@ -86,18 +87,66 @@ func TestSentinelInLab(t *testing.T) {
 	if b, _ := os.ReadFile(sweep); string(b) != `{"a":2}` {
 		t.Fatalf("config changed: %q", b)
 	}
+	waitEvent(t, f, "violation for the refused write", func(e Event) bool {
+		if e.Kind == KindViolation && e.Denied() && strings.HasSuffix(e.Path, "sweep.json") {
+			if e.PID == 0 || e.Comm == "" {
+				t.Errorf("violation without process details: %+v", e)
+			}
+			return true
+		}
+		return false
+	})
+
+	// A signed bundle protects and watches more paths at once, without a
+	// restart; the agent keeps its own rights on what it already had.
+	later := filepath.Join(dir, "later")
+	os.MkdirAll(later, 0o755)
+	laterFile := filepath.Join(later, "checker.json")
+	os.WriteFile(laterFile, []byte("c"), 0o644)
+	laterWatched := filepath.Join(dir, "later-watched.txt")
+	os.WriteFile(laterWatched, []byte("w"), 0o644)
+	raw, err := bundle.Sign(bundle.Body{Version: 1, IssuedAt: time.Now().Add(-time.Minute), Targets: []string{"lab"},
+		Payload: bundle.Payload{Sentinel: &bundle.Sentinel{Mode: bundle.SentinelEnforce, Protect: []string{later}, Watch: []string{laterWatched}}}}, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ApplyBundle(raw); err != nil {
+		t.Fatalf("bundle with sentinel paths: %v", err)
+	}
+	if out, err := exec.Command("/bin/sh", "-c", "echo x > "+laterFile).CombinedOutput(); err == nil {
+		t.Fatalf("root shell wrote a path the bundle protects: %s", out)
+	}
+	if b, _ := os.ReadFile(laterFile); string(b) != "c" {
+		t.Fatalf("protected file changed: %q", b)
+	}
+	if err := os.WriteFile(laterFile, []byte("agent"), 0o644); err != nil {
+		t.Fatalf("agent write to a path the bundle protects: %v", err)
+	}
+	if err := os.WriteFile(sweep, []byte(`{"a":3}`), 0o644); err != nil {
+		t.Fatalf("agent lost its config after the bundle: %v", err)
+	}
+	if out, err := exec.Command("/bin/sh", "-c", "echo more >> "+laterWatched).CombinedOutput(); err != nil {
+		t.Fatalf("append to a watched path: %v %s", err, out)
+	}
+	waitEvent(t, f, "FIM event for the newly watched path", func(e Event) bool {
+		return e.Kind == KindFIM && strings.HasSuffix(e.Path, "later-watched.txt") && e.Op != "" && e.Comm != ""
+	})
+	if st := f.Status(); !slices.Contains(st.Sentinel.Watched, laterWatched) || !slices.Contains(st.Sentinel.Protected, later) {
+		t.Errorf("status does not list the bundle's paths: %+v", st.Sentinel)
+	}
+}
+
+func waitEvent(t *testing.T, f *Fortress, what string, match func(Event) bool) {
+	t.Helper()
 	deadline := time.After(30 * time.Second)
 	for {
 		select {
 		case e := <-f.Events():
-			if e.Kind == KindViolation && e.Denied() && strings.HasSuffix(e.Path, "sweep.json") {
-				if e.PID == 0 || e.Comm == "" {
-					t.Errorf("violation without process details: %+v", e)
-				}
+			if match(e) {
 				return
 			}
 		case <-deadline:
-			t.Fatal("no violation event for the refused write")
+			t.Fatalf("no %s", what)
 		}
 	}
 }
