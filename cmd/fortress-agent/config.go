@@ -240,30 +240,21 @@ func loadConfig(path, protectedDir string) (*config, error) {
 // symbolic links): only there does Sentinel stop anyone but the agent from
 // writing it.
 func checkConfigLocation(path, dir string) error {
-	abs, err := filepath.Abs(path)
+	_, inside, err := fortress.Inside(path, dir)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	real, err := filepath.EvalSymlinks(abs)
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	realDir, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return fmt.Errorf("config: protected directory %s: %w", dir, err)
-	}
-	rel, err := filepath.Rel(realDir, real)
-	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+	if !inside {
 		return fmt.Errorf("config: %s is outside the protected directory %s; the agent reads no configuration from elsewhere", path, dir)
 	}
 	return nil
 }
 
-// fortressConfig maps the file onto the package's configuration.
 // inputsOutsideConfigDir lists the trust key and the gateway's TLS files
-// that live outside the protected configuration directory: Sentinel
-// protects them too, since whoever can change them can sign policy or
-// stand in for the gateway.
+// that live outside the protected configuration directory, with symbolic
+// links resolved: Sentinel protects them too, since whoever can change
+// them can sign policy or stand in for the gateway. A file that cannot be
+// resolved is judged by its path as written (Sentinel reports it missing).
 func (c *config) inputsOutsideConfigDir() []string {
 	files := []string{c.TrustKey}
 	if c.Gateway != nil {
@@ -274,14 +265,21 @@ func (c *config) inputsOutsideConfigDir() []string {
 		if f == "" {
 			continue
 		}
-		if rel, err := filepath.Rel(protectedConfigDir, f); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
-			continue
+		resolved, inside, err := fortress.Inside(f, protectedConfigDir)
+		if err != nil {
+			// Not there (yet): judge the path as written.
+			resolved = f
+			rel, err := filepath.Rel(protectedConfigDir, f)
+			inside = err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 		}
-		out = append(out, f)
+		if !inside {
+			out = append(out, resolved)
+		}
 	}
 	return out
 }
 
+// fortressConfig maps the file onto the package's configuration.
 func (c *config) fortressConfig() fortress.Config {
 	fc := fortress.Config{
 		AgentID: c.AgentID, PinRoot: c.PinRoot, StateDir: c.StateDir, AuditLog: c.AuditLog,
@@ -289,10 +287,10 @@ func (c *config) fortressConfig() fortress.Config {
 		Sentinel: fortress.SentinelConfig{
 			Disabled: c.Sentinel.Enabled != nil && !*c.Sentinel.Enabled, AgentBinary: c.Sentinel.AgentBinary,
 			UpdaterBinary: c.Sentinel.UpdaterBinary, ConfigDir: protectedConfigDir,
-			Protect: c.Sentinel.Protect, Watch: c.Sentinel.Watch, Audit: c.Sentinel.Mode == "audit",
+			Protect: append(slices.Clone(c.Sentinel.Protect), c.inputsOutsideConfigDir()...),
+			Watch:   c.Sentinel.Watch, Audit: c.Sentinel.Mode == "audit",
 		},
 	}
-	fc.Sentinel.Protect = append(slices.Clone(c.Sentinel.Protect), c.inputsOutsideConfigDir()...)
 	for _, ifc := range c.Interfaces {
 		fc.Interfaces = append(fc.Interfaces, fortress.Interface{Name: ifc.Name, Mode: fortress.AttachMode(ifc.Mode), Netns: ifc.Netns})
 	}

@@ -51,6 +51,21 @@ func TestParseConfigFull(t *testing.T) {
 	if p := c.fortressConfig().Sentinel.Protect; strings.Join(p, " ") != "/opt/x /opt/keys/trust.pem /var/lib/agent.key" {
 		t.Errorf("trust key and TLS key outside the config dir not protected: %v", p)
 	}
+	// A link inside the config dir to a key outside: the real file is
+	// what needs protecting.
+	dir := t.TempDir()
+	saved := protectedConfigDir
+	protectedConfigDir = filepath.Join(dir, "etc")
+	defer func() { protectedConfigDir = saved }()
+	os.MkdirAll(protectedConfigDir, 0o755)
+	real := filepath.Join(dir, "keys", "trust.pem")
+	os.MkdirAll(filepath.Dir(real), 0o755)
+	os.WriteFile(real, nil, 0o644)
+	os.Symlink(real, filepath.Join(protectedConfigDir, "trust.pem"))
+	c.TrustKey, c.Gateway.CA, c.Gateway.Cert, c.Gateway.Key = filepath.Join(protectedConfigDir, "trust.pem"), "", "", ""
+	if p := c.fortressConfig().Sentinel.Protect; strings.Join(p, " ") != "/opt/x "+real {
+		t.Errorf("a trust key linked out of the config dir is not protected where it lives: %v", p)
+	}
 	if c.Gateway.Address != "gw.example:50051" || c.StatusSocket != "/run/test.sock" || c.Log.Format != "text" {
 		t.Errorf("agent settings: %+v", c)
 	}

@@ -95,15 +95,11 @@ func run(args []string, stdout io.Writer) error {
 // protected configuration directory (after resolving symlinks): a key root
 // could write would let root sign its own agent.
 func releaseKeys(path string) ([]ed25519.PublicKey, error) {
-	dir, err := filepath.EvalSymlinks(protectedConfigDir)
-	if err != nil {
-		return nil, fmt.Errorf("release key: protected directory: %w", err)
-	}
-	real, err := filepath.EvalSymlinks(path)
+	real, inside, err := fortress.Inside(path, protectedConfigDir)
 	if err != nil {
 		return nil, fmt.Errorf("release key: %w", err)
 	}
-	if rel, err := filepath.Rel(dir, real); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+	if !inside {
 		return nil, fmt.Errorf("release key %s: must be inside the protected directory %s", path, protectedConfigDir)
 	}
 	keys, err := bundle.LoadTrustKeys(real)

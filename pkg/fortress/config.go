@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -168,4 +169,25 @@ func (c *Config) defaults() error {
 		c.Logger = slog.Default()
 	}
 	return nil
+}
+
+// Inside resolves every symbolic link in path and in dir and reports the
+// resolved path and whether it lies strictly inside dir: the test for an
+// input that only the agent can change once Sentinel protects dir.
+func Inside(path, dir string) (resolved string, inside bool, err error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", false, err
+	}
+	resolved, err = filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", false, err
+	}
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return resolved, false, fmt.Errorf("protected directory %s: %w", dir, err)
+	}
+	rel, err := filepath.Rel(realDir, resolved)
+	inside = err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
+	return resolved, inside, nil
 }
