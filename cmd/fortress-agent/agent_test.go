@@ -82,29 +82,8 @@ func TestAgentEnforcesLastBundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	probeKernel = func() fortress.KernelReport {
-		return fortress.KernelReport{Release: "test", Checks: map[string]bool{}, Reasons: map[string]string{}}
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan *agent, 1)
-	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() { done <- runAgent(ctx, cfg, log, func(a *agent) { ready <- a }) }()
-	var a *agent
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatalf("agent exited: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("agent did not come up")
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-	}()
+	a, stop := startAgent(t, cfg)
+	defer stop()
 
 	const n = 50
 	a68 := netip.MustParseAddr
@@ -118,10 +97,7 @@ func TestAgentEnforcesLastBundle(t *testing.T) {
 		t.Fatalf("blocked source: %d datagrams arrived", c)
 	}
 
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", cfg.StatusSocket)
-	}}}
+	client := socketClient(cfg.StatusSocket)
 	var st StatusReply
 	waitFor(t, "drops in status", func() bool {
 		resp, err := client.Get("http://agent/v1/status")
@@ -263,6 +239,43 @@ func (g *gateway) lastStatus() *pb.Status {
 		return nil
 	}
 	return g.stats[len(g.stats)-1]
+}
+
+// startAgent runs the daemon's logic with a kernel probe that claims no
+// BPF LSM (the host refuses it) until stop is called.
+func startAgent(t *testing.T, cfg *config) (a *agent, stop func()) {
+	t.Helper()
+	probeKernel = func() fortress.KernelReport {
+		return fortress.KernelReport{Release: "test", Checks: map[string]bool{}, Reasons: map[string]string{}}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan *agent, 1)
+	done := make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	go func() { done <- runAgent(ctx, cfg, log, func(a *agent) { ready <- a }) }()
+	select {
+	case a = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("agent exited: %v", err)
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatal("agent did not come up")
+	}
+	return a, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}
+}
+
+// socketClient talks HTTP over the agent's status socket.
+func socketClient(path string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

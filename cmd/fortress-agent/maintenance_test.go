@@ -2,13 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -68,28 +64,8 @@ func TestAgentMaintenanceRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	probeKernel = func() fortress.KernelReport {
-		return fortress.KernelReport{Release: "test", Checks: map[string]bool{}, Reasons: map[string]string{}}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan *agent, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- runAgent(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a *agent) { ready <- a })
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("agent exited: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("agent did not come up")
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-	}()
+	_, stop := startAgent(t, cfg)
+	defer stop()
 
 	a69 := netip.MustParseAddr
 	blocked := a69("10.69.1.2")
@@ -114,10 +90,7 @@ func TestAgentMaintenanceRemove(t *testing.T) {
 		t.Fatal("no pins before removal")
 	}
 
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}}
+	client := socketClient(sock)
 	post := func(tok string) (int, string) {
 		t.Helper()
 		body, _ := json.Marshal(MaintenanceRequest{Token: tok})

@@ -421,10 +421,7 @@ func (f *Fortress) setLastErr(err error) {
 func (f *Fortress) ApplyBundle(raw []byte) (Ack, error) {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
-	f.mu.Lock()
-	removed := f.removed != ""
-	f.mu.Unlock()
-	if removed {
+	if f.isRemoved() {
 		return Ack{}, ErrRemoved
 	}
 	var ack Ack

@@ -59,10 +59,7 @@ func (f *Fortress) Maintenance(raw string) (MaintenanceResult, error) {
 		return MaintenanceResult{}, fmt.Errorf("%w: %w", ErrTokenRefused, err)
 	}
 	res := MaintenanceResult{Action: tok.Action, Nonce: tok.Nonce, Until: tok.NotAfter, KeyID: bundle.KeyID(key), PinRoot: f.cfg.PinRoot}
-	f.mu.Lock()
-	removed := f.removed != ""
-	f.mu.Unlock()
-	if removed {
+	if f.isRemoved() {
 		return res, ErrRemoved
 	}
 	if f.sen != nil {
@@ -81,6 +78,13 @@ func (f *Fortress) Maintenance(raw string) (MaintenanceResult, error) {
 	}
 	res.Removed, err = f.remove(tok)
 	return res, err
+}
+
+// isRemoved reports whether a maintenance token removed Fortress.
+func (f *Fortress) isRemoved() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.removed != ""
 }
 
 // EndMaintenance closes an audit window at once. Tightening needs no token.
