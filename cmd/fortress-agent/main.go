@@ -188,6 +188,9 @@ func runAgent(ctx context.Context, cfg *config, log *slog.Logger, ready func(*ag
 		}
 		fwd.set(cl)
 		a.setStream(cl)
+		// The first hello carries the policy version in force: set the
+		// status before the stream can connect.
+		cl.SetStatus(streamStatus(f.Status()))
 		go func() { errc <- ignoreCanceled(cl.Run(srvCtx)) }()
 		go a.pushStatus(srvCtx, cl)
 	} else {
