@@ -82,8 +82,10 @@ func ruleCounter(r shield.RuleStat, dryRun bool) RuleCounter {
 
 // deltas compares a read with the previous one. A counter below its
 // previous value was reset (the rule left the policy and came back): all of
-// it is new.
-func (c *counterState) deltas(stats []shield.RuleStat, dryRun bool, top int) []CounterDelta {
+// it is new. The read's top rules, sums and the global figures in g are
+// published together, so a reader never sees a rule counter from one read
+// next to totals from another.
+func (c *counterState) deltas(stats []shield.RuleStat, dryRun bool, top int, g counterSnapshot) []CounterDelta {
 	next := make(map[lpm.Rule]count, len(c.prev))
 	var out []CounterDelta
 	sum := map[string]count{}
@@ -120,6 +122,7 @@ func (c *counterState) deltas(stats []shield.RuleStat, dryRun bool, top int) []C
 	}
 	c.mu.Lock()
 	c.prev, c.top, c.sum = next, tops, sum
+	c.totals, c.mapBytes, c.readTime, c.readAt = g.totals, g.mapBytes, g.readTime, g.readAt
 	c.mu.Unlock()
 	return out
 }
@@ -173,18 +176,17 @@ func (f *Fortress) readCounters() {
 		st.Attached = slices.Contains(attached, st.Name)
 	}
 	f.mu.Unlock()
-	deltas := f.counters.deltas(stats, dryRun, f.cfg.TopRules)
+	g := counterSnapshot{
+		totals: ShieldTotals{Pass: totals.Pass, Drop: totals.Drop, WouldDrop: totals.WouldDrop, AllowHit: totals.AllowHit,
+			Bypass: totals.Bypass, NonIP: totals.NonIP, Unparsed: totals.Unparsed, SampleSent: totals.SampleSent, SampleLost: totals.SampleLost},
+		mapBytes: mapBytes, readTime: time.Since(start), readAt: time.Now(),
+	}
+	deltas := f.counters.deltas(stats, dryRun, f.cfg.TopRules, g)
 	if len(deltas) > 0 {
 		if err := f.counters.save(f.reportedPath()); err != nil {
 			f.log.Warn("save reported counters", "err", err)
 		}
 	}
-	f.counters.mu.Lock()
-	f.counters.totals = ShieldTotals{Pass: totals.Pass, Drop: totals.Drop, WouldDrop: totals.WouldDrop, AllowHit: totals.AllowHit,
-		Bypass: totals.Bypass, NonIP: totals.NonIP, Unparsed: totals.Unparsed, SampleSent: totals.SampleSent, SampleLost: totals.SampleLost}
-	f.counters.mapBytes = mapBytes
-	f.counters.readTime, f.counters.readAt = time.Since(start), time.Now()
-	f.counters.mu.Unlock()
 	if len(deltas) == 0 {
 		return
 	}

@@ -169,7 +169,7 @@ func TestCounterDeltas(t *testing.T) {
 	r1 := lpm.Rule{Prefix: netip.MustParsePrefix("10.0.0.0/8")}
 	r2 := lpm.Rule{Prefix: netip.MustParsePrefix("192.0.2.0/24"), LogOnly: true}
 	r3 := lpm.Rule{Prefix: netip.MustParsePrefix("198.51.100.0/24")}
-	d := c.deltas([]shield.RuleStat{{Rule: r1, Packets: 10, Bytes: 1000}, {Rule: r2, Packets: 3, Bytes: 300}, {Rule: r3}}, false, 1)
+	d := c.deltas([]shield.RuleStat{{Rule: r1, Packets: 10, Bytes: 1000}, {Rule: r2, Packets: 3, Bytes: 300}, {Rule: r3}}, false, 1, counterSnapshot{})
 	if len(d) != 2 || d[0].Packets != 10 || d[1].Kind != "would-drop" || !d[1].DryRun {
 		t.Fatalf("first deltas %+v", d)
 	}
@@ -177,12 +177,12 @@ func TestCounterDeltas(t *testing.T) {
 		t.Fatalf("snapshot %+v", s)
 	}
 	// r1 grew, r2 was reset (left the policy and came back).
-	d = c.deltas([]shield.RuleStat{{Rule: r1, Packets: 15, Bytes: 1500}, {Rule: r2, Packets: 1, Bytes: 100}}, false, 10)
+	d = c.deltas([]shield.RuleStat{{Rule: r1, Packets: 15, Bytes: 1500}, {Rule: r2, Packets: 1, Bytes: 100}}, false, 10, counterSnapshot{})
 	if len(d) != 2 || d[0].Packets != 5 || d[0].Bytes != 500 || d[1].Packets != 1 {
 		t.Fatalf("second deltas %+v", d)
 	}
 	// Nothing new: no deltas; whole-set dry run turns drops into would-drops.
-	if d := c.deltas([]shield.RuleStat{{Rule: r1, Packets: 15, Bytes: 1500}}, true, 10); len(d) != 0 {
+	if d := c.deltas([]shield.RuleStat{{Rule: r1, Packets: 15, Bytes: 1500}}, true, 10, counterSnapshot{}); len(d) != 0 {
 		t.Fatalf("idle deltas %+v", d)
 	}
 	if s := c.snapshot(); s.top[0].Kind != "would-drop" {
