@@ -99,6 +99,8 @@ enum sentinel_op {
 	SENTINEL_OP_TRUNCATE = 23,
 	SENTINEL_OP_MAP_MMAP = 24,  /* writable shared mapping of a guarded map */
 	SENTINEL_OP_PROG_LOAD = 25, /* a program using a guarded map, or aimed at a Fortress program */
+	SENTINEL_OP_CLONE = 26,     /* a thread or process from a task holding a guarded fd */
+	SENTINEL_OP_LINK_FD = 27,   /* a guarded link fd into a shared fd table */
 };
 
 enum sentinel_verdict {

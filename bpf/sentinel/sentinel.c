@@ -88,6 +88,34 @@ struct {
 	__type(value, __u32);
 } sentinel_bpf_cmd SEC(".maps");
 
+// Tasks (by task_struct address) that hold a write-capable fd of a guarded
+// map or an fd of a guarded link in a private fd table. Such a task may not
+// clone: its table never becomes shared, so no other thread can swap an fd
+// between a bpf(2) hook and the command. Entries leave with the task.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} sentinel_holders SEC(".maps");
+
+// Tasks whose next file allocation is the fd for a guarded link they may
+// not have (BPF_OBJ_GET into a shared fd table), and how many there are,
+// so that file_alloc_security costs one array load when there are none.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} sentinel_link_deny SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sentinel_link_deny_n SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SENTINEL_STAT_MAX);
@@ -594,10 +622,11 @@ int BPF_PROG(sb_umount, struct vfsmount *mnt, int flags, int ret)
 // even to dump a map, so refusing write fds outright would break dumps.
 // Instead the mutating bpf(2) commands are refused: the fd they name is
 // resolved in the hook. Another thread could swap that fd between the hook
-// and the command; to close the race a non-agent process may get a guarded
-// object into its fd table only while the table is not shared (no other
-// thread), and a mutating command is refused outright while the table holds
-// any guarded write-capable fd (found by a bounded scan).
+// and the command. To close the race a non-agent task may get a guarded
+// write-capable fd only into a private fd table, and may then no longer
+// clone (hold, task_alloc), so the table never becomes shared. A mutating
+// command is also refused while the table holds any guarded write-capable
+// fd among its first SCAN_FDS (a bounded scan).
 #define SCAN_FDS 512
 
 static __always_inline struct fdtable *current_fdt(void)
@@ -699,6 +728,21 @@ static __always_inline int deny_obj(__u32 op, __u32 id)
 	return deny(op, 0, &key, &none, NULL, id);
 }
 
+// hold records that the current task gets a guarded write-capable fd. A
+// shared fd table may not get one at all; a private one may, and then the
+// task may not clone (see task_alloc). 0 or -EPERM.
+static __always_inline int hold(__u32 op, __u32 id)
+{
+	__u64 task = bpf_get_current_task();
+	__u64 files = (__u64)BPF_CORE_READ((struct task_struct *)task, files);
+
+	if (files_shared())
+		return deny_obj(op, id);
+	if (bpf_map_update_elem(&sentinel_holders, &task, &files, BPF_ANY))
+		return deny_obj(op, id); // no room to remember it: refuse
+	return 0;
+}
+
 SEC("lsm/bpf_map")
 int BPF_PROG(bpf_map, struct bpf_map *map, fmode_t fmode, int ret)
 {
@@ -706,9 +750,85 @@ int BPF_PROG(bpf_map, struct bpf_map *map, fmode_t fmode, int ret)
 		return ret;
 	if (!(fmode & FMODE_WRITE) || !guarded(SENTINEL_GUARD_MAP, map->id))
 		return 0;
-	if (!files_shared() || (current_roles() & SENTINEL_ROLE_AGENT))
+	if (current_roles() & SENTINEL_ROLE_AGENT)
 		return 0;
-	return deny_obj(SENTINEL_OP_MAP_WRITE, map->id);
+	return hold(SENTINEL_OP_MAP_WRITE, map->id);
+}
+
+// A link fd from BPF_OBJ_GET has no LSM hook of its own: this runs before
+// the fd is made, and file_alloc_security refuses the file if the table is
+// shared. (BPF_LINK_GET_FD_BY_ID is decided in the bpf hook.)
+SEC("fentry/bpf_link_new_fd")
+int BPF_PROG(link_new_fd, struct bpf_link *link)
+{
+	__u64 task, *n;
+	__u32 zero = 0, id;
+
+	if (!link)
+		return 0;
+	id = link->id;
+	if (!guarded(SENTINEL_GUARD_LINK, id))
+		return 0;
+	if (current_roles() & SENTINEL_ROLE_AGENT)
+		return 0;
+	if (!hold(SENTINEL_OP_LINK_FD, id))
+		return 0;
+	task = bpf_get_current_task();
+	n = bpf_map_lookup_elem(&sentinel_link_deny_n, &zero);
+	if (n && !bpf_map_update_elem(&sentinel_link_deny, &task, &id, BPF_ANY))
+		__sync_fetch_and_add(n, 1);
+	return 0;
+}
+
+SEC("lsm/file_alloc_security")
+int BPF_PROG(file_alloc_security, struct file *file, int ret)
+{
+	__u64 task, *n;
+	__u32 zero = 0;
+
+	if (ret)
+		return ret;
+	n = bpf_map_lookup_elem(&sentinel_link_deny_n, &zero);
+	if (!n || !*n)
+		return 0;
+	task = bpf_get_current_task();
+	if (!bpf_map_lookup_elem(&sentinel_link_deny, &task))
+		return 0;
+	if (bpf_map_delete_elem(&sentinel_link_deny, &task))
+		return 0;
+	__sync_fetch_and_add(n, -1);
+	return -EPERM;
+}
+
+// A task that holds a guarded fd may not make threads or processes: a
+// thread would share its fd table, and a child would get a copy it could
+// then share.
+SEC("lsm/task_alloc")
+int BPF_PROG(task_alloc, struct task_struct *task, unsigned long clone_flags, int ret)
+{
+	__u64 cur;
+
+	if (ret)
+		return ret;
+	cur = bpf_get_current_task();
+	if (!bpf_map_lookup_elem(&sentinel_holders, &cur))
+		return 0;
+	return deny_obj(SENTINEL_OP_CLONE, 0);
+}
+
+SEC("lsm/task_free")
+int BPF_PROG(task_free, struct task_struct *task)
+{
+	__u64 key = (__u64)task, *n;
+	__u32 zero = 0;
+
+	bpf_map_delete_elem(&sentinel_holders, &key);
+	if (bpf_map_delete_elem(&sentinel_link_deny, &key))
+		return 0;
+	n = bpf_map_lookup_elem(&sentinel_link_deny_n, &zero);
+	if (n)
+		__sync_fetch_and_add(n, -1);
+	return 0;
 }
 
 // An fd passed over a unix socket or taken with pidfd_getfd.
@@ -777,11 +897,11 @@ int BPF_PROG(bpf, int cmd, union bpf_attr *attr, unsigned int size, int ret)
 	case BPF_LINK_GET_FD_BY_ID:
 		// A guarded link fd may not appear in a shared fd table.
 		id = BPF_CORE_READ(attr, link_id);
-		if (!guarded(SENTINEL_GUARD_LINK, id) || !files_shared())
+		if (!guarded(SENTINEL_GUARD_LINK, id))
 			return 0;
 		if (current_roles() & SENTINEL_ROLE_AGENT)
 			return 0;
-		return deny_obj(SENTINEL_OP_LINK_MODIFY, id);
+		return hold(SENTINEL_OP_LINK_FD, id);
 	default:
 		return 0;
 	}

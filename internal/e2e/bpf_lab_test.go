@@ -8,24 +8,28 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/internal/netlab"
+	"github.com/carverauto/fortress/internal/testutil"
 	"github.com/carverauto/fortress/pkg/fortress"
 )
 
 // TestBPFBackdoorsInLab: root goes around the bpf(2) commands Sentinel
 // checks. It maps a Shield table writable from a thread with a private fd
-// table, and loads a program of its own that references a Shield map
-// through a read-only fd (a program may write any map it references). Both
-// are refused; a read-only mapping still works and Shield keeps dropping.
+// table (and then tries to fork), loads a program of its own that
+// references a Shield map through a read-only fd (a program may write any
+// map it references), extends Shield's program, and opens Shield's link
+// from a multithreaded process. All are refused; a read-only mapping still
+// works and Shield keeps dropping.
 func TestBPFBackdoorsInLab(t *testing.T) {
 	r := newRig(t)
 	p := netip.MustParsePrefix
@@ -88,6 +92,41 @@ func TestBPFBackdoorsInLab(t *testing.T) {
 		t.Error(err)
 	}
 	check("after the extension attack", 4)
+
+	if err := linkAttack(filepath.Join(r.pinRoot, "shield")); err != nil {
+		t.Error(err)
+	}
+	check("after the link attack", 5)
+}
+
+// linkAttack opens Shield's pinned XDP link from this (multithreaded)
+// process. Any other thread could put that fd under a BPF_LINK_DETACH
+// another thread has started with a harmless fd, so the open itself is
+// refused; the kernel offers no hook on BPF_OBJ_GET of a link.
+func linkAttack(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "link_") {
+			continue
+		}
+		n++
+		l, err := link.LoadPinnedLink(filepath.Join(dir, e.Name()), nil)
+		if err == nil {
+			l.Close()
+			return fmt.Errorf("a multithreaded process got Shield's link %s", e.Name())
+		}
+		if !errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("open Shield's link %s: %w, want EPERM", e.Name(), err)
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("no link pinned in %s", dir)
+	}
+	return nil
 }
 
 // freplaceAttack loads an extension program that would take the place of
@@ -166,13 +205,19 @@ func mmapAttackHere(pin string) error {
 	if err := unix.Unshare(unix.CLONE_FILES); err != nil {
 		return fmt.Errorf("unshare files: %w", err)
 	}
-	// A raw BPF_OBJ_GET: libraries look fds up in /proc/self/fd, which
-	// shows the main thread's table, not this thread's.
-	fd, err := objGet(pin)
+	if err := testutil.Fork(); err != nil {
+		return fmt.Errorf("control: fork before holding a Fortress fd: %w", err)
+	}
+	fd, err := testutil.ObjGet(pin)
 	if err != nil {
 		return fmt.Errorf("open %s read-write from a private fd table: %w", pin, err)
 	}
 	defer unix.Close(fd)
+	// Holding it, the thread may not clone: a thread would share the table
+	// (and could swap fds under a bpf(2) command), a child would get a copy.
+	if err := testutil.Fork(); !errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("fork while holding a read-write fd of a Shield table: %v, want EPERM", err)
+	}
 	ro, err := unix.Mmap(fd, 0, os.Getpagesize(), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		return fmt.Errorf("read-only mapping of a Fortress map refused: %w", err)
@@ -221,23 +266,4 @@ func programAttack(pin string) error {
 		return fmt.Errorf("program load: %w, want EPERM", err)
 	}
 	return nil
-}
-
-// objGet is BPF_OBJ_GET with read-write access.
-func objGet(pin string) (int, error) {
-	path, err := unix.BytePtrFromString(pin)
-	if err != nil {
-		return -1, err
-	}
-	attr := struct {
-		pathname  uint64
-		bpfFD     uint32
-		fileFlags uint32
-	}{pathname: uint64(uintptr(unsafe.Pointer(path)))}
-	fd, _, errno := unix.Syscall(unix.SYS_BPF, 7 /* BPF_OBJ_GET */, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-	runtime.KeepAlive(path)
-	if errno != 0 {
-		return -1, errno
-	}
-	return int(fd), nil
 }

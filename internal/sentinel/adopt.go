@@ -162,7 +162,7 @@ func (s *Sentinel) replace(coll *ebpf.Collection) error {
 		s.links["old_"+name] = l // closed below, after the new ones are in
 	}
 	for name, p := range s.progs {
-		l, err := link.AttachLSM(link.LSMOptions{Program: p})
+		l, err := attach(p)
 		s.record("attach", "lsm/"+name, err, map[string]any{"reason": "replace"})
 		if err != nil {
 			return fmt.Errorf("attach %s: %w", name, err)

@@ -2,6 +2,7 @@ package sentinel
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -134,11 +135,12 @@ func TestLabBPFStateAttacks(t *testing.T) {
 	shieldPin := l.pinRoot.Path(pins.Shield, "shield_rules")
 	objPin := l.pinRoot.Path(pins.Sentinel, "map_"+mapObjects)
 	linkPin := l.pinRoot.Path(pins.Sentinel, "link_file_open")
-	pl, err := link.LoadPinnedLink(linkPin, nil)
+	// bpftool is single-threaded: it may open the link pin (this test
+	// process may not, see below).
+	out, err := exec.Command("bpftool", "-j", "link", "show", "pinned", linkPin).Output()
 	must(t, err)
-	li, err := pl.Info()
-	must(t, err)
-	pl.Close()
+	var li struct{ ID uint32 }
+	must(t, json.Unmarshal(out, &li))
 	linkID := strconv.Itoa(int(li.ID))
 	l.refuse(
 		attack{name: "17 bpftool map update pinned (shield map)", run: func() error {
@@ -174,14 +176,19 @@ func TestLabBPFStateAttacks(t *testing.T) {
 		// LSM (tracing) links have no detach operation: the kernel itself
 		// answers EOPNOTSUPP before anything else.
 		attack{name: "21 bpftool link detach", run: func() error { return sh("bpftool link detach id " + linkID) }, kernelFirst: "not supported"},
-		attack{name: "21 BPF_LINK_DETACH through the pin", run: func() error {
+		// A multithreaded process may not get a Fortress link fd at all:
+		// another thread could swap it under a command the hook has
+		// already allowed.
+		attack{name: "21 open a link pin into a shared fd table", run: func() error {
 			ln, err := link.LoadPinnedLink(linkPin, nil)
-			if err != nil {
-				return fmt.Errorf("open pinned link: %v", err)
+			if err == nil {
+				ln.Close()
 			}
-			defer ln.Close()
-			return ln.Detach()
-		}, kernelFirst: "not supported"},
+			return err
+		}, errno: unix.EPERM},
+		attack{name: "18 fork while holding a read-write map fd", run: func() error {
+			return holdAndFork(shieldPin)
+		}, errno: unix.EPERM},
 		attack{name: "21 BPF_LINK_DETACH", run: func() error {
 			ln, err := link.NewFromID(link.ID(li.ID))
 			if err != nil {
@@ -543,4 +550,33 @@ func TestLabTamperedPinFailsClosed(t *testing.T) {
 	if st := l.startAgent(l.agentBin, true); len(st.Critical) > 0 {
 		t.Errorf("second adoption still critical: %v", st.Critical)
 	}
+}
+
+// holdAndFork runs a process of this binary that opens pin read-write on a
+// thread with a private fd table (allowed: no other thread can swap the fd)
+// and then forks. It returns the fork's error; a fork before the open must
+// work.
+func holdAndFork(pin string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, pin)
+	cmd.Env = append(os.Environ(), helperEnv+"=holdfork")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("holdfork helper: %v: %s", err, out)
+	}
+	f := strings.Fields(string(out))
+	if len(f) != 2 || f[0] != "fork" {
+		return fmt.Errorf("holdfork helper: %q", out)
+	}
+	n, err := strconv.Atoi(f[1])
+	if err != nil {
+		return fmt.Errorf("holdfork helper: %q", out)
+	}
+	if n == 0 {
+		return nil
+	}
+	return unix.Errno(n)
 }

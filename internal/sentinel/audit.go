@@ -13,7 +13,7 @@ import (
 // buffer, the boot clock, the current task's identity, and kernel reads for
 // CO-RE walks from bpf_get_current_task() (5.10 has no task BTF pointer).
 var helpers = []asm.BuiltinFunc{
-	asm.FnMapLookupElem, asm.FnMapUpdateElem,
+	asm.FnMapLookupElem, asm.FnMapUpdateElem, asm.FnMapDeleteElem,
 	asm.FnRingbufReserve, asm.FnRingbufSubmit,
 	asm.FnKtimeGetBootNs,
 	asm.FnGetCurrentPidTgid, asm.FnGetCurrentUidGid, asm.FnGetCurrentComm, asm.FnGetCurrentTask,

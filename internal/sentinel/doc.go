@@ -29,11 +29,15 @@
 // so write descriptors are not refused outright. Instead the mutating
 // bpf(2) commands (update, delete, lookup-and-delete, freeze, batches, link
 // detach and update) are refused for guarded maps and links: the hook
-// resolves the command's fd in the caller's table. A non-agent may get a
-// write descriptor to a guarded map, or a guarded link by id, only while its
-// fd table is unshared (no other thread could swap the fd mid-command), and
-// while it holds one any mutating command is refused; fds passed over unix
-// sockets or pidfd_getfd are refused at receipt. Pins are inodes in a
+// resolves the command's fd in the caller's table. Another thread could swap
+// that fd between the hook and the command, so a non-agent may get a write
+// descriptor to a guarded map, or any descriptor of a guarded link (by id,
+// or by pin: an fentry program on bpf_link_new_fd marks the task and
+// file_alloc_security refuses the fd's file), only into an unshared fd
+// table; the task is then recorded as a holder and may not clone
+// (task_alloc), so its table never becomes shared and no child inherits a
+// copy. Holders are keyed by task and forgotten in task_free. Fds passed
+// over unix sockets or pidfd_getfd are refused at receipt. Pins are inodes in a
 // protected directory: no unlink, rename or new pin; the bpffs cannot be
 // unmounted. LSM links have no detach operation (EOPNOTSUPP) at all.
 //
@@ -49,9 +53,8 @@
 //
 // # Limits
 //
-// A guarded link fd obtained through its pin by a multi-threaded process
-// (BPF_OBJ_GET is not hooked) could race a LINK_DETACH/UPDATE on another
-// fd; Sentinel's own (LSM) links cannot be detached anyway.
+// A single-threaded process that holds a Fortress map or link fd (bpftool
+// during a dump) cannot fork or start threads until it exits.
 //
 // Running the agent binary by hand, in the real root, yields the agent
 // identity: the binary must be static and act only on signed input or input

@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,8 +26,10 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/carverauto/fortress/internal/pins"
+	"github.com/carverauto/fortress/internal/testutil"
 )
 
 const helperEnv = "SENTINEL_HELPER"
@@ -64,6 +67,28 @@ func runHelper(mode string, args []string) int {
 		}
 		return 0
 	case "true":
+		return 0
+	case "holdfork":
+		// holdfork PIN: fork, open PIN read-write from a private fd
+		// table, fork again; prints "fork ERRNO" of the second fork.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_FILES); err != nil {
+			fmt.Println("err unshare", err)
+			return 1
+		}
+		if err := testutil.Fork(); err != nil {
+			fmt.Println("err control fork", err)
+			return 1
+		}
+		fd, err := testutil.ObjGet(args[0])
+		if err != nil {
+			fmt.Println("err open", err)
+			return 1
+		}
+		var errno unix.Errno
+		errors.As(testutil.Fork(), &errno)
+		unix.Close(fd)
+		fmt.Println("fork", int(errno))
 		return 0
 	}
 	fmt.Println("unknown helper", mode)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
 )
 
 // optionalHooks exist only on some kernels; a program for one is dropped
@@ -31,6 +32,13 @@ func selectPrograms(spec *ebpf.CollectionSpec, kernel *btf.Spec) ([]string, erro
 	for name, p := range spec.Programs {
 		hook := p.AttachTo
 		var fn *btf.Func
+		if p.Type == ebpf.Tracing {
+			// fentry programs feed LSM decisions: their function is required.
+			if err := kernel.TypeByName(hook, &fn); err != nil {
+				return nil, fmt.Errorf("kernel function %s missing on this kernel: %w", hook, err)
+			}
+			continue
+		}
 		if err := kernel.TypeByName("bpf_lsm_"+hook, &fn); err != nil {
 			if why, ok := optionalHooks[hook]; ok {
 				delete(spec.Programs, name)
@@ -78,4 +86,13 @@ func selectPrograms(spec *ebpf.CollectionSpec, kernel *btf.Spec) ([]string, erro
 		}
 	}
 	return notes, nil
+}
+
+// attach links a Sentinel program to its hook: an LSM hook, or for the
+// fentry programs that feed LSM decisions, a kernel function.
+func attach(p *ebpf.Program) (link.Link, error) {
+	if p.Type() == ebpf.Tracing {
+		return link.AttachTracing(link.TracingOptions{Program: p})
+	}
+	return link.AttachLSM(link.LSMOptions{Program: p})
 }

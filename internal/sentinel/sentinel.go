@@ -269,7 +269,7 @@ func (s *Sentinel) load(spec *ebpf.CollectionSpec, replace map[string]*ebpf.Map)
 	sort.Strings(names)
 	for _, name := range names {
 		p := s.progs[name]
-		l, err := link.AttachLSM(link.LSMOptions{Program: p})
+		l, err := attach(p)
 		s.record("attach", "lsm/"+name, err, nil)
 		if err != nil {
 			return fmt.Errorf("%w: attach %s: %v", ErrUnavailable, name, err)

@@ -73,13 +73,17 @@ const (
 	sentinelMapSentinelConfig      = "sentinel_config"
 	sentinelMapSentinelEvents      = "sentinel_events"
 	sentinelMapSentinelGuarded     = "sentinel_guarded"
+	sentinelMapSentinelHolders     = "sentinel_holders"
 	sentinelMapSentinelIdentities  = "sentinel_identities"
+	sentinelMapSentinelLinkDeny    = "sentinel_link_deny"
+	sentinelMapSentinelLinkDenyN   = "sentinel_link_deny_n"
 	sentinelMapSentinelListed      = "sentinel_listed"
 	sentinelMapSentinelObjects     = "sentinel_objects"
 	sentinelMapSentinelStats       = "sentinel_stats"
 	sentinelProgBpf                = "bpf"
 	sentinelProgBpfMap             = "bpf_map"
 	sentinelProgBpfProg            = "bpf_prog"
+	sentinelProgFileAllocSecurity  = "file_alloc_security"
 	sentinelProgFileIoctl          = "file_ioctl"
 	sentinelProgFileIoctlCompat    = "file_ioctl_compat"
 	sentinelProgFileOpen           = "file_open"
@@ -100,11 +104,14 @@ const (
 	sentinelProgInodeSetxattrA1    = "inode_setxattr_a1"
 	sentinelProgInodeSymlink       = "inode_symlink"
 	sentinelProgInodeUnlink        = "inode_unlink"
+	sentinelProgLinkNewFd          = "link_new_fd"
 	sentinelProgMmapFile           = "mmap_file"
 	sentinelProgMoveMount          = "move_mount"
 	sentinelProgPtraceAccessCheck  = "ptrace_access_check"
 	sentinelProgSbMount            = "sb_mount"
 	sentinelProgSbUmount           = "sb_umount"
+	sentinelProgTaskAlloc          = "task_alloc"
+	sentinelProgTaskFree           = "task_free"
 	sentinelVarUnusedSentinelEvent = "unused_sentinel_event"
 )
 
@@ -153,6 +160,7 @@ type sentinelProgramSpecs struct {
 	Bpf                *ebpf.ProgramSpec `ebpf:"bpf"`
 	BpfMap             *ebpf.ProgramSpec `ebpf:"bpf_map"`
 	BpfProg            *ebpf.ProgramSpec `ebpf:"bpf_prog"`
+	FileAllocSecurity  *ebpf.ProgramSpec `ebpf:"file_alloc_security"`
 	FileIoctl          *ebpf.ProgramSpec `ebpf:"file_ioctl"`
 	FileIoctlCompat    *ebpf.ProgramSpec `ebpf:"file_ioctl_compat"`
 	FileOpen           *ebpf.ProgramSpec `ebpf:"file_open"`
@@ -173,11 +181,14 @@ type sentinelProgramSpecs struct {
 	InodeSetxattrA1    *ebpf.ProgramSpec `ebpf:"inode_setxattr_a1"`
 	InodeSymlink       *ebpf.ProgramSpec `ebpf:"inode_symlink"`
 	InodeUnlink        *ebpf.ProgramSpec `ebpf:"inode_unlink"`
+	LinkNewFd          *ebpf.ProgramSpec `ebpf:"link_new_fd"`
 	MmapFile           *ebpf.ProgramSpec `ebpf:"mmap_file"`
 	MoveMount          *ebpf.ProgramSpec `ebpf:"move_mount"`
 	PtraceAccessCheck  *ebpf.ProgramSpec `ebpf:"ptrace_access_check"`
 	SbMount            *ebpf.ProgramSpec `ebpf:"sb_mount"`
 	SbUmount           *ebpf.ProgramSpec `ebpf:"sb_umount"`
+	TaskAlloc          *ebpf.ProgramSpec `ebpf:"task_alloc"`
+	TaskFree           *ebpf.ProgramSpec `ebpf:"task_free"`
 }
 
 // sentinelMapSpecs contains maps before they are loaded into the kernel.
@@ -188,7 +199,10 @@ type sentinelMapSpecs struct {
 	SentinelConfig     *ebpf.MapSpec `ebpf:"sentinel_config"`
 	SentinelEvents     *ebpf.MapSpec `ebpf:"sentinel_events"`
 	SentinelGuarded    *ebpf.MapSpec `ebpf:"sentinel_guarded"`
+	SentinelHolders    *ebpf.MapSpec `ebpf:"sentinel_holders"`
 	SentinelIdentities *ebpf.MapSpec `ebpf:"sentinel_identities"`
+	SentinelLinkDeny   *ebpf.MapSpec `ebpf:"sentinel_link_deny"`
+	SentinelLinkDenyN  *ebpf.MapSpec `ebpf:"sentinel_link_deny_n"`
 	SentinelListed     *ebpf.MapSpec `ebpf:"sentinel_listed"`
 	SentinelObjects    *ebpf.MapSpec `ebpf:"sentinel_objects"`
 	SentinelStats      *ebpf.MapSpec `ebpf:"sentinel_stats"`
@@ -225,7 +239,10 @@ type sentinelMaps struct {
 	SentinelConfig     *ebpf.Map `ebpf:"sentinel_config"`
 	SentinelEvents     *ebpf.Map `ebpf:"sentinel_events"`
 	SentinelGuarded    *ebpf.Map `ebpf:"sentinel_guarded"`
+	SentinelHolders    *ebpf.Map `ebpf:"sentinel_holders"`
 	SentinelIdentities *ebpf.Map `ebpf:"sentinel_identities"`
+	SentinelLinkDeny   *ebpf.Map `ebpf:"sentinel_link_deny"`
+	SentinelLinkDenyN  *ebpf.Map `ebpf:"sentinel_link_deny_n"`
 	SentinelListed     *ebpf.Map `ebpf:"sentinel_listed"`
 	SentinelObjects    *ebpf.Map `ebpf:"sentinel_objects"`
 	SentinelStats      *ebpf.Map `ebpf:"sentinel_stats"`
@@ -237,7 +254,10 @@ func (m *sentinelMaps) Close() error {
 		m.SentinelConfig,
 		m.SentinelEvents,
 		m.SentinelGuarded,
+		m.SentinelHolders,
 		m.SentinelIdentities,
+		m.SentinelLinkDeny,
+		m.SentinelLinkDenyN,
 		m.SentinelListed,
 		m.SentinelObjects,
 		m.SentinelStats,
@@ -258,6 +278,7 @@ type sentinelPrograms struct {
 	Bpf                *ebpf.Program `ebpf:"bpf"`
 	BpfMap             *ebpf.Program `ebpf:"bpf_map"`
 	BpfProg            *ebpf.Program `ebpf:"bpf_prog"`
+	FileAllocSecurity  *ebpf.Program `ebpf:"file_alloc_security"`
 	FileIoctl          *ebpf.Program `ebpf:"file_ioctl"`
 	FileIoctlCompat    *ebpf.Program `ebpf:"file_ioctl_compat"`
 	FileOpen           *ebpf.Program `ebpf:"file_open"`
@@ -278,11 +299,14 @@ type sentinelPrograms struct {
 	InodeSetxattrA1    *ebpf.Program `ebpf:"inode_setxattr_a1"`
 	InodeSymlink       *ebpf.Program `ebpf:"inode_symlink"`
 	InodeUnlink        *ebpf.Program `ebpf:"inode_unlink"`
+	LinkNewFd          *ebpf.Program `ebpf:"link_new_fd"`
 	MmapFile           *ebpf.Program `ebpf:"mmap_file"`
 	MoveMount          *ebpf.Program `ebpf:"move_mount"`
 	PtraceAccessCheck  *ebpf.Program `ebpf:"ptrace_access_check"`
 	SbMount            *ebpf.Program `ebpf:"sb_mount"`
 	SbUmount           *ebpf.Program `ebpf:"sb_umount"`
+	TaskAlloc          *ebpf.Program `ebpf:"task_alloc"`
+	TaskFree           *ebpf.Program `ebpf:"task_free"`
 }
 
 func (p *sentinelPrograms) Close() error {
@@ -290,6 +314,7 @@ func (p *sentinelPrograms) Close() error {
 		p.Bpf,
 		p.BpfMap,
 		p.BpfProg,
+		p.FileAllocSecurity,
 		p.FileIoctl,
 		p.FileIoctlCompat,
 		p.FileOpen,
@@ -310,11 +335,14 @@ func (p *sentinelPrograms) Close() error {
 		p.InodeSetxattrA1,
 		p.InodeSymlink,
 		p.InodeUnlink,
+		p.LinkNewFd,
 		p.MmapFile,
 		p.MoveMount,
 		p.PtraceAccessCheck,
 		p.SbMount,
 		p.SbUmount,
+		p.TaskAlloc,
+		p.TaskFree,
 	)
 }
 
