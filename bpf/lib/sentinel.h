@@ -101,6 +101,8 @@ enum sentinel_op {
 	SENTINEL_OP_PROG_LOAD = 25, /* a program using a guarded map, or aimed at a Fortress program */
 	SENTINEL_OP_CLONE = 26,     /* a thread or process from a task holding a guarded fd */
 	SENTINEL_OP_LINK_FD = 27,   /* a guarded link fd into a shared fd table */
+	SENTINEL_OP_PROG_FD = 28,   /* a Fortress program fd into a shared fd table */
+	SENTINEL_OP_PROG_USE = 29,  /* running or attaching a Fortress program */
 };
 
 enum sentinel_verdict {

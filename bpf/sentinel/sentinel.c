@@ -773,6 +773,8 @@ int BPF_PROG(link_new_fd, struct bpf_link *link)
 		return 0;
 	if (!hold(SENTINEL_OP_LINK_FD, id))
 		return 0;
+	// Should the fd not be made after all (no free fd number), the
+	// task's next file is refused once, or the entry leaves in task_free.
 	task = bpf_get_current_task();
 	n = bpf_map_lookup_elem(&sentinel_link_deny_n, &zero);
 	if (n && !bpf_map_update_elem(&sentinel_link_deny, &task, &id, BPF_ANY))
@@ -850,6 +852,48 @@ int BPF_PROG(file_receive, struct file *file, int ret)
 	return deny_obj(SENTINEL_OP_MAP_WRITE, id);
 }
 
+// guarded_map_of returns the id of a guarded map that p uses, or 0.
+static __always_inline __u32 guarded_map_of(struct bpf_prog *p)
+{
+	struct bpf_map **used;
+	__u32 n;
+
+	if (!p)
+		return 0;
+	n = BPF_CORE_READ(p, aux, used_map_cnt);
+	used = BPF_CORE_READ(p, aux, used_maps);
+	for (int i = 0; i < MAX_USED_MAPS; i++) {
+		struct bpf_map *m = NULL;
+		__u32 id;
+
+		if (i >= n)
+			break;
+		bpf_probe_read_kernel(&m, sizeof(m), &used[i]);
+		if (!m)
+			continue;
+		id = BPF_CORE_READ(m, id);
+		if (guarded(SENTINEL_GUARD_MAP, id))
+			return id;
+	}
+	return 0;
+}
+
+// fortress_prog_fd: the id of a guarded map used by the program behind fd,
+// or 0 if fd is no program or not a Fortress one.
+static __always_inline __u32 fortress_prog_fd(int fd)
+{
+	struct file *f = fd_file(current_fdt(), fd);
+	char name[9] = {};
+
+	if (!f)
+		return 0;
+	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(f, f_path.dentry, d_name.name));
+	if (name[0] != 'b' || name[1] != 'p' || name[2] != 'f' || name[3] != '-' || name[4] != 'p' || name[5] != 'r' ||
+	    name[6] != 'o' || name[7] != 'g')
+		return 0;
+	return guarded_map_of((struct bpf_prog *)BPF_CORE_READ(f, private_data));
+}
+
 SEC("lsm/bpf")
 int BPF_PROG(bpf, int cmd, union bpf_attr *attr, unsigned int size, int ret)
 {
@@ -894,6 +938,25 @@ int BPF_PROG(bpf, int cmd, union bpf_attr *attr, unsigned int size, int ret)
 		op = SENTINEL_OP_LINK_MODIFY;
 		fd = BPF_CORE_READ(attr, link_update.link_fd);
 		break;
+	case BPF_PROG_TEST_RUN:
+	case BPF_LINK_CREATE:
+	case BPF_PROG_ATTACH:
+	case BPF_RAW_TRACEPOINT_OPEN:
+		// Running a Fortress program (it would count made-up packets in
+		// Shield's counters) or attaching it anywhere else. Only holders
+		// have Fortress program fds, and their fd tables are private.
+		if (cmd == BPF_PROG_TEST_RUN)
+			fd = BPF_CORE_READ(attr, test.prog_fd);
+		else if (cmd == BPF_LINK_CREATE)
+			fd = BPF_CORE_READ(attr, link_create.prog_fd);
+		else if (cmd == BPF_PROG_ATTACH)
+			fd = BPF_CORE_READ(attr, attach_bpf_fd);
+		else
+			fd = BPF_CORE_READ(attr, raw_tracepoint.prog_fd);
+		id = fortress_prog_fd(fd);
+		if (!id || (current_roles() & SENTINEL_ROLE_AGENT))
+			return 0;
+		return deny_obj(SENTINEL_OP_PROG_USE, id);
 	case BPF_LINK_GET_FD_BY_ID:
 		// A guarded link fd may not appear in a shared fd table.
 		id = BPF_CORE_READ(attr, link_id);
@@ -935,39 +998,15 @@ int BPF_PROG(mmap_file, struct file *file, unsigned long reqprot, unsigned long 
 	return deny_obj(SENTINEL_OP_MAP_MMAP, id);
 }
 
-// guarded_map_of returns the id of a guarded map that p uses, or 0.
-static __always_inline __u32 guarded_map_of(struct bpf_prog *p)
-{
-	struct bpf_map **used;
-	__u32 n;
-
-	if (!p)
-		return 0;
-	n = BPF_CORE_READ(p, aux, used_map_cnt);
-	used = BPF_CORE_READ(p, aux, used_maps);
-	for (int i = 0; i < MAX_USED_MAPS; i++) {
-		struct bpf_map *m = NULL;
-		__u32 id;
-
-		if (i >= n)
-			break;
-		bpf_probe_read_kernel(&m, sizeof(m), &used[i]);
-		if (!m)
-			continue;
-		id = BPF_CORE_READ(m, id);
-		if (guarded(SENTINEL_GUARD_MAP, id))
-			return id;
-	}
-	return 0;
-}
-
 // A program may write any map it references, whatever the mode of the fd
 // it was referenced through; an extension (freplace) or tracing program
 // aimed at a Fortress program could replace or observe it. Such programs
 // are refused to everyone but the agent when they are loaded: the fd is
 // created at the end of BPF_PROG_LOAD, after verification filled used_maps
 // and dst_prog. A Fortress program is one that uses a guarded map. Fds of
-// existing programs (bpftool prog show) stay allowed.
+// existing Fortress programs (bpftool prog show) go, like map fds, only
+// into private fd tables whose holders may not clone, so that the checks
+// on the commands that take a program fd cannot be raced.
 SEC("lsm/bpf_prog")
 int BPF_PROG(bpf_prog, struct bpf_prog *prog, int ret)
 {
@@ -977,8 +1016,6 @@ int BPF_PROG(bpf_prog, struct bpf_prog *prog, int ret)
 	if (ret)
 		return ret;
 	cmd = bpf_map_lookup_elem(&sentinel_bpf_cmd, &tid);
-	if (!cmd || *cmd != BPF_PROG_LOAD)
-		return 0;
 	id = guarded_map_of(prog);
 	if (!id)
 		id = guarded_map_of(BPF_CORE_READ(prog, aux, dst_prog));
@@ -986,6 +1023,8 @@ int BPF_PROG(bpf_prog, struct bpf_prog *prog, int ret)
 		return 0;
 	if (current_roles() & SENTINEL_ROLE_AGENT)
 		return 0;
+	if (cmd && (*cmd == BPF_PROG_GET_FD_BY_ID || *cmd == BPF_OBJ_GET))
+		return hold(SENTINEL_OP_PROG_FD, id);
 	return deny_obj(SENTINEL_OP_PROG_LOAD, id);
 }
 

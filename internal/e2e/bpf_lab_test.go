@@ -24,12 +24,12 @@ import (
 )
 
 // TestBPFBackdoorsInLab: root goes around the bpf(2) commands Sentinel
-// checks. It maps a Shield table writable from a thread with a private fd
-// table (and then tries to fork), loads a program of its own that
-// references a Shield map through a read-only fd (a program may write any
-// map it references), extends Shield's program, and opens Shield's link
-// from a multithreaded process. All are refused; a read-only mapping still
-// works and Shield keeps dropping.
+// checks: with Fortress fds held in a private fd table (mmap, fork, test
+// run, attach, extension), with a program of its own that references a
+// Shield map through a read-only fd (a program may write any map it
+// references), and by opening Shield's program and link from a
+// multithreaded process. All are refused; read-only mappings and bpftool's
+// show still work, and Shield keeps dropping.
 func TestBPFBackdoorsInLab(t *testing.T) {
 	r := newRig(t)
 	p := netip.MustParsePrefix
@@ -77,33 +77,42 @@ func TestBPFBackdoorsInLab(t *testing.T) {
 	}
 	check("before the attacks", 1)
 
-	dir := filepath.Join(r.pinRoot, "shield", "v4_dir")
-	if err := mmapAttack(dir); err != nil {
+	shieldDir := filepath.Join(r.pinRoot, "shield")
+	if err := heldFdAttacks(shieldDir); err != nil {
 		t.Error(err)
 	}
-	check("after the mmap attack", 2)
+	check("after the attacks with held fds", 2)
 
-	if err := programAttack(filepath.Join(r.pinRoot, "shield", "shield_state")); err != nil {
+	if err := programAttack(filepath.Join(shieldDir, "shield_state")); err != nil {
 		t.Error(err)
 	}
 	check("after the program attack", 3)
 
-	if err := freplaceAttack(filepath.Join(r.pinRoot, "shield", "xdp_shield")); err != nil {
+	if err := sharedTableAttacks(shieldDir); err != nil {
 		t.Error(err)
 	}
-	check("after the extension attack", 4)
-
-	if err := linkAttack(filepath.Join(r.pinRoot, "shield")); err != nil {
-		t.Error(err)
+	check("after the shared fd table attacks", 4)
+	// bpftool (single-threaded) still shows Shield's program and link.
+	for _, c := range [][]string{{"prog", "show", "pinned", filepath.Join(shieldDir, "xdp_shield")}, {"link", "show"}} {
+		if out, err := exec.Command("bpftool", c...).CombinedOutput(); err != nil {
+			t.Errorf("bpftool %s: %v: %s", strings.Join(c, " "), err, out)
+		}
 	}
-	check("after the link attack", 5)
 }
 
-// linkAttack opens Shield's pinned XDP link from this (multithreaded)
-// process. Any other thread could put that fd under a BPF_LINK_DETACH
-// another thread has started with a harmless fd, so the open itself is
-// refused; the kernel offers no hook on BPF_OBJ_GET of a link.
-func linkAttack(dir string) error {
+// sharedTableAttacks opens Shield's pinned program and XDP link from this
+// (multithreaded) process. Another thread could put such an fd under a
+// command (BPF_LINK_DETACH, BPF_PROG_TEST_RUN) that a thread started with a
+// harmless fd after the hook allowed it, so the open itself is refused.
+func sharedTableAttacks(dir string) error {
+	var errs []error
+	p, err := ebpf.LoadPinnedProgram(filepath.Join(dir, "xdp_shield"), nil)
+	if err == nil {
+		p.Close()
+		errs = append(errs, errors.New("a multithreaded process got Shield's program"))
+	} else if !errors.Is(err, unix.EPERM) {
+		errs = append(errs, fmt.Errorf("open Shield's program: %w, want EPERM", err))
+	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
@@ -117,62 +126,21 @@ func linkAttack(dir string) error {
 		l, err := link.LoadPinnedLink(filepath.Join(dir, e.Name()), nil)
 		if err == nil {
 			l.Close()
-			return fmt.Errorf("a multithreaded process got Shield's link %s", e.Name())
-		}
-		if !errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("open Shield's link %s: %w, want EPERM", e.Name(), err)
+			errs = append(errs, fmt.Errorf("a multithreaded process got Shield's link %s", e.Name()))
+		} else if !errors.Is(err, unix.EPERM) {
+			errs = append(errs, fmt.Errorf("open Shield's link %s: %w, want EPERM", e.Name(), err))
 		}
 	}
 	if n == 0 {
-		return fmt.Errorf("no link pinned in %s", dir)
+		errs = append(errs, fmt.Errorf("no link pinned in %s", dir))
 	}
-	return nil
-}
-
-// freplaceAttack loads an extension program that would take the place of
-// Shield's XDP entry function and pass every packet. The same extension
-// aimed at a program of the test's own must load (the control), so a
-// refusal means Sentinel, not a broken attack.
-func freplaceAttack(pin string) error {
-	spec, err := loadAttack()
-	if err != nil {
-		return err
-	}
-	own, err := ebpf.NewProgram(spec.Programs["xdp_target"])
-	if err != nil {
-		return fmt.Errorf("control target: %w", err)
-	}
-	defer own.Close()
-	ext := spec.Programs["replace"].Copy()
-	ext.AttachTarget, ext.AttachTo = own, "xdp_target"
-	ctl, err := ebpf.NewProgram(ext)
-	if err != nil {
-		return fmt.Errorf("control: extension of the test's own program: %w", err)
-	}
-	ctl.Close()
-
-	target, err := ebpf.LoadPinnedProgram(pin, nil)
-	if err != nil {
-		return fmt.Errorf("open shield's program (show must stay allowed): %w", err)
-	}
-	defer target.Close()
-	ext = spec.Programs["replace"].Copy()
-	ext.AttachTarget, ext.AttachTo = target, "xdp_shield"
-	p, err := ebpf.NewProgram(ext)
-	if err == nil {
-		p.Close()
-		return errors.New("root loaded an extension of Shield's XDP program")
-	}
-	if !errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("extension load: %w, want EPERM", err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // TestMain lets the test binary re-run itself as an attacker process.
 func TestMain(m *testing.M) {
-	if pin := os.Getenv("E2E_MMAP_ATTACK"); pin != "" {
-		if err := mmapAttackHere(pin); err != nil {
+	if dir := os.Getenv("E2E_HELD_FD_ATTACKS"); dir != "" {
+		if err := heldFdAttacksHere(dir); err != nil {
 			fmt.Println(err)
 			os.Exit(1)
 		}
@@ -181,26 +149,30 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// mmapAttack runs mmapAttackHere in a process of its own, so that the
+// heldFdAttacks runs heldFdAttacksHere in a process of its own, so that the
 // private fd table it makes never reaches the test process.
-func mmapAttack(pin string) error {
+func heldFdAttacks(dir string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
 	cmd := exec.Command(self, "-test.run=^$")
-	cmd.Env = append(os.Environ(), "E2E_MMAP_ATTACK="+pin)
+	cmd.Env = append(os.Environ(), "E2E_HELD_FD_ATTACKS="+dir)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("mmap attack: %v: %s", err, out)
+		return fmt.Errorf("attacks with held fds: %v: %s", err, out)
 	}
 	return nil
 }
 
-// mmapAttackHere opens a pinned Shield table read-write on a thread whose
-// fd table is its own (so no other thread can swap the fd), then asks for a
-// shared writable mapping. Only a read-only mapping may be granted.
-func mmapAttackHere(pin string) error {
+// heldFdAttacksHere works from a thread whose fd table is its own, where
+// root may hold Shield's fds (as bpftool does to dump and show them). It
+// asks for a shared writable mapping of a Shield table (only a read-only
+// one may be granted), forks while holding it, and with Shield's program
+// runs it on a made-up packet, attaches it elsewhere and loads an extension
+// (freplace) of it. Each is refused; each control on objects of its own
+// works.
+func heldFdAttacksHere(dir string) error {
 	runtime.LockOSThread() // never unlocked: the process exits after this
 	if err := unix.Unshare(unix.CLONE_FILES); err != nil {
 		return fmt.Errorf("unshare files: %w", err)
@@ -208,16 +180,37 @@ func mmapAttackHere(pin string) error {
 	if err := testutil.Fork(); err != nil {
 		return fmt.Errorf("control: fork before holding a Fortress fd: %w", err)
 	}
+	var errs []error
+	if err := mmapAttack(filepath.Join(dir, "v4_dir")); err != nil {
+		errs = append(errs, err)
+	}
+	// Holding a Fortress fd, the thread may not clone: a thread would share
+	// the table (and could swap fds under a bpf(2) command), a child would
+	// get a copy.
+	if err := testutil.Fork(); !errors.Is(err, unix.EPERM) {
+		errs = append(errs, fmt.Errorf("fork while holding Fortress fds: %v, want EPERM", err))
+	}
+	fd, err := testutil.ObjGet(filepath.Join(dir, "xdp_shield"))
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("open Shield's program from a private fd table: %w", err))...)
+	}
+	shield, err := ebpf.NewProgramFromFD(fd)
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("shield program from fd: %w", err))...)
+	}
+	defer shield.Close()
+	errs = append(errs, progAttacks(shield))
+	return errors.Join(errs...)
+}
+
+// mmapAttack maps the pinned Shield table read-only (allowed) and
+// read-write (refused).
+func mmapAttack(pin string) error {
 	fd, err := testutil.ObjGet(pin)
 	if err != nil {
 		return fmt.Errorf("open %s read-write from a private fd table: %w", pin, err)
 	}
 	defer unix.Close(fd)
-	// Holding it, the thread may not clone: a thread would share the table
-	// (and could swap fds under a bpf(2) command), a child would get a copy.
-	if err := testutil.Fork(); !errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("fork while holding a read-write fd of a Shield table: %v, want EPERM", err)
-	}
 	ro, err := unix.Mmap(fd, 0, os.Getpagesize(), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		return fmt.Errorf("read-only mapping of a Fortress map refused: %w", err)
@@ -232,6 +225,55 @@ func mmapAttackHere(pin string) error {
 		return fmt.Errorf("writable mapping: %w, want EPERM", err)
 	}
 	return nil
+}
+
+// progAttacks uses a held fd of Shield's program. Running it on a made-up
+// packet from a blocked source would count a drop that never happened,
+// attaching it elsewhere would count other traffic, and an extension would
+// take its place and pass every packet. Each control, on the test's own
+// program, must work, so a refusal means Sentinel, not a broken attack.
+func progAttacks(shield *ebpf.Program) error {
+	spec, err := loadAttack()
+	if err != nil {
+		return err
+	}
+	own, err := ebpf.NewProgram(spec.Programs["xdp_target"])
+	if err != nil {
+		return fmt.Errorf("control program: %w", err)
+	}
+	defer own.Close()
+	var errs []error
+	frame := make([]byte, 64)
+	if _, err := own.Run(&ebpf.RunOptions{Data: frame}); err != nil {
+		errs = append(errs, fmt.Errorf("control: test run of the test's own program: %w", err))
+	}
+	if _, err := shield.Run(&ebpf.RunOptions{Data: frame}); !errors.Is(err, unix.EPERM) {
+		errs = append(errs, fmt.Errorf("test run of Shield's program: %v, want EPERM", err))
+	}
+	if l, err := link.AttachXDP(link.XDPOptions{Program: shield, Interface: 1, Flags: link.XDPGenericMode}); err == nil {
+		l.Close()
+		errs = append(errs, errors.New("root attached Shield's program to lo"))
+	} else if !errors.Is(err, unix.EPERM) {
+		errs = append(errs, fmt.Errorf("attach Shield's program to lo: %w, want EPERM", err))
+	}
+
+	ext := spec.Programs["replace"].Copy()
+	ext.AttachTarget, ext.AttachTo = own, "xdp_target"
+	ctl, err := ebpf.NewProgram(ext)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("control: extension of the test's own program: %w", err))
+	} else {
+		ctl.Close()
+	}
+	ext = spec.Programs["replace"].Copy()
+	ext.AttachTarget, ext.AttachTo = shield, "xdp_shield"
+	if p, err := ebpf.NewProgram(ext); err == nil {
+		p.Close()
+		errs = append(errs, errors.New("root loaded an extension of Shield's XDP program"))
+	} else if !errors.Is(err, unix.EPERM) {
+		errs = append(errs, fmt.Errorf("extension load: %w, want EPERM", err))
+	}
+	return errors.Join(errs...)
 }
 
 // programAttack loads a socket filter that writes the Shield state map

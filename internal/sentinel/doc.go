@@ -31,8 +31,9 @@
 // detach and update) are refused for guarded maps and links: the hook
 // resolves the command's fd in the caller's table. Another thread could swap
 // that fd between the hook and the command, so a non-agent may get a write
-// descriptor to a guarded map, or any descriptor of a guarded link (by id,
-// or by pin: an fentry program on bpf_link_new_fd marks the task and
+// descriptor to a guarded map, any descriptor of a Fortress program (one
+// that uses a guarded map), or any descriptor of a guarded link (by id, or
+// by pin: an fentry program on bpf_link_new_fd marks the task and
 // file_alloc_security refuses the fd's file), only into an unshared fd
 // table; the task is then recorded as a holder and may not clone
 // (task_alloc), so its table never becomes shared and no child inherits a
@@ -53,8 +54,13 @@
 //
 // # Limits
 //
-// A single-threaded process that holds a Fortress map or link fd (bpftool
-// during a dump) cannot fork or start threads until it exits.
+// Running a Fortress program (BPF_PROG_TEST_RUN) or attaching it elsewhere
+// (BPF_LINK_CREATE, BPF_PROG_ATTACH, BPF_RAW_TRACEPOINT_OPEN) is refused;
+// an XDP attach through netlink has no hook, but only adds an interface
+// to Shield's filtering.
+//
+// A single-threaded process that holds a Fortress fd (bpftool during a
+// dump) cannot fork or start threads until it exits.
 //
 // Running the agent binary by hand, in the real root, yields the agent
 // identity: the binary must be static and act only on signed input or input
