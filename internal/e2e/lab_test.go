@@ -212,7 +212,8 @@ func shell(cmd string) error {
 // with the installed binaries: root cannot touch the agent's config; a
 // forged token changes nothing; a signed audit token lets root write until
 // the kernel closes the window by itself; "maintenance end" closes it at
-// once; only a release signed by the key in the protected directory
+// once, and the same token replayed (then, and after a restart) is refused;
+// only a release signed by the key in the protected directory
 // replaces the agent binary, through fortress-update; after kill -9 the
 // upgraded agent starts and adopts everything; a signed remove token takes Shield and
 // Sentinel out of the kernel, leaves no pin, and root's
@@ -297,6 +298,17 @@ func TestMaintenanceAndRemovalInLab(t *testing.T) {
 	if err := shell("rm -rf " + sweep); err == nil {
 		t.Fatal("rm -rf after maintenance end")
 	}
+	// A token opens one window: replayed after "end", it is refused.
+	replay := func(when string) {
+		t.Helper()
+		if out, code := r.ctl("maintenance", "start", "--socket", r.socket, "--token", long); code != 1 || !strings.Contains(out, "already used") {
+			t.Fatalf("token replayed %s: exit %d: %s", when, code, out)
+		}
+		if err := shell("rm -rf " + sweep); err == nil {
+			t.Fatalf("rm -rf after a token replayed %s", when)
+		}
+	}
+	replay("after maintenance end")
 
 	// Upgrade: root cannot replace the agent binary, not even through the
 	// update manager with a key of its own; a signed release goes in.
@@ -346,6 +358,7 @@ func TestMaintenanceAndRemovalInLab(t *testing.T) {
 	if st, _ := r.status(); !st.Sentinel.Adopted || !st.Shield.Adopted {
 		t.Errorf("restarted agent did not adopt: sentinel %+v shield adopted %v", st.Sentinel, st.Shield.Adopted)
 	}
+	replay("to the restarted agent")
 
 	// "start" refuses to send a remove token; "remove" does the job.
 	remove := r.token("remove", "10m", "remove.tok")

@@ -62,12 +62,18 @@ func (f *Fortress) Maintenance(raw string) (MaintenanceResult, error) {
 	if f.isRemoved() {
 		return res, ErrRemoved
 	}
+	if f.sen == nil && tok.Action == MaintenanceAudit {
+		return res, ErrNoSentinel
+	}
+	if err := f.spendToken(tok, now); err != nil {
+		f.audit.Record("maintenance", "token", err, map[string]any{"nonce": tok.Nonce})
+		f.log.Warn("maintenance token refused", "nonce", tok.Nonce, "err", err)
+		return res, fmt.Errorf("%w: %w", ErrTokenRefused, err)
+	}
 	if f.sen != nil {
 		if _, err := f.sen.ApplyMaintenance(raw, key, f.cfg.AgentID, now); err != nil {
 			return res, fmt.Errorf("open audit window: %w", err)
 		}
-	} else if tok.Action == MaintenanceAudit {
-		return res, ErrNoSentinel
 	}
 	detail := fmt.Sprintf("maintenance token (%s, nonce %q, key %s) accepted: sentinel reports instead of refusing until %s",
 		tok.Action, tok.Nonce, res.KeyID, tok.NotAfter.UTC().Format(time.RFC3339))
