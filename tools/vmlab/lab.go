@@ -29,6 +29,12 @@ var projectCommands = []string{"fortressctl", "fortress-agent", "fortress-gatewa
 // so it is generous.
 const defaultTimeout = 20 * time.Minute
 
+// bootTimeout bounds the time until the guest's /init runs. A healthy boot
+// takes well under a minute even on a loaded host; the emulated kernel
+// occasionally stalls in early boot without a word, and is then booted
+// once more instead of waiting for defaultTimeout.
+const bootTimeout = 4 * time.Minute
+
 // lab holds what every VM run shares: the host tools, the module root,
 // the kernel cache and a scratch directory.
 type lab struct {
@@ -280,11 +286,11 @@ func (l *lab) fill(ctx context.Context, w *initramfs.Writer, k *kernel.Kernel, s
 	return nil
 }
 
-// boot runs the VM once, and once more if the kernel panicked: the
-// emulated machine occasionally crashes for reasons of its own. output
-// receives the guest command's lines.
+// boot runs the VM once, and once more if the kernel panicked or stalled
+// before its init: the emulated machine occasionally does either for
+// reasons of its own. output receives the guest command's lines.
 func (l *lab) boot(ctx context.Context, line kernel.Line, k *kernel.Kernel, initrd string, timeout time.Duration, output func(string)) (vm.Result, error) {
-	cfg := vm.Config{Qemu: l.qemu, Kernel: k.Vmlinuz(), Initrd: initrd, Cmdline: line.Cmdline, Timeout: timeout, Icount: l.icount}
+	cfg := vm.Config{Qemu: l.qemu, Kernel: k.Vmlinuz(), Initrd: initrd, Cmdline: line.Cmdline, Timeout: timeout, BootTimeout: bootTimeout, Icount: l.icount}
 	var res vm.Result
 	for attempt := 1; attempt <= 2; attempt++ {
 		con := &vm.Console{Output: output}
@@ -296,10 +302,14 @@ func (l *lab) boot(ctx context.Context, line kernel.Line, k *kernel.Kernel, init
 		if err != nil {
 			return res, labError{err}
 		}
-		if !res.Panicked || res.Interrupted || attempt == 2 {
+		if !(res.Panicked || res.BootStalled) || res.Interrupted || attempt == 2 {
 			break
 		}
-		fmt.Fprintf(l.log, "vmlab: %s: kernel panicked (%s); booting once more\n", k.Release, strings.TrimSpace(res.Crash))
+		if res.BootStalled {
+			fmt.Fprintf(l.log, "vmlab: %s: %v; booting once more\n", k.Release, res.LabError())
+		} else {
+			fmt.Fprintf(l.log, "vmlab: %s: kernel panicked (%s); booting once more\n", k.Release, strings.TrimSpace(res.Crash))
+		}
 		l.printTail(res)
 	}
 	return res, nil

@@ -26,6 +26,11 @@ type Config struct {
 	CPUs     int
 	// Timeout bounds the whole run, boot included.
 	Timeout time.Duration
+	// BootTimeout bounds the time from starting qemu to the start marker;
+	// zero means no limit of its own. An emulated kernel occasionally
+	// stalls in early boot and never prints again; this ends such a run
+	// long before Timeout.
+	BootTimeout time.Duration
 	// Icount makes guest time count executed instructions (qemu -icount
 	// shift=0) instead of host time, so that timings inside the guest do
 	// not depend on the host's load: for ratios of benchmarks. Runs are
@@ -79,12 +84,16 @@ type Result struct {
 	Duration time.Duration
 	// TimedOut: the run hit Config.Timeout and qemu was killed.
 	TimedOut bool
+	// BootStalled: the start marker did not come within
+	// Config.BootTimeout and qemu was killed.
+	BootStalled bool
 	// Interrupted: the context ended the run and qemu was killed.
 	Interrupted bool
 	// QemuExit describes how qemu ended; QemuStderr is what it printed.
 	QemuExit   string
 	QemuStderr string
 	timeout    time.Duration
+	bootLimit  time.Duration
 }
 
 // LabError explains why the run says nothing about the command (a kernel
@@ -100,6 +109,8 @@ func (r Result) LabError() error {
 		return fmt.Errorf("kernel oops: %s", strings.TrimSpace(r.Crash))
 	case r.TimedOut:
 		return fmt.Errorf("timed out after %s", r.timeout)
+	case r.BootStalled:
+		return fmt.Errorf("the kernel did not reach its init within %s", r.bootLimit)
 	case !r.Started:
 		return fmt.Errorf("the guest never started its init (qemu %s%s)", r.QemuExit, stderrNote(r.QemuStderr))
 	case !r.Exited:
@@ -158,12 +169,18 @@ func Run(ctx context.Context, cfg Config, con *Console) (Result, error) {
 		}
 	}()
 
-	res := Result{timeout: cfg.Timeout}
+	res := Result{timeout: cfg.Timeout, bootLimit: cfg.BootTimeout}
 	var timeout <-chan time.Time
 	if cfg.Timeout > 0 {
 		t := time.NewTimer(cfg.Timeout)
 		defer t.Stop()
 		timeout = t.C
+	}
+	var bootC <-chan time.Time
+	if cfg.BootTimeout > 0 {
+		t := time.NewTimer(cfg.BootTimeout)
+		defer t.Stop()
+		bootC = t.C
 	}
 	var graceC <-chan time.Time
 	killed := false
@@ -182,6 +199,8 @@ func Run(ctx context.Context, cfg Config, con *Console) (Result, error) {
 				break
 			}
 			switch con.Feed(line) {
+			case EventStarted:
+				bootC = nil
 			case EventPanic:
 				kill()
 			case EventOops, EventExited:
@@ -191,6 +210,10 @@ func Run(ctx context.Context, cfg Config, con *Console) (Result, error) {
 			}
 		case <-timeout:
 			res.TimedOut = true
+			kill()
+		case <-bootC:
+			bootC = nil
+			res.BootStalled = true
 			kill()
 		case <-graceC:
 			kill()

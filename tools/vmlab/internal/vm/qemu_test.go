@@ -69,6 +69,34 @@ func TestRunTimeout(t *testing.T) {
 	}
 }
 
+func TestRunBootStalled(t *testing.T) {
+	cfg := Config{Qemu: fakeQemu(t, "SeaBIOS\nBooting from ROM...\n", "60"), Timeout: time.Minute, BootTimeout: 300 * time.Millisecond}
+	start := time.Now()
+	res, err := Run(context.Background(), cfg, &Console{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) > 20*time.Second {
+		t.Errorf("qemu not killed on a stalled boot: took %s", time.Since(start))
+	}
+	if !res.BootStalled || res.TimedOut || res.QemuExit != "killed" {
+		t.Errorf("result = %+v, want a killed, stalled boot", res)
+	}
+	if lerr := res.LabError(); lerr == nil || !strings.Contains(lerr.Error(), "did not reach its init") {
+		t.Errorf("lab error = %v", lerr)
+	}
+
+	// Once the start marker is in, the boot limit no longer applies.
+	cfg = Config{Qemu: fakeQemu(t, StartMarker+"\nworking\n", "1"), Timeout: time.Minute, BootTimeout: 300 * time.Millisecond}
+	res, err = Run(context.Background(), cfg, &Console{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.BootStalled || res.QemuExit == "killed" {
+		t.Errorf("result = %+v, want qemu to end by itself after a started boot", res)
+	}
+}
+
 func TestRunInterrupted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
