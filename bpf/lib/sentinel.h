@@ -103,6 +103,7 @@ enum sentinel_op {
 	SENTINEL_OP_LINK_FD = 27,   /* a guarded link fd into a shared fd table */
 	SENTINEL_OP_PROG_FD = 28,   /* a Fortress program fd into a shared fd table */
 	SENTINEL_OP_PROG_USE = 29,  /* running or attaching a Fortress program */
+	SENTINEL_OP_NETLINK = 30,   /* a route netlink message from a task holding a Fortress fd */
 };
 
 enum sentinel_verdict {

@@ -31,6 +31,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define FS_IOC_SETVERSION 0x40087602
 #define PROT_WRITE 0x2
 #define MAP_SHARED 0x1 /* also set in MAP_SHARED_VALIDATE */
+#define NETLINK_ROUTE 0
 #define MAX_USED_MAPS 64
 #define MS_REMOUNT 32
 #define MS_UNBINDABLE (1 << 17)
@@ -88,10 +89,11 @@ struct {
 	__type(value, __u32);
 } sentinel_bpf_cmd SEC(".maps");
 
-// Tasks (by task_struct address) that hold a write-capable fd of a guarded
-// map or an fd of a guarded link in a private fd table. Such a task may not
-// clone: its table never becomes shared, so no other thread can swap an fd
-// between a bpf(2) hook and the command. Entries leave with the task.
+// Tasks (by task_struct address) that hold a Fortress fd (a write-capable
+// fd of a guarded map, an fd of a guarded link or of a Fortress program) in
+// a private fd table. Such a task may not clone: its table never becomes
+// shared, so no other thread can swap an fd between a bpf(2) hook and the
+// command. Entries leave with the task.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -728,9 +730,11 @@ static __always_inline int deny_obj(__u32 op, __u32 id)
 	return deny(op, 0, &key, &none, NULL, id);
 }
 
-// hold records that the current task gets a guarded write-capable fd. A
-// shared fd table may not get one at all; a private one may, and then the
-// task may not clone (see task_alloc). 0 or -EPERM.
+// hold records that the current task gets a Fortress fd: a guarded map
+// open for writing, a guarded link or a Fortress program. A shared fd
+// table may not get one at all; a private one may, and then the task may
+// not clone (task_alloc) or send route netlink messages (netlink_send).
+// 0 or -EPERM.
 static __always_inline int hold(__u32 op, __u32 id)
 {
 	__u64 task = bpf_get_current_task();
@@ -833,25 +837,6 @@ int BPF_PROG(task_free, struct task_struct *task)
 	return 0;
 }
 
-// An fd passed over a unix socket or taken with pidfd_getfd.
-SEC("lsm/file_receive")
-int BPF_PROG(file_receive, struct file *file, int ret)
-{
-	__u32 id;
-
-	if (ret)
-		return ret;
-	if (guarded_write_file(file, SENTINEL_GUARD_MAP))
-		id = bpf_obj_id(file, SENTINEL_GUARD_MAP);
-	else if (guarded_write_file(file, SENTINEL_GUARD_LINK))
-		id = bpf_obj_id(file, SENTINEL_GUARD_LINK);
-	else
-		return 0;
-	if (current_roles() & SENTINEL_ROLE_AGENT)
-		return 0;
-	return deny_obj(SENTINEL_OP_MAP_WRITE, id);
-}
-
 // guarded_map_of returns the id of a guarded map that p uses, or 0.
 static __always_inline __u32 guarded_map_of(struct bpf_prog *p)
 {
@@ -878,11 +863,10 @@ static __always_inline __u32 guarded_map_of(struct bpf_prog *p)
 	return 0;
 }
 
-// fortress_prog_fd: the id of a guarded map used by the program behind fd,
-// or 0 if fd is no program or not a Fortress one.
-static __always_inline __u32 fortress_prog_fd(int fd)
+// fortress_prog_file: the id of a guarded map used by the program behind
+// f, or 0 if f is no program or not a Fortress one.
+static __always_inline __u32 fortress_prog_file(struct file *f)
 {
-	struct file *f = fd_file(current_fdt(), fd);
 	char name[9] = {};
 
 	if (!f)
@@ -892,6 +876,56 @@ static __always_inline __u32 fortress_prog_fd(int fd)
 	    name[6] != 'o' || name[7] != 'g')
 		return 0;
 	return guarded_map_of((struct bpf_prog *)BPF_CORE_READ(f, private_data));
+}
+
+static __always_inline __u32 fortress_prog_fd(int fd)
+{
+	return fortress_prog_file(fd_file(current_fdt(), fd));
+}
+
+// An fd passed over a unix socket or taken with pidfd_getfd: a Fortress
+// map (write-capable), link or program fd would land in a table that no
+// hold() checked.
+SEC("lsm/file_receive")
+int BPF_PROG(file_receive, struct file *file, int ret)
+{
+	__u32 id, op;
+
+	if (ret)
+		return ret;
+	if (guarded_write_file(file, SENTINEL_GUARD_MAP)) {
+		id = bpf_obj_id(file, SENTINEL_GUARD_MAP);
+		op = SENTINEL_OP_MAP_WRITE;
+	} else if (guarded_write_file(file, SENTINEL_GUARD_LINK)) {
+		id = bpf_obj_id(file, SENTINEL_GUARD_LINK);
+		op = SENTINEL_OP_LINK_FD;
+	} else if ((id = fortress_prog_file(file))) {
+		op = SENTINEL_OP_PROG_FD;
+	} else {
+		return 0;
+	}
+	if (current_roles() & SENTINEL_ROLE_AGENT)
+		return 0;
+	return deny_obj(op, id);
+}
+
+// A task holding a Fortress fd may not send route netlink messages: with a
+// program fd it could attach a Fortress program to an interface
+// (IFLA_XDP_FD) or as a tc classifier, requests the bpf hooks never see.
+// Only holders are affected, and the agent never is one.
+SEC("lsm/netlink_send")
+int BPF_PROG(netlink_send, struct sock *sk, struct sk_buff *skb, int ret)
+{
+	__u64 task;
+
+	if (ret)
+		return ret;
+	task = bpf_get_current_task();
+	if (!bpf_map_lookup_elem(&sentinel_holders, &task))
+		return 0;
+	if (BPF_CORE_READ(sk, sk_protocol) != NETLINK_ROUTE)
+		return 0;
+	return deny_obj(SENTINEL_OP_NETLINK, 0);
 }
 
 SEC("lsm/bpf")

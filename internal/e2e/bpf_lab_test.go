@@ -15,6 +15,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/carverauto/fortress/internal/bundle"
@@ -82,6 +84,11 @@ func TestBPFBackdoorsInLab(t *testing.T) {
 		t.Error(err)
 	}
 	check("after the attacks with held fds", 2)
+	for _, op := range []string{"op=netlink", "op=prog_fd"} {
+		if _, ok := r.waitLog(10*time.Second, "msg=event", op, "verdict=denied"); !ok {
+			t.Errorf("no denied %s event in the agent's log", op)
+		}
+	}
 
 	if err := programAttack(filepath.Join(shieldDir, "shield_state")); err != nil {
 		t.Error(err)
@@ -180,6 +187,9 @@ func heldFdAttacksHere(dir string) error {
 	if err := testutil.Fork(); err != nil {
 		return fmt.Errorf("control: fork before holding a Fortress fd: %w", err)
 	}
+	if err := netlinkControl(); err != nil {
+		return err
+	}
 	var errs []error
 	if err := mmapAttack(filepath.Join(dir, "v4_dir")); err != nil {
 		errs = append(errs, err)
@@ -256,6 +266,23 @@ func progAttacks(shield *ebpf.Program) error {
 	} else if !errors.Is(err, unix.EPERM) {
 		errs = append(errs, fmt.Errorf("attach Shield's program to lo: %w, want EPERM", err))
 	}
+	// The same through netlink (ip link set dev lo xdp pinned ...), which
+	// no bpf(2) command sees.
+	if err := netlinkXDP(shield.FD()); err == nil {
+		netlinkXDP(-1)
+		errs = append(errs, errors.New("root attached Shield's program to lo through netlink"))
+	} else if !errors.Is(err, unix.EPERM) {
+		errs = append(errs, fmt.Errorf("netlink attach of Shield's program to lo: %w, want EPERM", err))
+	}
+	// Handing the fd to another process (a multithreaded one could race
+	// the checks above): the receiving end gets no fd. A received fd of
+	// the test's own program is the control.
+	if n, err := passFD(own.FD()); err != nil || n != 1 {
+		errs = append(errs, fmt.Errorf("control: pass the test's own program over a unix socket: %d fds received, %v", n, err))
+	}
+	if n, err := passFD(shield.FD()); err != nil || n != 0 {
+		errs = append(errs, fmt.Errorf("pass Shield's program over a unix socket: %d fds received, %v", n, err))
+	}
 
 	ext := spec.Programs["replace"].Copy()
 	ext.AttachTarget, ext.AttachTo = own, "xdp_target"
@@ -274,6 +301,69 @@ func progAttacks(shield *ebpf.Program) error {
 		errs = append(errs, fmt.Errorf("extension load: %w, want EPERM", err))
 	}
 	return errors.Join(errs...)
+}
+
+// netlinkControl attaches the test's own XDP program to lo through netlink
+// and detaches it again: the path netlinkXDP takes works before the
+// process holds any Fortress fd.
+func netlinkControl() error {
+	spec, err := loadAttack()
+	if err != nil {
+		return err
+	}
+	own, err := ebpf.NewProgram(spec.Programs["xdp_target"])
+	if err != nil {
+		return fmt.Errorf("control program: %w", err)
+	}
+	defer own.Close()
+	if err := netlinkXDP(own.FD()); err != nil {
+		return fmt.Errorf("control: netlink attach of the test's own program to lo: %w", err)
+	}
+	if err := netlinkXDP(-1); err != nil {
+		return fmt.Errorf("control: netlink detach from lo: %w", err)
+	}
+	return nil
+}
+
+// netlinkXDP sets (fd >= 0) or clears (fd -1) lo's generic-mode XDP
+// program with RTM_SETLINK, as ip link set dev lo xdpgeneric does.
+func netlinkXDP(fd int) error {
+	lo := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 1, Name: "lo"}}
+	return netlink.LinkSetXdpFdWithFlags(lo, fd, nl.XDP_FLAGS_SKB_MODE)
+}
+
+// passFD sends fd over a unix socket pair and returns how many fds arrived.
+func passFD(fd int) (int, error) {
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(sp[0])
+	defer unix.Close(sp[1])
+	if err := unix.Sendmsg(sp[0], []byte{1}, unix.UnixRights(fd), nil, 0); err != nil {
+		return 0, fmt.Errorf("sendmsg: %w", err)
+	}
+	oob := make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := unix.Recvmsg(sp[1], make([]byte, 1), oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return 0, fmt.Errorf("recvmsg: %w", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, f := range fds {
+			unix.Close(f)
+		}
+		n += len(fds)
+	}
+	return n, nil
 }
 
 // programAttack loads a socket filter that writes the Shield state map

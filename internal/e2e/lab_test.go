@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ type rig struct {
 	pinRoot  string
 	socket   string
 	agent    *exec.Cmd
-	agentLog *bytes.Buffer
+	agentLog *lockedBuffer
 	keyFile  string
 	priv     ed25519.PrivateKey
 	// everStarted: an agent ran, so teardown must remove Fortress.
@@ -123,7 +124,7 @@ func (r *rig) writeConfig(iface, netns string) {
 func (r *rig) startAgent(want string) {
 	r.t.Helper()
 	r.everStarted = true
-	r.agentLog = &bytes.Buffer{}
+	r.agentLog = &lockedBuffer{}
 	cmd := exec.Command(agentBin, "--config", filepath.Join(configDir, "fortress-agent.json"))
 	cmd.Stdout, cmd.Stderr = r.agentLog, r.agentLog
 	if err := cmd.Start(); err != nil {
@@ -140,6 +141,45 @@ func (r *rig) startAgent(want string) {
 			r.t.Fatalf("agent not up with sentinel %s: status %+v (%v)\nagent log:\n%s", want, st.Sentinel, err, r.agentLog)
 		}
 		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// lockedBuffer collects the agent's output while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitLog waits until the agent's log has a line with every one of parts,
+// and returns that line.
+func (r *rig) waitLog(timeout time.Duration, parts ...string) (string, bool) {
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, line := range strings.Split(r.agentLog.String(), "\n") {
+			ok := true
+			for _, p := range parts {
+				ok = ok && strings.Contains(line, p)
+			}
+			if ok {
+				return line, true
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", false
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -37,8 +37,11 @@
 // file_alloc_security refuses the fd's file), only into an unshared fd
 // table; the task is then recorded as a holder and may not clone
 // (task_alloc), so its table never becomes shared and no child inherits a
-// copy. Holders are keyed by task and forgotten in task_free. Fds passed
-// over unix sockets or pidfd_getfd are refused at receipt. Pins are inodes in a
+// copy. Holders are keyed by task and forgotten in task_free; they may not
+// send route netlink messages either (netlink_send), since a Fortress
+// program fd could be attached to an interface (IFLA_XDP_FD) or as a tc
+// classifier there, out of the bpf hooks' sight. Fortress fds passed over
+// unix sockets or taken with pidfd_getfd are refused at receipt. Pins are inodes in a
 // protected directory: no unlink, rename or new pin; the bpffs cannot be
 // unmounted. LSM links have no detach operation (EOPNOTSUPP) at all.
 //
@@ -55,12 +58,12 @@
 // # Limits
 //
 // Running a Fortress program (BPF_PROG_TEST_RUN) or attaching it elsewhere
-// (BPF_LINK_CREATE, BPF_PROG_ATTACH, BPF_RAW_TRACEPOINT_OPEN) is refused;
-// an XDP attach through netlink has no hook, but only adds an interface
-// to Shield's filtering.
+// (BPF_LINK_CREATE, BPF_PROG_ATTACH, BPF_RAW_TRACEPOINT_OPEN, or netlink)
+// is refused.
 //
 // A single-threaded process that holds a Fortress fd (bpftool during a
-// dump) cannot fork or start threads until it exits.
+// dump) cannot fork, start threads or send route netlink messages until it
+// exits.
 //
 // Running the agent binary by hand, in the real root, yields the agent
 // identity: the binary must be static and act only on signed input or input

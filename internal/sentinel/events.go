@@ -45,7 +45,7 @@ var opNames = map[uint32]string{
 	8: "link", 9: "create", 10: "symlink", 11: "mkdir", 12: "mknod", 13: "setxattr", 14: "removexattr",
 	15: "set_acl", 16: "ioctl_setflags", 17: "mount", 18: "umount", 19: "map_write", 20: "link_modify",
 	21: "ptrace", 22: "identity_learned", 23: "truncate", 24: "map_mmap", 25: "prog_load",
-	26: "clone", 27: "link_fd", 28: "prog_fd", 29: "prog_use",
+	26: "clone", 27: "link_fd", 28: "prog_fd", 29: "prog_use", 30: "netlink",
 }
 
 // Ops that are not from the kernel.

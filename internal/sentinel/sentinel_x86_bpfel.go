@@ -107,6 +107,7 @@ const (
 	sentinelProgLinkNewFd          = "link_new_fd"
 	sentinelProgMmapFile           = "mmap_file"
 	sentinelProgMoveMount          = "move_mount"
+	sentinelProgNetlinkSend        = "netlink_send"
 	sentinelProgPtraceAccessCheck  = "ptrace_access_check"
 	sentinelProgSbMount            = "sb_mount"
 	sentinelProgSbUmount           = "sb_umount"
@@ -184,6 +185,7 @@ type sentinelProgramSpecs struct {
 	LinkNewFd          *ebpf.ProgramSpec `ebpf:"link_new_fd"`
 	MmapFile           *ebpf.ProgramSpec `ebpf:"mmap_file"`
 	MoveMount          *ebpf.ProgramSpec `ebpf:"move_mount"`
+	NetlinkSend        *ebpf.ProgramSpec `ebpf:"netlink_send"`
 	PtraceAccessCheck  *ebpf.ProgramSpec `ebpf:"ptrace_access_check"`
 	SbMount            *ebpf.ProgramSpec `ebpf:"sb_mount"`
 	SbUmount           *ebpf.ProgramSpec `ebpf:"sb_umount"`
@@ -302,6 +304,7 @@ type sentinelPrograms struct {
 	LinkNewFd          *ebpf.Program `ebpf:"link_new_fd"`
 	MmapFile           *ebpf.Program `ebpf:"mmap_file"`
 	MoveMount          *ebpf.Program `ebpf:"move_mount"`
+	NetlinkSend        *ebpf.Program `ebpf:"netlink_send"`
 	PtraceAccessCheck  *ebpf.Program `ebpf:"ptrace_access_check"`
 	SbMount            *ebpf.Program `ebpf:"sb_mount"`
 	SbUmount           *ebpf.Program `ebpf:"sb_umount"`
@@ -338,6 +341,7 @@ func (p *sentinelPrograms) Close() error {
 		p.LinkNewFd,
 		p.MmapFile,
 		p.MoveMount,
+		p.NetlinkSend,
 		p.PtraceAccessCheck,
 		p.SbMount,
 		p.SbUmount,
