@@ -7,7 +7,7 @@
 
 /* An inode as the kernel sees it: inode->i_sb->s_dev (kernel dev_t,
  * major << 20 | minor) and inode->i_ino. ino 0 with a dev names a whole
- * superblock (umount guard). */
+ * superblock (umount guard) or the block device it lives on. */
 struct sentinel_inode {
 	__u64 ino;
 	__u32 dev;
@@ -22,6 +22,7 @@ enum sentinel_object_flag {
 	SENTINEL_OBJ_AGENT_BINARY = 1 << 3, /* the agent executable: the updater may replace it */
 	SENTINEL_OBJ_SUPERBLOCK = 1 << 4,   /* key (dev, 0): no umount */
 	SENTINEL_OBJ_ROOT = 1 << 5,         /* the root directory: a role counts only for tasks rooted here */
+	SENTINEL_OBJ_BLOCKDEV = 1 << 6,     /* key (dev, 0): the block device under a protected file; no write open */
 	SENTINEL_WATCH_SELF = 1 << 8,       /* file integrity events for the inode */
 	SENTINEL_WATCH_CHILDREN = 1 << 9,   /* file integrity events for entries of the directory */
 };

@@ -24,6 +24,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define EPERM 1
 #define FMODE_WRITE 0x2
 #define O_TRUNC 01000
+#define S_IFMT 00170000
+#define S_IFBLK 0060000
 #define PTRACE_MODE_ATTACH 0x02
 #define FS_IOC_SETFLAGS 0x40086602
 #define FS_IOC32_SETFLAGS 0x40046602
@@ -364,10 +366,31 @@ static __always_inline int check_dentry(__u32 op, struct dentry *dentry, __u32 t
 	return check(op, dentry->d_inode, parent_inode(dentry), dentry, tmask, arg);
 }
 
+// raw_device refuses a write open of the block device a protected file
+// lives on: dd or debugfs -w on it would change the file under every inode
+// check. The device is matched by its dev_t (i_rdev), so any node for it,
+// also one made with mknod, is the same device.
+static __always_inline int raw_device(struct inode *inode)
+{
+	struct sentinel_inode key = {}, none = {};
+	struct sentinel_object *o;
+	__u32 allow;
+
+	key.dev = inode->i_rdev;
+	o = bpf_map_lookup_elem(&sentinel_objects, &key);
+	if (!o || !(o->flags & SENTINEL_OBJ_BLOCKDEV))
+		return 0;
+	allow = o->allow;
+	if (current_roles() & allow)
+		return 0;
+	return deny(SENTINEL_OP_OPEN_WRITE, SENTINEL_OBJ_BLOCKDEV, &key, &none, NULL, 0);
+}
+
 SEC("lsm/file_open")
 int BPF_PROG(file_open, struct file *file, int ret)
 {
 	struct dentry *dentry;
+	struct inode *inode;
 	__u32 op = SENTINEL_OP_OPEN;
 	__u32 tmask = 0;
 
@@ -376,6 +399,12 @@ int BPF_PROG(file_open, struct file *file, int ret)
 	if ((file->f_mode & FMODE_WRITE) || (file->f_flags & O_TRUNC)) {
 		op = SENTINEL_OP_OPEN_WRITE;
 		tmask = SENTINEL_OBJ_PROTECTED;
+		inode = file->f_inode;
+		if (inode && (inode->i_mode & S_IFMT) == S_IFBLK) {
+			ret = raw_device(inode);
+			if (ret)
+				return ret;
+		}
 	}
 	dentry = file->f_path.dentry;
 	if (!tmask) // reads are never denied, only watched

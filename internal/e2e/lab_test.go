@@ -15,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/internal/netlab"
+	"github.com/carverauto/fortress/internal/sentinel"
 	"github.com/carverauto/fortress/internal/testutil"
 	"github.com/carverauto/fortress/pkg/fortress"
 )
@@ -230,6 +233,34 @@ func (r *rig) token(action, window, file string) string {
 	return path
 }
 
+// rollBackClock sets the VM's clock to two seconds into the window of the
+// token in file, runs fn, and puts the clock right again.
+func rollBackClock(t *testing.T, file string, fn func()) {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := sentinel.PeekToken(string(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := time.Now() // keeps a monotonic reading for putting it right
+	set := func(to time.Time) error {
+		ts := unix.NsecToTimespec(to.UnixNano())
+		return unix.ClockSettime(unix.CLOCK_REALTIME, &ts)
+	}
+	if err := set(tok.NotBefore.Add(2 * time.Second)); err != nil {
+		t.Fatalf("set the clock back: %v", err)
+	}
+	defer func() {
+		if err := set(saved.Add(time.Since(saved))); err != nil {
+			t.Errorf("put the clock right: %v", err)
+		}
+	}()
+	fn()
+}
+
 func inode(t *testing.T, path string) uint64 {
 	t.Helper()
 	fi, err := os.Stat(path)
@@ -252,7 +283,8 @@ func shell(cmd string) error {
 // with the installed binaries: root cannot touch the agent's config; a
 // forged token changes nothing; a signed audit token lets root write until
 // the kernel closes the window by itself; "maintenance end" closes it at
-// once, and the same token replayed (then, and after a restart) is refused;
+// once, and the same token replayed (then, and after a restart) is refused,
+// as is an expired token with the clock set back into its window;
 // only a release signed by the key in the protected directory
 // replaces the agent binary, through fortress-update; after kill -9 the
 // upgraded agent starts and adopts everything; a signed remove token takes Shield and
@@ -399,6 +431,18 @@ func TestMaintenanceAndRemovalInLab(t *testing.T) {
 		t.Errorf("restarted agent did not adopt: sentinel %+v shield adopted %v", st.Sentinel, st.Shield.Adopted)
 	}
 	replay("to the restarted agent")
+
+	// Root sets the clock back into the window of the first audit token
+	// (used, expired, its record gone once a later token was honoured):
+	// the agent sees the clock behind a token it honoured and refuses.
+	rollBackClock(t, audit, func() {
+		if out, code := r.ctl("maintenance", "start", "--socket", r.socket, "--token", audit); code != 1 || !strings.Contains(out, "clock is behind") {
+			t.Errorf("expired token with the clock set back: exit %d: %s", code, out)
+		}
+		if err := shell("rm -rf " + sweep); err == nil {
+			t.Error("rm -rf with the clock set back")
+		}
+	})
 
 	// "start" refuses to send a remove token; "remove" does the job.
 	remove := r.token("remove", "10m", "remove.tok")

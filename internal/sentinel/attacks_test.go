@@ -1,6 +1,7 @@
 package sentinel
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/carverauto/fortress/internal/pins"
+	"github.com/carverauto/fortress/internal/testutil"
 )
 
 // TestLabRmRfConfig is the spec's metric: root runs
@@ -218,6 +220,64 @@ func TestLabBPFStateAttacks(t *testing.T) {
 	defer m.Close()
 	if err := m.Lookup(uint32(1), &v); err != nil || v != 100 {
 		t.Errorf("shield map entry = %d, %v; want 100", v, err)
+	}
+}
+
+// TestLabRawDevice: the agent's state directory is a filesystem on a block
+// device (an ext2 RAM disk). Root may not open that device for writing,
+// by its node or by a node of its own made with mknod: dd or debugfs -w
+// would change the files under every inode check. Reading the device, and
+// writing a RAM disk that holds nothing protected, still work.
+func TestLabRawDevice(t *testing.T) {
+	testutil.RequireRoot(t)
+	if !testutil.InLab() {
+		testutil.MissingFeature(t, "BPF LSM runs only inside vmlab (host kernel refuses LSM loads)")
+	}
+	const dev, other, state = "/dev/ram0", "/dev/ram1", "/var/lib/serviceradar"
+	var st unix.Stat_t
+	for _, d := range []string{dev, other} {
+		if err := unix.Stat(d, &st); err != nil {
+			t.Fatalf("no RAM disk %s (vmlab loads brd): %v", d, err)
+		}
+	}
+	os.RemoveAll(state)
+	must(t, os.MkdirAll(state, 0o700))
+	if err := sh("mke2fs -F " + dev); err != nil {
+		t.Fatal(err)
+	}
+	// noatime: reads of the protected files must not change the device.
+	must(t, unix.Mount(dev, state, "ext4", unix.MS_NOATIME, ""))
+	t.Cleanup(func() { unix.Unmount(state, unix.MNT_DETACH) }) // after the lab's teardown
+	l := newLab(t)
+	if l.snapshot()[filepath.Join(state, "trust.pub")] == "" {
+		t.Fatal("state not on the RAM disk")
+	}
+	node := filepath.Join(l.dir, "rawdisk")
+	must(t, unix.Stat(dev, &st))
+	must(t, unix.Mknod(node, unix.S_IFBLK|0o600, int(st.Rdev)))
+	sum := func() [32]byte {
+		t.Helper()
+		must(t, sh("sync"))
+		b, err := os.ReadFile(dev) // a read-only open: reads stay allowed
+		if err != nil {
+			t.Fatalf("read %s: %v", dev, err)
+		}
+		return sha256.Sum256(b)
+	}
+	before := sum()
+	l.refuse(
+		attack{name: "dd onto the state directory's block device", run: func() error {
+			return sh("dd if=/dev/zero of=" + dev + " bs=64k count=16 conv=notrunc")
+		}},
+		attack{name: "write the device through a node made with mknod", run: func() error {
+			return openWrite(node, unix.O_WRONLY)
+		}, errno: unix.EPERM},
+	)
+	if sum() != before {
+		t.Error("the block device changed")
+	}
+	if err := sh("dd if=/dev/zero of=" + other + " bs=64k count=1"); err != nil {
+		t.Errorf("control: write a RAM disk that holds nothing protected: %v", err)
 	}
 }
 

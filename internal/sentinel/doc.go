@@ -10,7 +10,10 @@
 // path, so hard links, renames and /proc/self/fd reopens reach the same
 // decision. A directory flagged "children" protects every entry in it,
 // including entries the agent creates later. Directories above a protected
-// object cannot be renamed or mounted over.
+// object cannot be renamed or mounted over. The block device a protected
+// file's filesystem lives on (key (dev, 0), flag "blockdev") cannot be
+// opened for writing by anyone, matched by i_rdev so that any node for it
+// counts; raw writes would change files under every inode check.
 //
 // Identity is the executable: a task is the agent when
 // task->mm->exe_file is the agent binary's inode (and generation, where the
@@ -70,7 +73,10 @@
 // from protected paths.
 // Ptrace of the agent (and /proc/PID/mem, process_vm_writev, pidfd_getfd) is
 // refused. Root that can load kernel modules, kexec, or write /dev/mem is
-// outside what an LSM can contain; lock those down separately. Device
+// outside what an LSM can contain; lock those down separately, with the
+// whole disk under a partition, LVM physical volumes and RAID members, and
+// SCSI/NVMe pass-through ioctls (which root may send on a read-only fd):
+// only the filesystem's own block device is closed to raw writes. Device
 // numbers are the superblock's: on btrfs subvolumes and overlayfs the st_dev
 // that stat reports can differ from i_sb->s_dev, so protect paths on
 // ordinary filesystems. Events carry the basename from the kernel; full paths

@@ -26,6 +26,7 @@ const (
 	flagAgentBinary = 1 << 3
 	flagSuperblock  = 1 << 4
 	flagRoot        = 1 << 5
+	flagBlockDev    = 1 << 6
 	flagWatchSelf   = 1 << 8
 	flagWatchKids   = 1 << 9
 )
@@ -72,19 +73,30 @@ type policy struct {
 
 func newPolicy() *policy { return &policy{entries: map[Inode]*Entry{}} }
 
+// protections are the flags that refuse something; an inode that has
+// several needs a role all of them allow.
+const protections = flagProtected | flagChildren | flagSuperblock | flagBlockDev
+
 func (p *policy) add(in Inode, flags uint32, allow Role, path string) {
 	e, ok := p.entries[in]
 	if !ok {
 		e = &Entry{Inode: in, Allow: allow, Path: path}
 		p.entries[in] = e
 		p.order = append(p.order, in)
-	} else if e.Flags&(flagProtected|flagChildren|flagSuperblock) != 0 && flags&(flagProtected|flagChildren|flagSuperblock) != 0 {
+	} else if e.Flags&protections != 0 && flags&protections != 0 {
 		// Two protections: the caller needs a role both allow.
 		e.Allow &= allow
-	} else if e.Flags&(flagProtected|flagChildren|flagSuperblock) == 0 {
+	} else if e.Flags&protections == 0 {
 		e.Allow = allow
 	}
 	e.Flags |= flags
+	// A protected file on a block device (not an anonymous one: tmpfs,
+	// btrfs, overlayfs have major 0) protects that device from write
+	// opens: raw writes would change the file under every inode check.
+	// Nobody needs them, so no role is allowed.
+	if flags&(flagProtected|flagChildren) != 0 && in.Ino != 0 && in.Dev>>20 != 0 {
+		p.add(Inode{Dev: in.Dev}, flagBlockDev, 0, "block device of "+path)
+	}
 }
 
 // Entries returns the accumulated entries in insertion order.

@@ -196,14 +196,13 @@ func (s *Sentinel) Watch(path string) error {
 // add up, and a protection never gains roles. An entry that adds no
 // protection (an ancestor, a watch) keeps the roles already allowed.
 func (s *Sentinel) merge(p *policy, what, path string) error {
-	const protection = flagProtected | flagChildren | flagSuperblock
 	if err := s.markListed(p.Entries()); err != nil {
 		return err
 	}
 	for _, e := range p.Entries() {
 		var old sentinelSentinelObject
-		if s.maps[mapObjects].Lookup(key(e.Inode), &old) == nil && old.Flags&protection != 0 {
-			if e.Flags&protection != 0 {
+		if s.maps[mapObjects].Lookup(key(e.Inode), &old) == nil && old.Flags&protections != 0 {
+			if e.Flags&protections != 0 {
 				e.Allow &= Role(old.Allow)
 			} else {
 				e.Allow = Role(old.Allow)

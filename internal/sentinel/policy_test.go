@@ -152,3 +152,27 @@ func TestListedFilter(t *testing.T) {
 		}
 	}
 }
+
+// A protected file on a block device protects the device from write opens
+// (no role allowed); on an anonymous device (tmpfs, major 0) there is none.
+func TestPolicyBlockDevice(t *testing.T) {
+	p := newPolicy()
+	disk := uint32(8<<20 | 1)
+	p.add(Inode{Dev: disk, Ino: 12}, flagProtected, RoleAgent, "/etc/serviceradar/sweep.json")
+	p.add(Inode{Dev: disk, Ino: 13}, flagProtected|flagAgentBinary, RoleUpdater, "/usr/local/bin/serviceradar-agent")
+	p.add(Inode{Dev: disk, Ino: 2}, flagAncestor, 0, "/etc")
+	p.add(Inode{Dev: 45, Ino: 7}, flagProtected|flagChildren, RoleAgent, "/run/fortress")
+	var got []Entry
+	for _, e := range p.Entries() {
+		if e.Flags&flagBlockDev != 0 {
+			got = append(got, e)
+		}
+	}
+	if len(got) != 1 {
+		t.Fatalf("block device entries: %+v, want one", got)
+	}
+	e := got[0]
+	if e.Inode != (Inode{Dev: disk}) || e.Flags != flagBlockDev || e.Allow != 0 || e.Path != "block device of /etc/serviceradar/sweep.json" {
+		t.Errorf("block device entry %+v", e)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/carverauto/fortress/internal/sentinel"
@@ -18,8 +19,16 @@ import (
 // after "maintenance end" (or after a restart) changes nothing.
 var ErrTokenUsed = errors.New("token already used: each maintenance token is honoured once; sign a new one")
 
-// usedTokensPath keeps the tokens already honoured until they expire, in
-// the protected state directory.
+// ErrClockBehind: the system clock is earlier than the start of a token
+// already honoured here, so it was set back. Setting it back would make
+// old, expired tokens (or used ones whose record has gone) valid again.
+var ErrClockBehind = errors.New("the system clock is behind a maintenance token already honoured here: it was set back; tokens are refused until it is right")
+
+// maxUsedTokens bounds the record; the tokens nearest expiry go first.
+const maxUsedTokens = 1024
+
+// usedTokensPath keeps the tokens already honoured, in the protected state
+// directory.
 func (f *Fortress) usedTokensPath() string {
 	return filepath.Join(f.cfg.StateDir, "maintenance-used.json")
 }
@@ -27,6 +36,15 @@ func (f *Fortress) usedTokensPath() string {
 type usedToken struct {
 	Digest   string    `json:"sha256"`
 	NotAfter time.Time `json:"not_after"`
+}
+
+// usedTokens is the record. HighWater is the latest not_before of any
+// token honoured: the clock was past it then, so a clock behind it was set
+// back. Records are pruned against HighWater, never against the clock,
+// which root can set.
+type usedTokens struct {
+	HighWater time.Time   `json:"high_water"`
+	Used      []usedToken `json:"used"`
 }
 
 // tokenDigest names a token by its signed content, so that another
@@ -37,37 +55,69 @@ func tokenDigest(t sentinel.Token) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// spendToken records t as used, refusing it if it was used before. A token
-// that cannot be recorded is not honoured. An unreadable record is replaced
-// (with a warning): replay protection must never lock operators out.
-func (f *Fortress) spendToken(t sentinel.Token, now time.Time) error {
+// readUsedTokens reads the record; an unreadable one is replaced (with a
+// warning): replay protection must never lock operators out.
+func (f *Fortress) readUsedTokens() (usedTokens, error) {
+	var rec usedTokens
 	path := f.usedTokensPath()
-	var used []usedToken
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		return rec, nil
 	case err != nil:
-		return fmt.Errorf("read used tokens: %w", err)
-	default:
-		if err := json.Unmarshal(b, &used); err != nil {
-			f.log.Warn("used maintenance tokens unreadable, starting afresh", "path", path, "err", err)
-			used = nil
-		}
+		return rec, fmt.Errorf("read used tokens: %w", err)
+	}
+	if err := json.Unmarshal(b, &rec); err == nil {
+		return rec, nil
+	}
+	// The first format was the list alone.
+	if err := json.Unmarshal(b, &rec.Used); err != nil {
+		f.log.Warn("used maintenance tokens unreadable, starting afresh", "path", path, "err", err)
+		return usedTokens{}, nil
+	}
+	return rec, nil
+}
+
+// spendToken records t as used, refusing it if it was used before or if
+// the clock is behind a token already honoured. A token that cannot be
+// recorded is not honoured.
+func (f *Fortress) spendToken(t sentinel.Token, now time.Time) error {
+	rec, err := f.readUsedTokens()
+	if err != nil {
+		return err
+	}
+	if now.Before(rec.HighWater) {
+		return fmt.Errorf("%w (clock %s, a token valid from %s was honoured)", ErrClockBehind,
+			now.UTC().Format(time.RFC3339), rec.HighWater.UTC().Format(time.RFC3339))
 	}
 	d := tokenDigest(t)
-	keep := used[:0]
-	for _, u := range used {
+	for _, u := range rec.Used {
 		if u.Digest == d {
 			return ErrTokenUsed
 		}
-		if u.NotAfter.After(now) {
+	}
+	if t.NotBefore.After(rec.HighWater) {
+		rec.HighWater = t.NotBefore
+	}
+	// A token that ended by HighWater can never verify again: the clock
+	// must be at or past HighWater for any token to be honoured.
+	keep := rec.Used[:0]
+	for _, u := range rec.Used {
+		if u.NotAfter.After(rec.HighWater) {
 			keep = append(keep, u)
 		}
 	}
 	keep = append(keep, usedToken{Digest: d, NotAfter: t.NotAfter})
-	if b, err = json.Marshal(keep); err != nil {
+	if len(keep) > maxUsedTokens {
+		slices.SortFunc(keep, func(a, b usedToken) int { return a.NotAfter.Compare(b.NotAfter) })
+		keep = keep[len(keep)-maxUsedTokens:]
+	}
+	rec.Used = keep
+	b, err := json.Marshal(rec)
+	if err != nil {
 		return err
 	}
+	path := f.usedTokensPath()
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return fmt.Errorf("record used token: %w", err)

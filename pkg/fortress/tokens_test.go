@@ -28,9 +28,10 @@ func TestSpendToken(t *testing.T) {
 	if err := f.spendToken(b, now); err != nil {
 		t.Fatalf("another token: %v", err)
 	}
-	// Expired tokens leave the record (the signature check refuses them).
+	// Tokens that ended before the start of a newer honoured token leave
+	// the record: no clock that accepts tokens can make them valid again.
 	c := a
-	c.Nonce, c.NotAfter = "c", now.Add(3*time.Hour)
+	c.Nonce, c.NotBefore, c.NotAfter = "c", now.Add(2*time.Hour), now.Add(3*time.Hour)
 	if err := f.spendToken(c, now.Add(2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +43,27 @@ func TestSpendToken(t *testing.T) {
 	}
 	if !strings.Contains(string(raw), tokenDigest(c)) {
 		t.Errorf("token c not recorded: %s", raw)
+	}
+	// Root sets the clock back into a's window: a (used, record gone) and
+	// an old token never used are both refused; the clock check comes
+	// first, so neither is recorded.
+	old := a
+	old.Nonce, old.NotBefore = "old", now.Add(-time.Hour)
+	for _, tok := range []sentinel.Token{a, old} {
+		if err := f.spendToken(tok, now.Add(30*time.Minute)); !errors.Is(err, ErrClockBehind) {
+			t.Errorf("token %s with the clock set back: %v, want ErrClockBehind", tok.Nonce, err)
+		}
+	}
+	// Once the clock is right, a new token works.
+	d := c
+	d.Nonce = "d"
+	if err := f.spendToken(d, now.Add(2*time.Hour+time.Minute)); err != nil {
+		t.Fatalf("new token with the clock right: %v", err)
+	}
+	// A record in the first format (the list alone) is still honoured.
+	os.WriteFile(f.usedTokensPath(), []byte(`[{"sha256":"`+tokenDigest(b)+`","not_after":"`+b.NotAfter.Format(time.RFC3339)+`"}]`), 0o600)
+	if err := f.spendToken(b, now); !errors.Is(err, ErrTokenUsed) {
+		t.Fatalf("replay against a first-format record: %v, want ErrTokenUsed", err)
 	}
 	// An unreadable record never locks operators out.
 	os.WriteFile(filepath.Join(dir, "maintenance-used.json"), []byte("{garbage"), 0o600)

@@ -21,13 +21,15 @@ import (
 // Modules are the kernel modules, relative to lib/modules/<release>/, that
 // the lab copies into the guest and loads at boot, in load order. The cloud
 // kernels build them as modules where a typical host has them loaded: veth
-// for test networks, and the netlink families (XFRM, netfilter) that
-// netlink libraries open a socket for by default.
+// for test networks, the netlink families (XFRM, netfilter) that netlink
+// libraries open a socket for by default, and brd's RAM disks
+// (/dev/ram0-15, 4 MiB each) for filesystems on a block device.
 var Modules = []string{
 	"kernel/drivers/net/veth.ko",
 	"kernel/net/xfrm/xfrm_algo.ko",
 	"kernel/net/xfrm/xfrm_user.ko", // needs xfrm_algo
 	"kernel/net/netfilter/nfnetlink.ko",
+	"kernel/drivers/block/brd.ko",
 }
 
 // DefaultMaxAge is how long a downloaded package index is used before it is
