@@ -105,6 +105,7 @@ enum sentinel_op {
 	SENTINEL_OP_PROG_FD = 28,   /* a Fortress program fd into a shared fd table */
 	SENTINEL_OP_PROG_USE = 29,  /* running or attaching a Fortress program */
 	SENTINEL_OP_NETLINK = 30,   /* a route netlink message from a task holding a Fortress fd */
+	SENTINEL_OP_LOCKDOWN = 31,  /* a kernel lockdown reason (arg: enum lockdown_reason of the running kernel) */
 };
 
 enum sentinel_verdict {

@@ -1091,6 +1091,30 @@ int BPF_PROG(bpf_prog, struct bpf_prog *prog, int ret)
 	return deny_obj(SENTINEL_OP_PROG_LOAD, id);
 }
 
+// Ways to write kernel memory, or another process's, that no inode or bpf
+// hook sees: /dev/mem and /dev/port, MSR writes, I/O ports, kexec of an
+// unsigned kernel, kernel debugger writes, and bpf_probe_write_user (a
+// tracing program could rewrite the agent's buffers, e.g. its trust key as
+// the agent reads it). The kernel asks its lockdown hook for each; these
+// are refused to everyone but the agent, as lockdown=integrity would. The
+// enum's values differ between kernels: CO-RE takes the running kernel's.
+SEC("lsm/locked_down")
+int BPF_PROG(locked_down, enum lockdown_reason what, int ret)
+{
+	if (ret)
+		return ret;
+	if (what != bpf_core_enum_value(enum lockdown_reason, LOCKDOWN_DEV_MEM) &&
+	    what != bpf_core_enum_value(enum lockdown_reason, LOCKDOWN_KEXEC) &&
+	    what != bpf_core_enum_value(enum lockdown_reason, LOCKDOWN_IOPORT) &&
+	    what != bpf_core_enum_value(enum lockdown_reason, LOCKDOWN_MSR) &&
+	    what != bpf_core_enum_value(enum lockdown_reason, LOCKDOWN_BPF_WRITE_USER) &&
+	    what != bpf_core_enum_value(enum lockdown_reason, LOCKDOWN_DBG_WRITE_KERNEL))
+		return 0;
+	if (current_roles() & SENTINEL_ROLE_AGENT)
+		return 0;
+	return deny_obj(SENTINEL_OP_LOCKDOWN, what);
+}
+
 // Nobody but the agent itself may attach to the agent or the updater:
 // ptrace, /proc/PID/mem, process_vm_writev and pidfd_getfd all ask for
 // PTRACE_MODE_ATTACH. Reading /proc/PID/stat and the like stays allowed.

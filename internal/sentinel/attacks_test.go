@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -278,6 +279,72 @@ func TestLabRawDevice(t *testing.T) {
 	}
 	if err := sh("dd if=/dev/zero of=" + other + " bs=64k count=1"); err != nil {
 		t.Errorf("control: write a RAM disk that holds nothing protected: %v", err)
+	}
+}
+
+// TestLabKernelIntegrity: root's ways to write kernel memory, or the
+// agent's, around every LSM check: a tracing program with
+// bpf_probe_write_user (it could rewrite the agent's buffers as the agent
+// reads its trust key), kexec_load, and /dev/mem. Each works before
+// Sentinel is loaded (so a refusal is Sentinel's) and is refused, with an
+// event naming the lockdown reason, while it enforces.
+func TestLabKernelIntegrity(t *testing.T) {
+	testutil.RequireRoot(t)
+	if !testutil.InLab() {
+		testutil.MissingFeature(t, "BPF LSM runs only inside vmlab (host kernel refuses LSM loads)")
+	}
+	writeUser := func() error {
+		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type:    ebpf.TracePoint,
+			License: "GPL",
+			Instructions: asm.Instructions{
+				asm.Mov.Imm(asm.R1, 0),
+				asm.StoreMem(asm.R10, -8, asm.R1, asm.DWord),
+				asm.Mov.Reg(asm.R2, asm.R10),
+				asm.Add.Imm(asm.R2, -8),
+				asm.Mov.Imm(asm.R3, 8),
+				asm.FnProbeWriteUser.Call(),
+				asm.Mov.Imm(asm.R0, 0),
+				asm.Return(),
+			},
+		})
+		if err == nil {
+			p.Close()
+		}
+		return err
+	}
+	kexecUnload := func() error { // no segments: unload, a no-op here
+		if _, _, e := unix.Syscall6(unix.SYS_KEXEC_LOAD, 0, 0, 0, 0, 0, 0); e != 0 {
+			return e
+		}
+		return nil
+	}
+	devMem := func() error {
+		f, err := os.Open("/dev/mem")
+		if err == nil {
+			f.Close()
+		}
+		return err
+	}
+	attacks := []attack{
+		{name: "load a tracing program that calls bpf_probe_write_user", run: writeUser, errno: unix.EINVAL},
+		{name: "kexec_load", run: kexecUnload, errno: unix.EPERM},
+		{name: "open /dev/mem", run: devMem, errno: unix.EPERM},
+	}
+	for _, a := range attacks {
+		if err := a.run(); err != nil {
+			t.Fatalf("control: %s without Sentinel: %v", a.name, err)
+		}
+	}
+	l := newLab(t)
+	mark := l.eventCount()
+	l.refuse(attacks...)
+	for _, reason := range []string{"LOCKDOWN_BPF_WRITE_USER", "LOCKDOWN_KEXEC", "LOCKDOWN_DEV_MEM"} {
+		if _, ok := l.waitEvent(mark, func(e Event) bool {
+			return e.Op == "lockdown" && e.Verdict == VerdictDenied && e.Detail == reason
+		}); !ok {
+			t.Errorf("no denied lockdown event naming %s", reason)
+		}
 	}
 }
 

@@ -72,11 +72,16 @@
 // identity: the binary must be static and act only on signed input or input
 // from protected paths.
 // Ptrace of the agent (and /proc/PID/mem, process_vm_writev, pidfd_getfd) is
-// refused. Root that can load kernel modules, kexec, or write /dev/mem is
-// outside what an LSM can contain; lock those down separately, with the
-// whole disk under a partition, LVM physical volumes and RAID members, and
-// SCSI/NVMe pass-through ioctls (which root may send on a read-only fd):
-// only the filesystem's own block device is closed to raw writes. Device
+// refused. The lockdown hook (locked_down) refuses, to everyone but the
+// agent, the kernel's own list of ways to write kernel memory or another
+// process's: /dev/mem and /dev/port, MSR writes, I/O ports, kexec_load,
+// kernel debugger writes and bpf_probe_write_user (the verifier asks
+// before it lets a program call it). Root that can load an unsigned kernel
+// module is outside what an LSM can contain: enforce module signatures.
+// So are the whole disk under a partition, LVM physical volumes and RAID
+// members, and SCSI/NVMe pass-through ioctls (which root may send on a
+// read-only fd): only the filesystem's own block device is closed to raw
+// writes. Device
 // numbers are the superblock's: on btrfs subvolumes and overlayfs the st_dev
 // that stat reports can differ from i_sb->s_dev, so protect paths on
 // ordinary filesystems. Events carry the basename from the kernel; full paths

@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 )
@@ -45,7 +47,7 @@ var opNames = map[uint32]string{
 	8: "link", 9: "create", 10: "symlink", 11: "mkdir", 12: "mknod", 13: "setxattr", 14: "removexattr",
 	15: "set_acl", 16: "ioctl_setflags", 17: "mount", 18: "umount", 19: "map_write", 20: "link_modify",
 	21: "ptrace", 22: "identity_learned", 23: "truncate", 24: "map_mmap", 25: "prog_load",
-	26: "clone", 27: "link_fd", 28: "prog_fd", 29: "prog_use", 30: "netlink",
+	26: "clone", 27: "link_fd", 28: "prog_fd", 29: "prog_use", 30: "netlink", 31: "lockdown",
 }
 
 // Ops that are not from the kernel.
@@ -108,6 +110,9 @@ func (s *Sentinel) decode(raw []byte) (Event, error) {
 		ev.Path = name
 	}
 	s.mu.Unlock()
+	if ev.Op == "lockdown" {
+		ev.Detail = lockdownReason(ev.Arg)
+	}
 	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", e.Tgid)); err == nil {
 		ev.Exe = exe
 	} else {
@@ -231,4 +236,29 @@ func (s *Sentinel) Status() Status {
 // ErrUnavailable: loud, and claiming no protection.
 func Unavailable(err error) Status {
 	return Status{Mode: "unavailable", Critical: []string{"sentinel: BPF LSM unusable, nothing is protected: " + err.Error()}}
+}
+
+var lockdownReasons = sync.OnceValue(func() map[uint64]string {
+	names := map[uint64]string{}
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return names
+	}
+	var e *btf.Enum
+	if err := spec.TypeByName("lockdown_reason", &e); err != nil {
+		return names
+	}
+	for _, v := range e.Values {
+		names[v.Value] = v.Name
+	}
+	return names
+})
+
+// lockdownReason names a kernel lockdown reason of the running kernel (the
+// enum's values differ between kernels), e.g. "LOCKDOWN_DEV_MEM".
+func lockdownReason(v uint64) string {
+	if name, ok := lockdownReasons()[v]; ok {
+		return name
+	}
+	return "lockdown reason " + strconv.FormatUint(v, 10)
 }

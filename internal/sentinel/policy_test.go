@@ -7,6 +7,8 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
+
+	"github.com/carverauto/fortress/internal/testutil"
 )
 
 func TestKernelDev(t *testing.T) {
@@ -174,5 +176,33 @@ func TestPolicyBlockDevice(t *testing.T) {
 	e := got[0]
 	if e.Inode != (Inode{Dev: disk}) || e.Flags != flagBlockDev || e.Allow != 0 || e.Path != "block device of /etc/serviceradar/sweep.json" {
 		t.Errorf("block device entry %+v", e)
+	}
+}
+
+// Lockdown reasons are named from the running kernel's BTF, whose values
+// differ between kernels.
+func TestLockdownReasonNames(t *testing.T) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		testutil.MissingFeature(t, "kernel BTF: "+err.Error())
+	}
+	var e *btf.Enum
+	if err := spec.TypeByName("lockdown_reason", &e); err != nil {
+		testutil.MissingFeature(t, "enum lockdown_reason in kernel BTF: "+err.Error())
+	}
+	seen := 0
+	for _, v := range e.Values {
+		if v.Name == "LOCKDOWN_DEV_MEM" || v.Name == "LOCKDOWN_BPF_WRITE_USER" {
+			seen++
+			if got := lockdownReason(v.Value); got != v.Name {
+				t.Errorf("lockdownReason(%d) = %q, want %q", v.Value, got, v.Name)
+			}
+		}
+	}
+	if seen != 2 {
+		t.Errorf("kernel enum lockdown_reason lacks DEV_MEM or BPF_WRITE_USER: %+v", e.Values)
+	}
+	if got := lockdownReason(1 << 40); got != "lockdown reason 1099511627776" {
+		t.Errorf("unknown reason: %q", got)
 	}
 }

@@ -105,6 +105,7 @@ const (
 	sentinelProgInodeSymlink       = "inode_symlink"
 	sentinelProgInodeUnlink        = "inode_unlink"
 	sentinelProgLinkNewFd          = "link_new_fd"
+	sentinelProgLockedDown         = "locked_down"
 	sentinelProgMmapFile           = "mmap_file"
 	sentinelProgMoveMount          = "move_mount"
 	sentinelProgNetlinkSend        = "netlink_send"
@@ -183,6 +184,7 @@ type sentinelProgramSpecs struct {
 	InodeSymlink       *ebpf.ProgramSpec `ebpf:"inode_symlink"`
 	InodeUnlink        *ebpf.ProgramSpec `ebpf:"inode_unlink"`
 	LinkNewFd          *ebpf.ProgramSpec `ebpf:"link_new_fd"`
+	LockedDown         *ebpf.ProgramSpec `ebpf:"locked_down"`
 	MmapFile           *ebpf.ProgramSpec `ebpf:"mmap_file"`
 	MoveMount          *ebpf.ProgramSpec `ebpf:"move_mount"`
 	NetlinkSend        *ebpf.ProgramSpec `ebpf:"netlink_send"`
@@ -302,6 +304,7 @@ type sentinelPrograms struct {
 	InodeSymlink       *ebpf.Program `ebpf:"inode_symlink"`
 	InodeUnlink        *ebpf.Program `ebpf:"inode_unlink"`
 	LinkNewFd          *ebpf.Program `ebpf:"link_new_fd"`
+	LockedDown         *ebpf.Program `ebpf:"locked_down"`
 	MmapFile           *ebpf.Program `ebpf:"mmap_file"`
 	MoveMount          *ebpf.Program `ebpf:"move_mount"`
 	NetlinkSend        *ebpf.Program `ebpf:"netlink_send"`
@@ -339,6 +342,7 @@ func (p *sentinelPrograms) Close() error {
 		p.InodeSymlink,
 		p.InodeUnlink,
 		p.LinkNewFd,
+		p.LockedDown,
 		p.MmapFile,
 		p.MoveMount,
 		p.NetlinkSend,
