@@ -1092,10 +1092,11 @@ int BPF_PROG(bpf_prog, struct bpf_prog *prog, int ret)
 }
 
 // Ways to write kernel memory, or another process's, that no inode or bpf
-// hook sees: /dev/mem and /dev/port, MSR writes, I/O ports, kexec of an
-// unsigned kernel, kernel debugger writes, and bpf_probe_write_user (a
-// tracing program could rewrite the agent's buffers, e.g. its trust key as
-// the agent reads it). The kernel asks its lockdown hook for each; these
+// hook sees: a module without a valid signature (the kernel asks only when
+// signatures are not enforced anyway), /dev/mem and /dev/port, MSR writes,
+// I/O ports, kexec_load, kernel debugger writes, and bpf_probe_write_user
+// (a tracing program could rewrite the agent's buffers, e.g. its trust key
+// as the agent reads it). The kernel asks its lockdown hook for each; these
 // are refused to everyone but the agent, as lockdown=integrity would. The
 // enum's values differ between kernels: CO-RE takes the running kernel's.
 SEC("lsm/locked_down")
@@ -1103,7 +1104,8 @@ int BPF_PROG(locked_down, enum lockdown_reason what, int ret)
 {
 	if (ret)
 		return ret;
-	if (what != bpf_core_enum_value(enum lockdown_reason, LOCKDOWN_DEV_MEM) &&
+	if (what != bpf_core_enum_value(enum lockdown_reason, LOCKDOWN_MODULE_SIGNATURE) &&
+	    what != bpf_core_enum_value(enum lockdown_reason, LOCKDOWN_DEV_MEM) &&
 	    what != bpf_core_enum_value(enum lockdown_reason, LOCKDOWN_KEXEC) &&
 	    what != bpf_core_enum_value(enum lockdown_reason, LOCKDOWN_IOPORT) &&
 	    what != bpf_core_enum_value(enum lockdown_reason, LOCKDOWN_MSR) &&

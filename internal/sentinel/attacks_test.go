@@ -1,6 +1,7 @@
 package sentinel
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -282,8 +283,34 @@ func TestLabRawDevice(t *testing.T) {
 	}
 }
 
+// The spare module vmlab copies into the guest without loading it.
+const (
+	spareModule     = "/lib/modules/vmlab/spare/nls_utf8.ko"
+	spareModuleName = "nls_utf8"
+)
+
+// stripModuleSignature returns a signed module image without its appended
+// signature: the signature, struct module_signature (12 bytes, the
+// signature's length big-endian in its last 4) and the magic string.
+func stripModuleSignature(b []byte) ([]byte, error) {
+	const magic = "~Module signature appended~\n"
+	if !bytes.HasSuffix(b, []byte(magic)) {
+		return nil, errors.New("module is not signed")
+	}
+	b = b[:len(b)-len(magic)]
+	if len(b) < 12 {
+		return nil, errors.New("module signature truncated")
+	}
+	n := int(binary.BigEndian.Uint32(b[len(b)-4:]))
+	if n > len(b)-12 {
+		return nil, errors.New("module signature length out of range")
+	}
+	return b[:len(b)-12-n], nil
+}
+
 // TestLabKernelIntegrity: root's ways to write kernel memory, or the
-// agent's, around every LSM check: a tracing program with
+// agent's, around every LSM check: a module without a signature, a
+// tracing program with
 // bpf_probe_write_user (it could rewrite the agent's buffers as the agent
 // reads its trust key), kexec_load, and /dev/mem. Each works before
 // Sentinel is loaded (so a refusal is Sentinel's) and is refused, with an
@@ -326,7 +353,27 @@ func TestLabKernelIntegrity(t *testing.T) {
 		}
 		return err
 	}
+	signed, err := os.ReadFile(spareModule)
+	if err != nil {
+		t.Fatalf("spare module (vmlab copies it): %v", err)
+	}
+	unsigned, err := stripModuleSignature(signed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loadModule := func(image []byte) func() error {
+		return func() error {
+			if err := unix.InitModule(image, ""); err != nil {
+				return err
+			}
+			if err := unix.DeleteModule(spareModuleName, 0); err != nil {
+				return fmt.Errorf("unload %s: %v (not a refusal)", spareModuleName, err)
+			}
+			return nil
+		}
+	}
 	attacks := []attack{
+		{name: "load a module without a signature", run: loadModule(unsigned), errno: unix.EPERM},
 		{name: "load a tracing program that calls bpf_probe_write_user", run: writeUser, errno: unix.EINVAL},
 		{name: "kexec_load", run: kexecUnload, errno: unix.EPERM},
 		{name: "open /dev/mem", run: devMem, errno: unix.EPERM},
@@ -339,7 +386,11 @@ func TestLabKernelIntegrity(t *testing.T) {
 	l := newLab(t)
 	mark := l.eventCount()
 	l.refuse(attacks...)
-	for _, reason := range []string{"LOCKDOWN_BPF_WRITE_USER", "LOCKDOWN_KEXEC", "LOCKDOWN_DEV_MEM"} {
+	// A module with the distribution's signature still loads.
+	if err := loadModule(signed)(); err != nil {
+		t.Errorf("control: load the signed module with Sentinel enforcing: %v", err)
+	}
+	for _, reason := range []string{"LOCKDOWN_MODULE_SIGNATURE", "LOCKDOWN_BPF_WRITE_USER", "LOCKDOWN_KEXEC", "LOCKDOWN_DEV_MEM"} {
 		if _, ok := l.waitEvent(mark, func(e Event) bool {
 			return e.Op == "lockdown" && e.Verdict == VerdictDenied && e.Detail == reason
 		}); !ok {

@@ -74,11 +74,11 @@
 // Ptrace of the agent (and /proc/PID/mem, process_vm_writev, pidfd_getfd) is
 // refused. The lockdown hook (locked_down) refuses, to everyone but the
 // agent, the kernel's own list of ways to write kernel memory or another
-// process's: /dev/mem and /dev/port, MSR writes, I/O ports, kexec_load,
-// kernel debugger writes and bpf_probe_write_user (the verifier asks
-// before it lets a program call it). Root that can load an unsigned kernel
-// module is outside what an LSM can contain: enforce module signatures.
-// So are the whole disk under a partition, LVM physical volumes and RAID
+// process's: modules without a valid signature, /dev/mem and /dev/port, MSR
+// writes, I/O ports, kexec_load, kernel debugger writes and
+// bpf_probe_write_user (the verifier asks before it lets a program call
+// it). A signed module that root can misuse is outside what an LSM can
+// contain, as are the whole disk under a partition, LVM physical volumes and RAID
 // members, and SCSI/NVMe pass-through ioctls (which root may send on a
 // read-only fd): only the filesystem's own block device is closed to raw
 // writes. Device

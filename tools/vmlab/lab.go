@@ -206,7 +206,7 @@ func (l *lab) image(ctx context.Context, k *kernel.Kernel, dst, script string, e
 }
 
 func (l *lab) fill(ctx context.Context, w *initramfs.Writer, k *kernel.Kernel, script string) error {
-	for _, d := range []string{"/dev", "/proc", "/sys", "/run", "/root", "/var/tmp", "/etc/serviceradar", "/lab", vm.ModuleDir, "/usr/local/bin"} {
+	for _, d := range []string{"/dev", "/proc", "/sys", "/run", "/root", "/var/tmp", "/etc/serviceradar", "/lab", vm.ModuleDir, vm.SpareModuleDir, "/usr/local/bin"} {
 		if err := w.Dir(d, 0o755); err != nil {
 			return err
 		}
@@ -267,7 +267,11 @@ func (l *lab) fill(ctx context.Context, w *initramfs.Writer, k *kernel.Kernel, s
 	}
 	// /init loads the modules in the order of their names.
 	for i, m := range k.ModuleFiles() {
-		if err := w.CopyFile(fmt.Sprintf("%s/%02d-%s", vm.ModuleDir, i, filepath.Base(m)), m, 0o644); err != nil {
+		dst := fmt.Sprintf("%s/%02d-%s", vm.ModuleDir, i, filepath.Base(m))
+		if kernel.Spare(m) {
+			dst = vm.SpareModuleDir + "/" + filepath.Base(m)
+		}
+		if err := w.CopyFile(dst, m, 0o644); err != nil {
 			return err
 		}
 	}

@@ -22,15 +22,22 @@ import (
 // the lab copies into the guest and loads at boot, in load order. The cloud
 // kernels build them as modules where a typical host has them loaded: veth
 // for test networks, the netlink families (XFRM, netfilter) that netlink
-// libraries open a socket for by default, and brd's RAM disks
-// (/dev/ram0-15, 4 MiB each) for filesystems on a block device.
+// libraries open a socket for by default, brd's RAM disks (/dev/ram0-15,
+// 4 MiB each) for filesystems on a block device, and one spare module with
+// no dependencies that tests load themselves.
 var Modules = []string{
 	"kernel/drivers/net/veth.ko",
 	"kernel/net/xfrm/xfrm_algo.ko",
 	"kernel/net/xfrm/xfrm_user.ko", // needs xfrm_algo
 	"kernel/net/netfilter/nfnetlink.ko",
 	"kernel/drivers/block/brd.ko",
+	"kernel/fs/nls/nls_utf8.ko", // spare: not loaded at boot
 }
+
+// Spare reports whether module m (an entry of Modules, or its base name)
+// is copied into the guest without being loaded at boot, for tests that
+// load a module themselves.
+func Spare(m string) bool { return filepath.Base(m) == "nls_utf8.ko" }
 
 // DefaultMaxAge is how long a downloaded package index is used before it is
 // refreshed.

@@ -24,6 +24,9 @@ const GuestPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 // ModuleDir is the guest directory whose *.ko files /init loads.
 const ModuleDir = "/lib/modules/vmlab"
 
+// SpareModuleDir holds modules the guest has but does not load at boot.
+const SpareModuleDir = ModuleDir + "/spare"
+
 // InitScript returns the guest's /init: it mounts the kernel file systems,
 // loads the lab's modules, brings up lo, runs CommandPath, prints the exit
 // marker and powers the machine off.
