@@ -243,13 +243,9 @@ func mmapAttack(pin string) error {
 // take its place and pass every packet. Each control, on the test's own
 // program, must work, so a refusal means Sentinel, not a broken attack.
 func progAttacks(shield *ebpf.Program) error {
-	spec, err := loadAttack()
+	spec, own, err := ownXDP()
 	if err != nil {
 		return err
-	}
-	own, err := ebpf.NewProgram(spec.Programs["xdp_target"])
-	if err != nil {
-		return fmt.Errorf("control program: %w", err)
 	}
 	defer own.Close()
 	var errs []error
@@ -303,17 +299,27 @@ func progAttacks(shield *ebpf.Program) error {
 	return errors.Join(errs...)
 }
 
+// ownXDP loads the test's own XDP program, the control for attacks on
+// Shield's, and returns it with the spec it came from.
+func ownXDP() (*ebpf.CollectionSpec, *ebpf.Program, error) {
+	spec, err := loadAttack()
+	if err != nil {
+		return nil, nil, err
+	}
+	own, err := ebpf.NewProgram(spec.Programs["xdp_target"])
+	if err != nil {
+		return nil, nil, fmt.Errorf("control program: %w", err)
+	}
+	return spec, own, nil
+}
+
 // netlinkControl attaches the test's own XDP program to lo through netlink
 // and detaches it again: the path netlinkXDP takes works before the
 // process holds any Fortress fd.
 func netlinkControl() error {
-	spec, err := loadAttack()
+	_, own, err := ownXDP()
 	if err != nil {
 		return err
-	}
-	own, err := ebpf.NewProgram(spec.Programs["xdp_target"])
-	if err != nil {
-		return fmt.Errorf("control program: %w", err)
 	}
 	defer own.Close()
 	if err := netlinkXDP(own.FD()); err != nil {

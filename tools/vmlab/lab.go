@@ -26,8 +26,9 @@ var hostPackages = []string{"qemu-system-x86", "busybox-static", "bpftool", "ipr
 var projectCommands = []string{"fortressctl", "fortress-agent", "fortress-gateway", "fortress-demo", "fortress-update"}
 
 // defaultTimeout bounds one VM run, boot included. Everything is emulated,
-// so it is generous.
-const defaultTimeout = 20 * time.Minute
+// so it is generous: the whole lab suite takes 10 to 12 minutes per kernel
+// on a 2-core host, and a stalled boot is caught by bootTimeout long before.
+const defaultTimeout = 30 * time.Minute
 
 // bootTimeout bounds the time until the guest's /init runs. A healthy boot
 // takes well under a minute even on a loaded host; the emulated kernel

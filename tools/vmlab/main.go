@@ -5,7 +5,7 @@
 //
 // Usage:
 //
-//	go tool vmlab run --kernel 6.1 [--add DIR] [--timeout 20m] -- CMD ARGS...
+//	go tool vmlab run --kernel 6.1 [--add DIR] [--timeout 30m] -- CMD ARGS...
 //	go tool vmlab test [--kernel all] [--run REGEX]
 //	go tool vmlab fetch [--kernel all]
 //
