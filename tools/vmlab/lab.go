@@ -291,13 +291,17 @@ func (l *lab) fill(ctx context.Context, w *initramfs.Writer, k *kernel.Kernel, s
 	return nil
 }
 
-// boot runs the VM once, and once more if the kernel panicked or stalled
-// before its init: the emulated machine occasionally does either for
-// reasons of its own. output receives the guest command's lines.
+// boot runs the VM, and again (at most twice more) if the kernel panicked
+// or stalled before its init: the emulated machine occasionally does either
+// for reasons of its own. After a panic the next boot gets one vCPU: the
+// panics seen are the emulator's, an int3 left in kernel text that another
+// vCPU is live-patching (XDP program swaps under traffic), which needs two.
+// output receives the guest command's lines.
 func (l *lab) boot(ctx context.Context, line kernel.Line, k *kernel.Kernel, initrd string, timeout time.Duration, output func(string)) (vm.Result, error) {
 	cfg := vm.Config{Qemu: l.qemu, Kernel: k.Vmlinuz(), Initrd: initrd, Cmdline: line.Cmdline, Timeout: timeout, BootTimeout: bootTimeout, Icount: l.icount}
+	const attempts = 3
 	var res vm.Result
-	for attempt := 1; attempt <= 2; attempt++ {
+	for attempt := 1; attempt <= attempts; attempt++ {
 		con := &vm.Console{Output: output}
 		if l.verbose {
 			con.Verbose = l.log
@@ -307,13 +311,14 @@ func (l *lab) boot(ctx context.Context, line kernel.Line, k *kernel.Kernel, init
 		if err != nil {
 			return res, labError{err}
 		}
-		if !(res.Panicked || res.BootStalled) || res.Interrupted || attempt == 2 {
+		if !(res.Panicked || res.BootStalled) || res.Interrupted || attempt == attempts {
 			break
 		}
 		if res.BootStalled {
 			fmt.Fprintf(l.log, "vmlab: %s: %v; booting once more\n", k.Release, res.LabError())
 		} else {
-			fmt.Fprintf(l.log, "vmlab: %s: kernel panicked (%s); booting once more\n", k.Release, strings.TrimSpace(res.Crash))
+			cfg.CPUs = 1
+			fmt.Fprintf(l.log, "vmlab: %s: kernel panicked (%s); booting once more, with one vCPU\n", k.Release, strings.TrimSpace(res.Crash))
 		}
 		l.printTail(res)
 	}
