@@ -123,7 +123,7 @@ func printStatus(w io.Writer, st *agentStatus) {
 	sn := st.Sentinel
 	line("sentinel", sn.State, sn.Reason)
 	if len(sn.Programs) > 0 {
-		fmt.Fprintf(w, "          %d programs, denied %d, audited %d, lost events %d\n", len(sn.Programs), sn.Denied, sn.Audited, sn.Lost)
+		fmt.Fprintf(w, "          %d programs, denied %d, audited %d, lost events %d, roles refused %d\n", len(sn.Programs), sn.Denied, sn.Audited, sn.Lost, sn.RolesRefused)
 	}
 	p := st.Policy
 	if p.Version == 0 {

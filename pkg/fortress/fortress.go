@@ -701,6 +701,7 @@ func (f *Fortress) Status() Status {
 		ks := f.sen.Status()
 		sn.Adopted, sn.Programs, sn.Notes, sn.Critical = ks.Adopted, ks.Programs, ks.Notes, ks.Critical
 		sn.Denied, sn.Audited, sn.Lost = ks.Stats.Denied, ks.Stats.Audited, ks.Stats.Lost
+		sn.RolesRefused = ks.Roles.Refused
 		sn.AuditEnd = ks.AuditEnd
 		sn.Protected, sn.Watched = slices.Clone(f.senProtected), slices.Clone(f.senWatched)
 		switch {
