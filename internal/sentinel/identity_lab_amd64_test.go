@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -294,6 +295,29 @@ func TestLabRoleTracedExec(t *testing.T) {
 	)
 	l.roleRefused(mark, OpRoleRefused, "traced exec")
 
+	// The agent itself may not ask to be traced (an ordinary process may:
+	// the controls above did).
+	mark = l.eventCount()
+	if _, err := l.do("traceme"); err == nil || !strings.Contains(err.Error(), "not permitted") {
+		t.Errorf("the agent made its parent its tracer: %v", err)
+	}
+	l.roleRefused(mark, OpTraceme, "traceme")
+
+	// Nobody but the loader opens a claim: the claims map is guarded, and
+	// a claim nobody opened grants nothing.
+	claims := l.pinRoot.Path("sentinel", "map_"+mapClaims)
+	l.refuse(attack{name: "open the claims map for writing", run: func() error {
+		m, err := ebpf.LoadPinnedMap(claims, nil)
+		if err == nil {
+			m.Close()
+		}
+		return err
+	}, errno: unix.EPERM})
+	unix.Prctl(int(sentinelSentinelPrctlSENTINEL_PRCTL_CLAIM), 0, 0, 0, 0)
+	if err := openWrite(sweep, unix.O_WRONLY); !errors.Is(err, unix.EPERM) {
+		t.Errorf("after an unopened claim root wrote the config: %v", err)
+	}
+
 	// The real agent is unaffected, and the refusals are counted.
 	st, err := l.mustDoStatus()
 	must(t, err)
@@ -303,12 +327,13 @@ func TestLabRoleTracedExec(t *testing.T) {
 	l.mustDo("write " + sweep + ` {"networks":["192.0.2.0/24"]}`)
 }
 
-// runSetexe runs the exe-swap program and parses its report.
-func runSetexe(t *testing.T, prog, exe, target string, extra ...string) map[string]int {
+// runSetexe runs the exe-swap program ([-m] EXE TARGET [SECONDS [create]])
+// and parses its report.
+func runSetexe(t *testing.T, prog string, args ...string) map[string]int {
 	t.Helper()
-	out, err := exec.Command(prog, append([]string{exe, target}, extra...)...).CombinedOutput()
+	out, err := exec.Command(prog, args...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("setexe %s %s: %v: %s", exe, target, err, out)
+		t.Fatalf("setexe %v: %v: %s", args, err, out)
 	}
 	res := map[string]int{}
 	for _, kv := range strings.Fields(string(out)) {
@@ -319,7 +344,7 @@ func runSetexe(t *testing.T, prog, exe, target string, extra ...string) map[stri
 		}
 		res[k] = n
 	}
-	t.Logf("setexe %s -> %s: %s", filepath.Base(exe), target, strings.TrimSpace(string(out)))
+	t.Logf("setexe %v: %s", args, strings.TrimSpace(string(out)))
 	return res
 }
 
@@ -337,32 +362,41 @@ func TestLabRoleExeSwap(t *testing.T) {
 	prog := filepath.Join(l.free, "setexe")
 	must(t, os.WriteFile(prog, setexeBin, 0o755))
 
-	// Control: the swap works to an ordinary binary, and the process then
-	// writes an unprotected file.
-	r := runSetexe(t, prog, bin, target)
-	if r["munmap"] != 0 || r["prctl"] != 0 {
-		t.Fatalf("control: PR_SET_MM_EXE_FILE to an ordinary binary: %v", r)
-	}
-	wantContent(t, target, "pwned")
-
-	// To the agent binary, and to the updater binary.
-	for _, c := range []struct {
-		role, bin, target string
-		extra             []string
-	}{
-		{"agent", l.agentBin, sweep, nil},
-		{"updater", l.updaterBin, filepath.Join(l.staging, "evil"), []string{"0", "create"}},
-	} {
-		mark := l.eventCount()
-		var got map[string]int
-		l.refuse(attack{name: "PR_SET_MM_EXE_FILE to the " + c.role + " binary", run: func() error {
-			got = runSetexe(t, prog, c.bin, c.target, c.extra...)
-			return resultErr(got["open"])
-		}, errno: unix.EPERM})
-		if got["prctl"] != -int(unix.EPERM) {
-			t.Errorf("prctl to the %s binary returned %d, want -EPERM", c.role, got["prctl"])
+	for _, how := range []struct{ flag, name string }{{"", "PR_SET_MM_EXE_FILE"}, {"-m", "PR_SET_MM_MAP"}} {
+		args := func(a ...string) []string {
+			if how.flag != "" {
+				a = append([]string{how.flag}, a...)
+			}
+			return a
 		}
-		l.roleRefused(mark, OpPrctlExe, "PR_SET_MM_EXE_FILE")
+		// Control: the swap works to an ordinary binary, and the process
+		// then writes an unprotected file.
+		must(t, os.WriteFile(target, []byte("original"), 0o644))
+		r := runSetexe(t, prog, args(bin, target)...)
+		if r["munmap"] != 0 || r["prctl"] != 0 {
+			t.Fatalf("control: %s to an ordinary binary: %v", how.name, r)
+		}
+		wantContent(t, target, "pwned")
+
+		// To the agent binary, and to the updater binary.
+		for _, c := range []struct {
+			role, bin, target string
+			extra             []string
+		}{
+			{"agent", l.agentBin, sweep, nil},
+			{"updater", l.updaterBin, filepath.Join(l.staging, "evil"), []string{"0", "create"}},
+		} {
+			mark := l.eventCount()
+			var got map[string]int
+			l.refuse(attack{name: how.name + " to the " + c.role + " binary", run: func() error {
+				got = runSetexe(t, prog, append(args(c.bin, c.target), c.extra...)...)
+				return resultErr(got["open"])
+			}, errno: unix.EPERM})
+			if got["prctl"] != -int(unix.EPERM) {
+				t.Errorf("%s to the %s binary returned %d, want -EPERM", how.name, c.role, got["prctl"])
+			}
+			l.roleRefused(mark, OpPrctlExe, how.name)
+		}
 	}
 
 	// Without the prctl refusal the grant still holds: in an audit window
@@ -373,6 +407,9 @@ func TestLabRoleExeSwap(t *testing.T) {
 	mark := l.eventCount()
 	l.refuse(attack{name: "PR_SET_MM_EXE_FILE in an audit window, write after it", run: func() error {
 		r := runSetexe(t, prog, l.agentBin, sweep, "5")
+		if r["munmap"] != 0 {
+			return fmt.Errorf("setexe could not unmap its image: %v", r)
+		}
 		if r["prctl"] != 0 {
 			return fmt.Errorf("prctl in the audit window returned %d, want 0 (reported, not refused)", r["prctl"])
 		}
@@ -514,6 +551,18 @@ func TestLabRoleSeccomp(t *testing.T) {
 		}, errno: unix.EPERM})
 		l.roleRefused(mark, OpRoleRefused, "seccomp filter at exec")
 	}
+	mark := l.eventCount()
+	l.refuse(attack{name: "updater binary under a seccomp allow filter: create in staging", run: func() error {
+		said := seccompRun(t, "allow", bin, l.updaterBin, rootKey, "readwrite", trust, filepath.Join(l.staging, "evil"))
+		if strings.Contains(said, "write=ok") {
+			return nil
+		}
+		if strings.Contains(said, "write=operation not permitted") {
+			return unix.EPERM
+		}
+		return errors.New(said)
+	}, errno: unix.EPERM})
+	l.roleRefused(mark, OpRoleRefused, "seccomp filter at exec")
 
 	// Defence in depth: should a supervisor ever slip through, an input
 	// read by path must be the protected inode itself. Without a

