@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -34,9 +35,13 @@ type Config struct {
 // ones to an apply function and records the last applied bundle on disk, so
 // that versions only ever increase, across restarts too.
 type Verifier struct {
-	cfg  Config
+	cfg Config
+	// mu serialises Accept and Reapply (it is held while the apply
+	// function runs). Readers of the last applied bundle never take it:
+	// last is published atomically, so Last answers at once even while a
+	// large bundle is being applied.
 	mu   sync.Mutex
-	last *Bundle
+	last atomic.Pointer[Bundle]
 }
 
 // NewVerifier loads the last applied bundle from cfg.StateDir, if any. A
@@ -78,7 +83,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundle state %s no longer verifies: %w", f.Name(), err)
 	}
-	v.last = b
+	v.last.Store(b)
 	return v, nil
 }
 
@@ -86,12 +91,9 @@ func (v *Verifier) options(skipExpiry bool) Options {
 	return Options{Keys: v.cfg.Keys, MaxSize: v.cfg.MaxSize, AgentID: v.cfg.AgentID, Now: v.cfg.Now(), SkipExpiry: skipExpiry}
 }
 
-// Last returns the last applied bundle, or nil.
-func (v *Verifier) Last() *Bundle {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.last
-}
+// Last returns the last applied bundle, or nil. It never waits for an
+// Accept in progress.
+func (v *Verifier) Last() *Bundle { return v.last.Load() }
 
 // LastVersion returns the version of the last applied bundle, 0 if none.
 func (v *Verifier) LastVersion() uint64 {
@@ -114,12 +116,12 @@ func (v *Verifier) check(data []byte) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	if v.last != nil {
+	if last := v.last.Load(); last != nil {
 		switch {
-		case b.Version == v.last.Version:
+		case b.Version == last.Version:
 			return nil, fmt.Errorf("%w: version %d", ErrReplay, b.Version)
-		case b.Version < v.last.Version:
-			return nil, fmt.Errorf("%w: version %d, last applied %d", ErrRollback, b.Version, v.last.Version)
+		case b.Version < last.Version:
+			return nil, fmt.Errorf("%w: version %d, last applied %d", ErrRollback, b.Version, last.Version)
 		}
 	}
 	return b, nil
@@ -143,7 +145,7 @@ func (v *Verifier) Accept(data []byte, apply func(*Bundle) error) (*Bundle, erro
 	if err := WriteFileAtomic(filepath.Join(v.cfg.StateDir, StateFile), b.Raw, 0o600); err != nil {
 		return nil, fmt.Errorf("record bundle version %d: %w", b.Version, err)
 	}
-	v.last = b
+	v.last.Store(b)
 	return b, nil
 }
 
@@ -164,11 +166,12 @@ func (v *Verifier) AcceptReader(r io.Reader, apply func(*Bundle) error) (*Bundle
 func (v *Verifier) Reapply(apply func(*Bundle) error) (bool, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.last == nil {
+	last := v.last.Load()
+	if last == nil {
 		return false, nil
 	}
-	if err := apply(v.last); err != nil {
-		return true, fmt.Errorf("re-apply bundle version %d: %w", v.last.Version, err)
+	if err := apply(last); err != nil {
+		return true, fmt.Errorf("re-apply bundle version %d: %w", last.Version, err)
 	}
 	return true, nil
 }
