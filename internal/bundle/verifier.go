@@ -79,7 +79,9 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundle state: %w", err)
 	}
-	b, err := Parse(data, v.options(true))
+	opt := v.options(true)
+	opt.Stored = true
+	b, err := Parse(data, opt)
 	if err != nil {
 		return nil, fmt.Errorf("bundle state %s no longer verifies: %w", f.Name(), err)
 	}
