@@ -178,10 +178,18 @@ func (v *Verifier) Reapply(apply func(*Bundle) error) (bool, error) {
 	return true, nil
 }
 
+// ErrNotRegular refuses to replace something that is not a regular file.
+var ErrNotRegular = errors.New("not a regular file")
+
 // WriteFileAtomic writes data to a temporary file beside name, syncs it and
 // renames it into place, then syncs the directory, so a crash leaves either
-// the old file or the new one.
+// the old file or the new one. It replaces only a regular file: a device
+// (sign --out /dev/null as root), fifo, socket, directory or symlink at name
+// is refused and left as it is.
 func WriteFileAtomic(name string, data []byte, perm os.FileMode) error {
+	if err := checkReplaceable(name); err != nil {
+		return err
+	}
 	dir := filepath.Dir(name)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp*")
 	if err != nil {
@@ -205,6 +213,10 @@ func WriteFileAtomic(name string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	if err := f.Close(); err != nil {
+		return err
+	}
+	// Checked again just before the rename: the window is the write.
+	if err := checkReplaceable(name); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, name); err != nil {
@@ -243,4 +255,36 @@ func checkProtected(file string) error {
 		}
 	}
 	return nil
+}
+
+// checkReplaceable refuses a name that exists and is not a regular file.
+func checkReplaceable(name string) error {
+	fi, err := os.Lstat(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("refusing to replace %s: %w (%s)", name, ErrNotRegular, fileKind(fi.Mode()))
+	}
+	return nil
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	case m&fs.ModeNamedPipe != 0:
+		return "fifo"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeSymlink != 0:
+		return "symbolic link"
+	case m.IsDir():
+		return "directory"
+	}
+	return m.Type().String()
 }

@@ -432,11 +432,15 @@ func (f *Fortress) ApplyBundle(raw []byte) (Ack, error) {
 	}
 	var ack Ack
 	var undo func()
+	start := time.Now()
 	b, err := f.verifier.Accept(raw, func(b *bundle.Bundle) error {
+		// Progress for large policies: verified, converted, applied.
+		f.log.Info("bundle verified, converting", "version", b.Version, "bytes", len(raw), "took", time.Since(start))
 		p, err := convert(f.ctx, b, f.lists.get)
 		if err != nil {
 			return err
 		}
+		f.log.Info("bundle converted, applying", "version", b.Version, "rules", len(p.rules), "took", time.Since(start))
 		ack, undo, err = f.enforce(p)
 		return err
 	})
@@ -460,7 +464,8 @@ func (f *Fortress) ApplyBundle(raw []byte) (Ack, error) {
 	}
 	// A larger rule set may have moved Shield to new maps: guard them too.
 	f.guardShield()
-	f.log.Info("bundle applied", "version", b.Version, "rules", ack.Rules, "mode", ack.ShieldMode, "notes", strings.Join(ack.Notes, "; "))
+	f.log.Info("bundle applied", "version", b.Version, "rules", ack.Rules, "mode", ack.ShieldMode, "took", time.Since(start),
+		"notes", strings.Join(ack.Notes, "; "))
 	return ack, nil
 }
 
