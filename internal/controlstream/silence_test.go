@@ -2,10 +2,15 @@ package controlstream
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/carverauto/fortress/api/controlpb"
 	"github.com/carverauto/fortress/internal/pki"
@@ -75,5 +80,18 @@ func TestSilentGatewayReconnects(t *testing.T) {
 	}
 	if n := gw.streams.Load(); n < 2 {
 		t.Fatalf("gateway saw %d streams", n)
+	}
+}
+
+// TestReplacedRecognised: the client recognises the gateway's "replaced"
+// status through its own error wrapping, and nothing else as such.
+func TestReplacedRecognised(t *testing.T) {
+	st := status.Error(codes.Aborted, ErrReplaced.Error())
+	if !replaced(fmt.Errorf("receive: %w", st)) {
+		t.Error("wrapped replaced status not recognised")
+	}
+	if replaced(fmt.Errorf("receive: %w", status.Error(codes.Unavailable, "session ended by the gateway"))) ||
+		replaced(errors.New("replaced")) {
+		t.Error("another error taken for a replacement")
 	}
 }
