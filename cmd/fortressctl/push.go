@@ -80,6 +80,7 @@ func runPush(ctx context.Context, args []string) (int, error) {
 	if *agents != "" {
 		req.AgentIds = strings.Split(*agents, ",")
 	}
+	fmt.Fprintf(os.Stderr, "push: sending %s (%d bytes) to %s, waiting up to %s for the agents' acks\n", fs.Arg(0), len(data), *gw, *wait)
 	cctx, cancel := context.WithTimeout(ctx, *wait+10*time.Second)
 	defer cancel()
 	resp, err := pb.NewAdminClient(conn).Push(cctx, req)
