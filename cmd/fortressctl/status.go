@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -41,8 +40,7 @@ type agentStatus struct {
 // as configured, 3 something is degraded (listed), 1 the agent cannot be
 // reached, 2 bad usage.
 func statusCmd(ctx context.Context, args []string, stdout io.Writer) (int, error) {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("status")
 	socket := fs.String("socket", defaultStatusSocket, "the agent's status socket")
 	asJSON := fs.Bool("json", false, "print the agent's reply as JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
