@@ -300,7 +300,7 @@ func (a *agent) pumpEvents(ctx context.Context) {
 				a.log.Error("event", "kind", e.Kind, "layer", e.Layer, "op", e.Op, "detail", e.Detail, "count", e.Count)
 			case fortress.KindViolation:
 				a.log.Warn("event", "kind", e.Kind, "op", e.Op, "path", e.Path, "verdict", e.Verdict, "pid", e.PID,
-					"uid", e.UID, "comm", e.Comm, "exe", e.Exe)
+					"uid", e.UID, "comm", e.Comm, "exe", e.Exe, "detail", e.Detail)
 			default:
 				a.log.Debug("event", "kind", e.Kind, "op", e.Op, "path", e.Path, "rule", e.Rule, "packets", e.Packets)
 			}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/carverauto/fortress/internal/pins"
+	"github.com/carverauto/fortress/internal/testutil"
 )
 
 // identityHelper runs the identity helper modes; ok is false for a mode it
@@ -93,43 +93,19 @@ func identityHelper(mode string, args []string) (code int, ok bool) {
 }
 
 func seccompExec(args []string) error {
-	runtime.LockOSThread()
-	notify := args[0] == "notify"
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return fmt.Errorf("no_new_privs: %w", err)
+	listener, err := testutil.SeccompFilter(args[0] == "notify")
+	if err != nil {
+		return err
 	}
-	const (
-		ldAbsW = 0x20 // BPF_LD | BPF_W | BPF_ABS
-		jeqK   = 0x15 // BPF_JMP | BPF_JEQ | BPF_K
-		retK   = 0x06 // BPF_RET | BPF_K
-		allow  = 0x7fff0000
-	)
-	filter := []unix.SockFilter{{Code: retK, K: allow}}
-	var flags uintptr
-	if notify {
-		filter = []unix.SockFilter{
-			{Code: ldAbsW, K: 0}, // seccomp_data.nr
-			{Code: jeqK, Jt: 0, Jf: 1, K: unix.SYS_OPENAT},
-			{Code: retK, K: unix.SECCOMP_RET_USER_NOTIF},
-			{Code: retK, K: allow},
-		}
-		flags = unix.SECCOMP_FILTER_FLAG_NEW_LISTENER
-	}
-	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
-	fd, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&prog)))
-	if errno != 0 {
-		return fmt.Errorf("seccomp: %w", errno)
-	}
-	if notify {
-		fmt.Println("listener", fd)
+	if listener >= 0 {
+		fmt.Println("listener", listener)
 	} else {
 		fmt.Println("filtered")
 	}
 	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
 		return fmt.Errorf("wait for go: %w", err)
 	}
-	env := helperEnviron(args[2])
-	return unix.Exec(args[1], append([]string{args[1]}, args[3:]...), env)
+	return unix.Exec(args[1], append([]string{args[1]}, args[3:]...), helperEnviron(args[2]))
 }
 
 // helperEnviron is this process's environment with the helper mode set to
@@ -163,61 +139,18 @@ func execByFD(bin, mode string, args []string) error {
 	return fmt.Errorf("execveat: %w", errno)
 }
 
-// seccompNotif and the structures below are the kernel's (linux/seccomp.h).
-type seccompNotif struct {
-	ID    uint64
-	PID   uint32
-	Flags uint32
-	Nr    int32
-	Arch  uint32
-	IP    uint64
-	Args  [6]uint64
-}
-
-type seccompNotifResp struct {
-	ID    uint64
-	Val   int64
-	Error int32
-	Flags uint32
-}
-
-type seccompNotifAddfd struct {
-	ID         uint64
-	Flags      uint32
-	SrcFD      uint32
-	NewFD      uint32
-	NewFDFlags uint32
-}
-
-// supervise answers the notifications of listener until it fails (the
-// target exited): an openat marked O_NOCTTY (every openat if all is set)
-// gets a copy of substitute in the target (as a supervisor that hands the
-// agent root's trust key would), every other one goes on unchanged. It
-// returns how many it substituted.
+// supervise answers the notifications of listener until the target
+// exits: an openat marked O_NOCTTY (every openat if all is set) gets a copy
+// of substitute (as a supervisor that hands the agent root's trust key
+// would), every other one goes on unchanged. It returns how many it
+// substituted.
 func supervise(listener int, substitute int, all bool) (int, error) {
-	n := 0
-	for {
-		var req seccompNotif
-		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(listener), unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&req))); errno != 0 {
-			if errors.Is(errno, unix.EINTR) {
-				continue
-			}
-			return n, fmt.Errorf("notif recv: %w", errno)
+	return testutil.SeccompSupervise(listener, func(n *testutil.SeccompNotif) int {
+		if n.Nr == unix.SYS_OPENAT && (all || n.Args[2]&unix.O_NOCTTY != 0) {
+			return substitute
 		}
-		resp := seccompNotifResp{ID: req.ID, Flags: unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE}
-		if req.Nr == unix.SYS_OPENAT && (all || req.Args[2]&unix.O_NOCTTY != 0) {
-			add := seccompNotifAddfd{ID: req.ID, SrcFD: uint32(substitute), NewFDFlags: unix.O_CLOEXEC}
-			fd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(listener), unix.SECCOMP_IOCTL_NOTIF_ADDFD, uintptr(unsafe.Pointer(&add)))
-			if errno != 0 {
-				return n, fmt.Errorf("notif addfd: %w", errno)
-			}
-			resp = seccompNotifResp{ID: req.ID, Val: int64(fd)}
-			n++
-		}
-		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(listener), unix.SECCOMP_IOCTL_NOTIF_SEND, uintptr(unsafe.Pointer(&resp))); errno != 0 && !errors.Is(errno, unix.ENOENT) {
-			return n, fmt.Errorf("notif send: %w", errno)
-		}
-	}
+		return -1
+	})
 }
 
 // parseListener reads "listener N" from a helper's first line.

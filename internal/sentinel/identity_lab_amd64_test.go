@@ -24,6 +24,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/carverauto/fortress/internal/testutil"
 )
 
 // setexeBin is testdata/setexe.c: it unmaps its own image and switches its
@@ -463,10 +465,7 @@ func seccompRun(t *testing.T, mode, launcher, bin, substitute string, target ...
 	if mode == "notify" {
 		lfd, err := parseListener(first)
 		must(t, err)
-		pidfd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
-		must(t, err)
-		defer unix.Close(pidfd)
-		listener, err := unix.PidfdGetfd(pidfd, lfd, 0)
+		listener, err := testutil.TakeFD(cmd.Process.Pid, lfd)
 		if err != nil {
 			t.Fatalf("take the listener: %v", err)
 		}
