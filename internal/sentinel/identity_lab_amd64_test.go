@@ -513,6 +513,18 @@ func seccompRun(t *testing.T, mode, launcher, bin, substitute string, target ...
 	return ""
 }
 
+// writeResult turns a readwrite helper's report into the error its write
+// got (nil if it went through).
+func writeResult(said string) error {
+	switch {
+	case strings.Contains(said, "write=ok"):
+		return nil
+	case strings.Contains(said, "write=operation not permitted"):
+		return unix.EPERM
+	}
+	return errors.New(said)
+}
+
 func TestLabRoleSeccomp(t *testing.T) {
 	l := newLab(t)
 	sweep := filepath.Join(l.configDir, "sweep.json")
@@ -535,33 +547,17 @@ func TestLabRoleSeccomp(t *testing.T) {
 		t.Fatalf("control: a clean exec of the agent binary cannot write its config: %v %s", err, out)
 	}
 
-	for _, mode := range []string{"notify", "allow"} {
+	for _, c := range []struct{ mode, role, bin, target string }{
+		{"notify", "agent", l.agentBin, sweep},
+		{"allow", "agent", l.agentBin, sweep},
+		{"allow", "updater", l.updaterBin, filepath.Join(l.staging, "evil")},
+	} {
 		mark := l.eventCount()
-		var said string
-		l.refuse(attack{name: "agent binary under a seccomp " + mode + " filter", run: func() error {
-			said = seccompRun(t, mode, bin, l.agentBin, rootKey, "readwrite", trust, sweep)
-			if strings.Contains(said, "write=ok") {
-				return nil
-			}
-			if strings.Contains(said, "write=operation not permitted") {
-				return unix.EPERM
-			}
-			return errors.New(said)
+		l.refuse(attack{name: c.role + " binary under a seccomp " + c.mode + " filter", run: func() error {
+			return writeResult(seccompRun(t, c.mode, bin, c.bin, rootKey, "readwrite", trust, c.target))
 		}, errno: unix.EPERM})
 		l.roleRefused(mark, OpRoleRefused, "seccomp filter at exec")
 	}
-	mark := l.eventCount()
-	l.refuse(attack{name: "updater binary under a seccomp allow filter: create in staging", run: func() error {
-		said := seccompRun(t, "allow", bin, l.updaterBin, rootKey, "readwrite", trust, filepath.Join(l.staging, "evil"))
-		if strings.Contains(said, "write=ok") {
-			return nil
-		}
-		if strings.Contains(said, "write=operation not permitted") {
-			return unix.EPERM
-		}
-		return errors.New(said)
-	}, errno: unix.EPERM})
-	l.roleRefused(mark, OpRoleRefused, "seccomp filter at exec")
 
 	// Defence in depth: should a supervisor ever slip through, an input
 	// read by path must be the protected inode itself. Without a
