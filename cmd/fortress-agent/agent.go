@@ -62,7 +62,8 @@ func (w *counterForwarder) add(ds []fortress.CounterDelta) {
 	}
 	out := make([]controlstream.CounterDelta, len(ds))
 	for i, d := range ds {
-		out[i] = controlstream.CounterDelta{Rule: d.Rule, DryRun: d.DryRun, Packets: d.Packets, Bytes: d.Bytes}
+		out[i] = controlstream.CounterDelta{Rule: d.Rule, Action: d.Action, LogOnly: d.LogOnly, Slot: d.Slot, Kind: d.Kind,
+			DryRun: d.DryRun, Packets: d.Packets, Bytes: d.Bytes}
 	}
 	c.AddCounters(out...)
 }

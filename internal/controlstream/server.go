@@ -201,6 +201,9 @@ func (s *Server) Stream(stream pb.Control_StreamServer) error {
 	case <-time.After(s.cfg.HelloTimeout):
 		return status.Error(codes.DeadlineExceeded, "no hello")
 	}
+	if err := checkAgentMessage(first); err != nil {
+		return err
+	}
 	h := first.GetHello()
 	if h == nil {
 		return status.Error(codes.InvalidArgument, "first message must be hello")
@@ -263,6 +266,10 @@ func (s *Server) receive(ctx context.Context, stream pb.Control_StreamServer, se
 	for {
 		m, err := stream.Recv()
 		if err != nil {
+			return err
+		}
+		if err := checkAgentMessage(m); err != nil {
+			s.log.Warn("agent message refused", "agent", sess.AgentID, "err", err)
 			return err
 		}
 		sess.lastSeen.Store(time.Now().UnixNano())

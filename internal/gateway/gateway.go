@@ -61,6 +61,7 @@ type Gateway struct {
 	grpc    *grpc.Server
 	http    *http.Server
 	rates   *rates
+	history *history
 	metrics *metrics
 
 	writes chan writeReq
@@ -74,9 +75,10 @@ type Gateway struct {
 	changeMu sync.Mutex
 	changed  chan struct{}
 
-	liveMu sync.Mutex
-	live   map[string]*liveAgent
-	acks   map[string]*store.Ack
+	liveMu  sync.Mutex
+	live    map[string]*liveAgent
+	acks    map[string]*store.Ack
+	refused map[string]uint64 // counter deltas refused, per agent
 }
 
 // liveAgent is what the gateway keeps in memory about a connected agent.
@@ -108,6 +110,8 @@ func New(cfg Config) (*Gateway, error) {
 		log:     cfg.Logger,
 		store:   cfg.Store,
 		rates:   newRates(),
+		history: newHistory(),
+		refused: map[string]uint64{},
 		writes:  make(chan writeReq, 8192),
 		done:    make(chan struct{}),
 		waiters: map[string][]*ackWaiter{},
@@ -175,18 +179,21 @@ func (b *backend) Open(ctx context.Context, s *controlstream.Session) (uint64, e
 	h := s.Hello
 	kernel := map[string]string{}
 	if h.Kernel != nil {
-		kernel["release"] = h.Kernel.Release
+		kernel["release"] = clip(h.Kernel.Release, maxShortLen)
 		for k, ok := range h.Kernel.Checks {
+			if len(kernel) > maxListLen {
+				break
+			}
 			if ok {
-				kernel[k] = "ok"
+				kernel[clip(k, maxShortLen)] = "ok"
 			} else {
-				kernel[k] = "unavailable: " + h.Kernel.Reasons[k]
+				kernel[clip(k, maxShortLen)] = "unavailable: " + clip(h.Kernel.Reasons[k], maxReasonLen)
 			}
 		}
 	}
 	now := time.Now()
-	if err := g.store.UpsertAgent(ctx, store.Agent{ID: s.AgentID, Hostname: h.Hostname, Version: h.AgentVersion,
-		Capabilities: h.Capabilities, Kernel: kernel, Epoch: h.Epoch, LastSeen: now}); err != nil {
+	if err := g.store.UpsertAgent(ctx, store.Agent{ID: s.AgentID, Hostname: clip(h.Hostname, maxHostLen), Version: clip(h.AgentVersion, maxShortLen),
+		Capabilities: clipList(h.Capabilities, maxShortLen), Kernel: kernel, Epoch: h.Epoch, LastSeen: now}); err != nil {
 		return 0, err
 	}
 	g.liveMu.Lock()
@@ -203,17 +210,23 @@ func (b *backend) Submit(s *controlstream.Session, cb controlstream.Batch, done 
 		if c.TimeUnixNano > 0 {
 			sb.Time = time.Unix(0, c.TimeUnixNano)
 		}
-		sb.Counters = make([]store.CounterDelta, len(c.Deltas))
-		for i, d := range c.Deltas {
-			sb.Counters[i] = store.CounterDelta{Rule: d.Rule, DryRun: d.DryRun, Packets: d.Packets, Bytes: d.Bytes}
+		sb.Counters = make([]store.CounterDelta, 0, len(c.Deltas))
+		for _, d := range c.Deltas {
+			cd, why := counterDelta(d)
+			if why != "" {
+				g.refuse(s.AgentID, why, 1)
+				continue
+			}
+			sb.Counters = append(sb.Counters, cd)
 		}
 	}
 	if e := cb.Events; e != nil {
 		sb.Dropped = e.Dropped
 		sb.Events = make([]store.Event, len(e.Events))
 		for i, ev := range e.Events {
-			sb.Events[i] = store.Event{Time: time.Unix(0, ev.TimeUnixNano), Kind: kindName(ev.Kind), Severity: ev.Severity,
-				Path: ev.Path, Op: ev.Op, Process: ev.Process, PID: ev.Pid, UID: ev.Uid, Detail: ev.Detail, Denied: ev.Denied}
+			sb.Events[i] = store.Event{Time: time.Unix(0, ev.TimeUnixNano), Kind: kindName(ev.Kind), Severity: clip(ev.Severity, maxShortLen),
+				Path: clip(ev.Path, maxPathLen), Op: clip(ev.Op, maxShortLen), Process: clip(ev.Process, maxShortLen), PID: ev.Pid, UID: ev.Uid,
+				Detail: clip(ev.Detail, maxDetailLen), Denied: ev.Denied}
 		}
 	}
 	select {
@@ -253,10 +266,10 @@ func (b *backend) Status(s *controlstream.Session, st *pb.Status) {
 		if l == nil {
 			return store.Layer{State: "unknown"}
 		}
-		return store.Layer{State: layerState(l.State), Mode: l.Mode, Reason: l.Reason}
+		return store.Layer{State: layerState(l.State), Mode: clip(l.Mode, maxShortLen), Reason: clip(l.Reason, maxReasonLen)}
 	}
 	ss := store.Status{Shield: layer(st.Shield), Sentinel: layer(st.Sentinel), PolicyVersion: st.PolicyVersion,
-		Degraded: st.DegradedReasons, EventsDropped: st.EventsDropped, CounterKeysDropped: st.CounterKeysDropped,
+		Degraded: clipList(st.DegradedReasons, maxReasonLen), EventsDropped: st.EventsDropped, CounterKeysDropped: st.CounterKeysDropped,
 		Reported: time.Unix(0, st.TimeUnixNano)}
 	if last := g.lastAck(s.AgentID); last != nil {
 		ss.LastAck = last
@@ -268,7 +281,28 @@ func (b *backend) Status(s *controlstream.Session, st *pb.Status) {
 }
 
 func (b *backend) BundleAck(s *controlstream.Session, a *pb.BundleAck) {
+	a.Reason, a.Error = clip(a.Reason, maxShortLen), clip(a.Error, maxReasonLen)
 	b.g().deliverAck(s.AgentID, a)
+}
+
+// refuse counts n counter deltas of agent that were not stored, and why.
+func (g *Gateway) refuse(agent, why string, n int) {
+	g.metrics.refused.WithLabelValues(why).Add(float64(n))
+	g.liveMu.Lock()
+	first := g.refused[agent] == 0
+	g.refused[agent] += uint64(n)
+	g.liveMu.Unlock()
+	if first {
+		g.log.Warn("agent counters refused", "agent", agent, "reason", why, "n", n)
+	}
+}
+
+// Refused is how many counter deltas of agent the gateway refused (junk
+// rule names, bad kinds, beyond the rule quota) since it started.
+func (g *Gateway) Refused(agent string) uint64 {
+	g.liveMu.Lock()
+	defer g.liveMu.Unlock()
+	return g.refused[agent]
 }
 
 func (b *backend) Close(s *controlstream.Session, err error) {
@@ -384,8 +418,12 @@ func (g *Gateway) account(batches []store.Batch, applied []bool) {
 		g.metrics.counterUpdates.Add(float64(len(b.Counters)))
 		g.metrics.events.Add(float64(len(b.Events)))
 		g.metrics.eventsLost.Add(float64(b.Dropped))
+		if b.Refused > 0 {
+			g.refuse(b.AgentID, refusedQuota, b.Refused)
+		}
 		for _, c := range b.Counters {
-			g.rates.add(b.AgentID, c.Rule, c.DryRun, c.Packets, c.Bytes, now)
+			g.rates.add(b.AgentID, c.RuleKey, c.Packets, c.Bytes, now)
+			g.history.add(b.AgentID, c.RuleKey, c.Packets, now)
 		}
 	}
 }
