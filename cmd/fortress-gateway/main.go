@@ -46,6 +46,9 @@ func run(ctx context.Context, args []string) error {
 	maxEvents := fs.Int("max-events", store.DefaultRetention.MaxEvents, "events kept")
 	eventAge := fs.Duration("event-retention", store.DefaultRetention.EventAge, "how long events are kept")
 	sampleAge := fs.Duration("series-retention", store.DefaultRetention.SampleAge, "how long per-minute counter samples are kept")
+	agentEvents := fs.Int("max-events-per-agent", store.DefaultRetention.MaxEventsPerAgent, "events kept per agent")
+	counterAge := fs.Duration("counter-retention", store.DefaultRetention.CounterAge, "how long a rule's counter row is kept after its last change")
+	maxRules := fs.Int("max-rules-per-agent", store.DefaultMaxRules, "distinct rule counters stored per agent; more are refused and counted")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -82,6 +85,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer st.Close()
+	st.MaxRules = *maxRules
 	gl, err := net.Listen("tcp", *grpcAddr)
 	if err != nil {
 		return err
@@ -93,7 +97,8 @@ func run(ctx context.Context, args []string) error {
 	}
 	g, err := gateway.New(gateway.Config{
 		GRPCListener: gl, HTTPListener: hl, TLS: pki.ServerTLS(cert, pool), Store: st, TrustKeys: keys,
-		Retention: store.Retention{MaxEvents: *maxEvents, EventAge: *eventAge, SampleAge: *sampleAge}, Logger: log,
+		Retention: store.Retention{MaxEvents: *maxEvents, EventAge: *eventAge, SampleAge: *sampleAge, MaxEventsPerAgent: *agentEvents,
+			CounterAge: *counterAge}, Logger: log,
 	})
 	if err != nil {
 		return err

@@ -259,6 +259,9 @@ func (s *Server) Stream(stream pb.Control_StreamServer) error {
 		err = cause
 	}
 	s.cfg.Backend.Close(sess, err)
+	if status.Code(err) == codes.ResourceExhausted {
+		return err // the agent learns which limit it broke
+	}
 	return nil
 }
 

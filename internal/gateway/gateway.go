@@ -79,6 +79,38 @@ type Gateway struct {
 	live    map[string]*liveAgent
 	acks    map[string]*store.Ack
 	refused map[string]uint64 // counter deltas refused, per agent
+	evQuota map[string]*eventQuota
+}
+
+// Each agent may have events stored at eventRate per second on average,
+// in bursts of up to eventBurst; events beyond that are not stored and
+// count as events the agent lost. So one agent adds at most eventBurst +
+// 60 * eventRate events between two prunes (one a minute), whatever it
+// sends, and its share is then cut to Retention.MaxEventsPerAgent.
+const (
+	eventRate  = 50
+	eventBurst = 1000
+)
+
+type eventQuota struct {
+	tokens float64
+	last   time.Time
+}
+
+// takeEvents returns how many of n events of agent may be stored now.
+func (g *Gateway) takeEvents(agent string, n int, now time.Time) int {
+	g.liveMu.Lock()
+	defer g.liveMu.Unlock()
+	q := g.evQuota[agent]
+	if q == nil {
+		q = &eventQuota{tokens: eventBurst, last: now}
+		g.evQuota[agent] = q
+	}
+	q.tokens = min(eventBurst, q.tokens+now.Sub(q.last).Seconds()*eventRate)
+	q.last = now
+	ok := min(n, int(q.tokens))
+	q.tokens -= float64(ok)
+	return ok
 }
 
 // liveAgent is what the gateway keeps in memory about a connected agent.
@@ -112,6 +144,7 @@ func New(cfg Config) (*Gateway, error) {
 		rates:   newRates(),
 		history: newHistory(),
 		refused: map[string]uint64{},
+		evQuota: map[string]*eventQuota{},
 		writes:  make(chan writeReq, 8192),
 		done:    make(chan struct{}),
 		waiters: map[string][]*ackWaiter{},
@@ -221,9 +254,15 @@ func (b *backend) Submit(s *controlstream.Session, cb controlstream.Batch, done 
 		}
 	}
 	if e := cb.Events; e != nil {
-		sb.Dropped = e.Dropped
-		sb.Events = make([]store.Event, len(e.Events))
-		for i, ev := range e.Events {
+		evs := e.Events
+		keep := g.takeEvents(s.AgentID, len(evs), time.Now())
+		if keep < len(evs) {
+			g.metrics.eventsRefused.Add(float64(len(evs) - keep))
+			evs = evs[:keep]
+		}
+		sb.Dropped = e.Dropped + uint64(len(e.Events)-keep)
+		sb.Events = make([]store.Event, len(evs))
+		for i, ev := range evs {
 			sb.Events[i] = store.Event{Time: time.Unix(0, ev.TimeUnixNano), Kind: kindName(ev.Kind), Severity: clip(ev.Severity, maxShortLen),
 				Path: clip(ev.Path, maxPathLen), Op: clip(ev.Op, maxShortLen), Process: clip(ev.Process, maxShortLen), PID: ev.Pid, UID: ev.Uid,
 				Detail: clip(ev.Detail, maxDetailLen), Denied: ev.Denied}

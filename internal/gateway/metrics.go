@@ -19,6 +19,7 @@ type metrics struct {
 	connects       prometheus.Counter
 	acks           *prometheus.CounterVec
 	refused        *prometheus.CounterVec
+	eventsRefused  prometheus.Counter
 	commit         prometheus.Histogram
 }
 
@@ -39,10 +40,12 @@ func newMetrics(g *Gateway) *metrics {
 			Help: "Bundle acknowledgements from agents, by outcome or refusal reason."}, []string{"outcome"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fortress_gateway_counter_deltas_refused_total",
 			Help: "Counter deltas from agents not stored, by reason (bad_rule, bad_kind, rule_quota)."}, []string{"reason"}),
+		eventsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "fortress_gateway_events_refused_total",
+			Help: "Events not stored because their agent exceeded its event rate."}),
 		commit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "fortress_gateway_store_commit_seconds",
 			Help: "Time to store one group of batches.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
-	m.reg.MustRegister(m.batches, m.counterUpdates, m.events, m.eventsLost, m.connects, m.acks, m.refused, m.commit,
+	m.reg.MustRegister(m.batches, m.counterUpdates, m.events, m.eventsLost, m.connects, m.acks, m.refused, m.eventsRefused, m.commit,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fortress_gateway_agents_connected",
 			Help: "Agents with an open control stream."}, func() float64 { return float64(g.Connected()) }),

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS rule_counters (
 	PRIMARY KEY (agent_id, rule, action, log_only, slot, kind)
 );
 CREATE INDEX IF NOT EXISTS rule_counters_updated ON rule_counters (updated);
+CREATE INDEX IF NOT EXISTS rule_counters_kind ON rule_counters (kind, packets);
 CREATE TABLE IF NOT EXISTS rule_samples (
 	agent_id TEXT NOT NULL,
 	rule TEXT NOT NULL,
@@ -103,11 +104,21 @@ type SQLite struct {
 	// (DefaultMaxRules); deltas for new keys beyond it are refused and
 	// counted in Batch.Refused. Set it before the first Apply.
 	MaxRules int
+	// MaxSampleRules is how many rule keys of one agent get a per-minute
+	// sample in one minute (DefaultMaxSampleRules); totals count them all.
+	MaxSampleRules int
 	// mu serialises Apply so the position and row-count caches match the
 	// database.
 	mu    sync.Mutex
 	pos   map[streamKey]uint64
 	nrows map[string]int // rule_counters rows per agent
+	nsamp map[string]minuteCount
+}
+
+// minuteCount is how many sample rows an agent has in one minute.
+type minuteCount struct {
+	minute int64
+	n      int
 }
 
 type streamKey struct {
@@ -148,7 +159,8 @@ func Open(path string) (*SQLite, error) {
 			return nil, fmt.Errorf("migrate counters in %s: %w", path, err)
 		}
 	}
-	return &SQLite{w: w, r: r, MaxRules: DefaultMaxRules, pos: map[streamKey]uint64{}, nrows: map[string]int{}}, nil
+	return &SQLite{w: w, r: r, MaxRules: DefaultMaxRules, MaxSampleRules: DefaultMaxSampleRules, pos: map[streamKey]uint64{},
+		nrows: map[string]int{}, nsamp: map[string]minuteCount{}}, nil
 }
 
 // Close closes the database.
@@ -268,6 +280,7 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 			tx.Rollback()
 			clear(s.pos) // the caches may hold what the rollback undid
 			clear(s.nrows)
+			clear(s.nsamp)
 		}
 	}()
 	prep := func(q string) *sql.Stmt {
@@ -281,8 +294,9 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 	updStmt := prep(`UPDATE rule_counters SET packets=MIN(packets+?, 9007199254740992), bytes=MIN(bytes+?, 9007199254740992), updated=?
 		WHERE agent_id=? AND rule=? AND action=? AND log_only=? AND slot=? AND kind=?`)
 	insStmt := prep(`INSERT INTO rule_counters (agent_id, rule, action, log_only, slot, kind, packets, bytes, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	smpStmt := prep(`INSERT INTO rule_samples (agent_id, rule, action, log_only, slot, kind, minute, packets, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (agent_id, rule, action, log_only, slot, kind, minute) DO UPDATE SET packets=MIN(packets+excluded.packets, 9007199254740992), bytes=MIN(bytes+excluded.bytes, 9007199254740992)`)
+	smpUpd := prep(`UPDATE rule_samples SET packets=MIN(packets+?, 9007199254740992), bytes=MIN(bytes+?, 9007199254740992)
+		WHERE agent_id=? AND rule=? AND action=? AND log_only=? AND slot=? AND kind=? AND minute=?`)
+	smpIns := prep(`INSERT INTO rule_samples (agent_id, rule, action, log_only, slot, kind, minute, packets, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	evStmt := prep(`INSERT INTO events (agent_id, ts, kind, severity, path, op, process, pid, uid, detail, denied) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	posStmt := prep(`INSERT INTO streams (agent_id, epoch, last_seq, batches, updated) VALUES (?, ?, ?, 1, ?)
 		ON CONFLICT (agent_id, epoch) DO UPDATE SET last_seq=excluded.last_seq, batches=batches+1, updated=excluded.updated`)
@@ -306,6 +320,7 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 		}
 		minute := t.Truncate(time.Minute).Unix()
 		batches[i].Refused = 0
+		stored := b.Counters[:0:0]
 		for _, c := range b.Counters {
 			k := c.RuleKey
 			c.Packets, c.Bytes = min(c.Packets, maxCount), min(c.Bytes, maxCount)
@@ -327,10 +342,12 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 				}
 				s.nrows[b.AgentID] = rows + 1
 			}
-			if _, err = smpStmt.ExecContext(ctx, b.AgentID, k.Rule, k.Action, b2i(k.LogOnly), int64(k.Slot), k.Kind, minute, int64(c.Packets), int64(c.Bytes)); err != nil {
-				return nil, fmt.Errorf("apply samples %s: %w", b.AgentID, err)
+			if err = s.sample(ctx, smpUpd, smpIns, b.AgentID, k, minute, c); err != nil {
+				return nil, err
 			}
+			stored = append(stored, c)
 		}
+		batches[i].Counters = stored
 		for j := range b.Events {
 			e := &b.Events[j]
 			var res sql.Result
@@ -356,6 +373,32 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 		return nil, fmt.Errorf("apply: commit: %w", err)
 	}
 	return applied, nil
+}
+
+// sample adds a delta to its per-minute sample; a new sample row only
+// while the agent has fewer than MaxSampleRules in that minute. Called with
+// mu held.
+func (s *SQLite) sample(ctx context.Context, upd, ins *sql.Stmt, agent string, k RuleKey, minute int64, c CounterDelta) error {
+	res, err := upd.ExecContext(ctx, int64(c.Packets), int64(c.Bytes), agent, k.Rule, k.Action, b2i(k.LogOnly), int64(k.Slot), k.Kind, minute)
+	if err != nil {
+		return fmt.Errorf("apply samples %s: %w", agent, err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		return nil
+	}
+	mc := s.nsamp[agent]
+	if mc.minute != minute {
+		mc = minuteCount{minute: minute}
+	}
+	if mc.n >= s.MaxSampleRules {
+		return nil
+	}
+	if _, err := ins.ExecContext(ctx, agent, k.Rule, k.Action, b2i(k.LogOnly), int64(k.Slot), k.Kind, minute, int64(c.Packets), int64(c.Bytes)); err != nil {
+		return fmt.Errorf("apply samples %s: %w", agent, err)
+	}
+	mc.n++
+	s.nsamp[agent] = mc
+	return nil
 }
 
 // counterWhere is the WHERE clause of q's agent, filter and kind.

@@ -210,7 +210,7 @@ func TestKindsApart(t *testing.T) {
 func TestRuleQuota(t *testing.T) {
 	ctx := context.Background()
 	s, path := openTest(t)
-	s.MaxRules = 100
+	s.MaxRules, s.MaxSampleRules = 100, 20
 	now := time.Now()
 	var ds []CounterDelta
 	for i := range 150 {
@@ -223,6 +223,10 @@ func TestRuleQuota(t *testing.T) {
 	}
 	if b[0].Refused != 50 || b[1].Refused != 0 {
 		t.Fatalf("refused %d and %d, want 50 and 0", b[0].Refused, b[1].Refused)
+	}
+	var samples int
+	if err := s.r.QueryRow(`SELECT COUNT(*) FROM rule_samples WHERE agent_id='bad'`).Scan(&samples); err != nil || samples != 20 {
+		t.Fatalf("%d sample rows (%v), want MaxSampleRules 20", samples, err)
 	}
 	// Known keys still count after a reopen (the row count is re-read).
 	s.Close()

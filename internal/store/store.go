@@ -115,7 +115,8 @@ type Batch struct {
 	// Dropped counts events the agent lost before this batch.
 	Dropped uint64
 	// Refused is set by Apply: counter deltas not stored because the agent
-	// is at its MaxRules quota of distinct rule keys.
+	// is at its MaxRules quota of distinct rule keys. Apply also leaves in
+	// Counters only the deltas it stored.
 	Refused int
 }
 
@@ -192,8 +193,14 @@ type Retention struct {
 var DefaultRetention = Retention{MaxEvents: 100_000, EventAge: 7 * 24 * time.Hour, SampleAge: time.Hour,
 	MaxEventsPerAgent: 10_000, CounterAge: 30 * 24 * time.Hour}
 
-// DefaultMaxRules is how many distinct rule keys one agent may store.
-const DefaultMaxRules = 10_000
+// DefaultMaxRules is how many distinct rule keys one agent may store, and
+// DefaultMaxSampleRules how many of them get a per-minute sample in one
+// minute. With the hour of samples DefaultRetention keeps, one agent holds
+// at most 10,000 counter rows and 60,000 sample rows.
+const (
+	DefaultMaxRules       = 10_000
+	DefaultMaxSampleRules = 1_000
+)
 
 // Totals are fleet-wide sums, for checks and metrics.
 type Totals struct {
