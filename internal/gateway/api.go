@@ -354,6 +354,11 @@ func (g *Gateway) snapshot(ctx context.Context, agent, filter string, limit, age
 		}
 		*tb.dst = out
 	}
+	tot, err := g.store.Totals(ctx)
+	if err != nil {
+		return nil, err
+	}
+	snap.Events = tot.Events
 	snap.Timeline = g.history.timelineOf(agent, now)
 	g.history.forget(known)
 
