@@ -204,6 +204,11 @@ const (
 	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
 	EventKind_EVENT_KIND_FIM         EventKind = 1
 	EventKind_EVENT_KIND_VIOLATION   EventKind = 2
+	// A failure of the agent itself (lost events, a reader that stopped).
+	EventKind_EVENT_KIND_CRITICAL EventKind = 3
+	// A change of what the agent can do, such as Sentinel unavailable
+	// because BPF LSM is unusable: information, not an attack.
+	EventKind_EVENT_KIND_STATUS EventKind = 4
 )
 
 // Enum value maps for EventKind.
@@ -212,11 +217,15 @@ var (
 		0: "EVENT_KIND_UNSPECIFIED",
 		1: "EVENT_KIND_FIM",
 		2: "EVENT_KIND_VIOLATION",
+		3: "EVENT_KIND_CRITICAL",
+		4: "EVENT_KIND_STATUS",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED": 0,
 		"EVENT_KIND_FIM":         1,
 		"EVENT_KIND_VIOLATION":   2,
+		"EVENT_KIND_CRITICAL":    3,
+		"EVENT_KIND_STATUS":      4,
 	}
 )
 
@@ -1777,11 +1786,13 @@ const file_fortress_v1_control_proto_rawDesc = "" +
 	"RuleAction\x12\x1b\n" +
 	"\x17RULE_ACTION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10RULE_ACTION_DROP\x10\x01\x12\x15\n" +
-	"\x11RULE_ACTION_ALLOW\x10\x02*U\n" +
+	"\x11RULE_ACTION_ALLOW\x10\x02*\x85\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eEVENT_KIND_FIM\x10\x01\x12\x18\n" +
-	"\x14EVENT_KIND_VIOLATION\x10\x022O\n" +
+	"\x14EVENT_KIND_VIOLATION\x10\x02\x12\x17\n" +
+	"\x13EVENT_KIND_CRITICAL\x10\x03\x12\x15\n" +
+	"\x11EVENT_KIND_STATUS\x10\x042O\n" +
 	"\aControl\x12D\n" +
 	"\x06Stream\x12\x19.fortress.v1.AgentMessage\x1a\x1b.fortress.v1.GatewayMessage(\x010\x012D\n" +
 	"\x05Admin\x12;\n" +

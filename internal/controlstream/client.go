@@ -42,6 +42,8 @@ const (
 const (
 	KindFIM       = "fim"
 	KindViolation = "violation"
+	KindCritical  = "critical"
+	KindStatus    = "status"
 )
 
 // Hello is what an agent tells the gateway about itself on every connect.
@@ -124,7 +126,7 @@ func (d CounterDelta) proto() *pb.CounterDelta {
 // Event is a FIM or violation event.
 type Event struct {
 	Time     time.Time
-	Kind     string // KindFIM or KindViolation
+	Kind     string // KindFIM, KindViolation, KindCritical or KindStatus
 	Severity string
 	Path     string
 	Op       string
@@ -290,6 +292,10 @@ func (c *Client) AddEvent(e Event) bool {
 		kind = pb.EventKind_EVENT_KIND_FIM
 	case KindViolation:
 		kind = pb.EventKind_EVENT_KIND_VIOLATION
+	case KindCritical:
+		kind = pb.EventKind_EVENT_KIND_CRITICAL
+	case KindStatus:
+		kind = pb.EventKind_EVENT_KIND_STATUS
 	}
 	if e.Time.IsZero() {
 		e.Time = time.Now()

@@ -110,9 +110,17 @@ func TestDashboardLive(t *testing.T) {
 
 	// Events arrive as a live feed.
 	a.AddEvent(controlstream.Event{Kind: controlstream.KindViolation, Path: "/etc/serviceradar/agent.json", Op: "unlink", Process: "rm", PID: 4242, Denied: true})
+	// Sentinel unavailable is information, not a violation.
+	b.AddEvent(controlstream.Event{Kind: controlstream.KindStatus, Severity: "info", Detail: "BPF LSM unusable, nothing is protected: no bpf lsm"})
 	waitFor(t, 3*time.Second, "event count", func() bool {
-		return num(browser.Text(t, ctx, `document.getElementById("event-count").textContent`)) == 1
+		return num(browser.Text(t, ctx, `document.getElementById("event-count").textContent`)) == 2
 	})
+	waitFor(t, 3*time.Second, "status event in feed", func() bool {
+		return browser.Text(t, ctx, `(() => { const li = document.querySelector('#events li.k-status'); return li ? li.textContent : ""; })()`) != ""
+	})
+	if txt := browser.Text(t, ctx, `document.querySelector('#events li.k-status').textContent`); strings.Contains(txt, "VIOLATION") || !strings.Contains(txt, "edge-2  info  ") {
+		t.Fatalf("sentinel-unavailable event shown as %q", txt)
+	}
 	waitFor(t, 2*time.Second, "event in feed", func() bool {
 		return strings.Contains(browser.Text(t, ctx, `document.getElementById("events").textContent`), "VIOLATION DENIED  unlink /etc/serviceradar/agent.json  by rm[4242]")
 	})

@@ -281,6 +281,10 @@ func kindName(k pb.EventKind) string {
 		return "fim"
 	case pb.EventKind_EVENT_KIND_VIOLATION:
 		return "violation"
+	case pb.EventKind_EVENT_KIND_CRITICAL:
+		return "critical"
+	case pb.EventKind_EVENT_KIND_STATUS:
+		return "status"
 	}
 	return "unknown"
 }
