@@ -414,6 +414,19 @@ func (d *Demo) StatusLine(ctx context.Context) string {
 	return b.String()
 }
 
+// tick is the periodic status line, or nothing once ctx (the run) has
+// ended: a tick and the end can come together. The line gets its own
+// deadline, so the run's end never cuts it short into "context deadline
+// exceeded".
+func (d *Demo) tick(ctx context.Context) (string, bool) {
+	if ctx.Err() != nil {
+		return "", false
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	return d.StatusLine(sctx), true
+}
+
 // Close stops the traffic, the agent and the gateway and removes the
 // namespaces, the bpffs mount and the work directory, in that order.
 func (d *Demo) Close() error {
@@ -463,14 +476,9 @@ func Run(ctx context.Context, cfg Config, duration time.Duration) (err error) {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if ctx.Err() != nil {
-				return nil // the tick and the end came together
+			if line, ok := d.tick(ctx); ok {
+				fmt.Fprintln(cfg.Out, line)
 			}
-			// Its own deadline: the run's end never cuts a status line
-			// short into "context deadline exceeded".
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
-			fmt.Fprintln(cfg.Out, d.StatusLine(sctx))
-			cancel()
 		}
 	}
 }

@@ -374,6 +374,19 @@ func TestTwoDemosAndLeftovers(t *testing.T) {
 	d := startDemo(t, 50)
 	ctx := context.Background()
 
+	// The run's end coming with a tick prints no stray error.
+	ended, cancelEnded := context.WithTimeout(ctx, time.Millisecond)
+	time.Sleep(5 * time.Millisecond)
+	if line, ok := d.tick(ended); ok || strings.Contains(line, "deadline exceeded") {
+		t.Fatalf("tick after the end printed %q", line)
+	}
+	cancelEnded()
+	live, cancelLive := context.WithCancel(ctx)
+	if line, ok := d.tick(live); !ok || !strings.HasPrefix(line, "shield enforcing") {
+		t.Fatalf("tick: %q", line)
+	}
+	cancelLive()
+
 	start := time.Now()
 	_, err := Start(ctx, Config{Listen: "127.0.0.1:0", Name: d.cfg.Name, Out: testWriter{t}})
 	if err == nil || !strings.Contains(err.Error(), "--name") || !strings.Contains(err.Error(), "another fortress-demo runs") {
