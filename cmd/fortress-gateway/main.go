@@ -33,9 +33,13 @@ func main() {
 	}
 }
 
+// defaultGRPCListen is where agents find the gateway unless told otherwise
+// (deploy/fortress-agent.example.json dials its port).
+const defaultGRPCListen = "127.0.0.1:7443"
+
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("fortress-gateway", flag.ContinueOnError)
-	grpcAddr := fs.String("grpc-listen", "127.0.0.1:7443", "ControlStream (gRPC, mutual TLS) listen address")
+	grpcAddr := fs.String("grpc-listen", defaultGRPCListen, "ControlStream (gRPC, mutual TLS) listen address")
 	httpAddr := fs.String("http-listen", "127.0.0.1:8080", "dashboard, JSON API and /metrics listen address")
 	pkiDir := fs.String("pki", "", "directory made by 'fortressctl pki init' (sets the three TLS flags below)")
 	certFile := fs.String("tls-cert", "", "gateway certificate (PEM)")
