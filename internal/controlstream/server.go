@@ -125,9 +125,16 @@ func NewServer(cfg ServerConfig) *Server {
 // GRPCServer makes a gRPC server with mutual TLS (client certificates from
 // the CA required) and these limits; register services on it.
 func GRPCServer(tlsCfg *tls.Config) *grpc.Server {
+	return NewGRPCServer(credentials.NewTLS(tlsCfg), MaxMessage)
+}
+
+// NewGRPCServer makes a gRPC server with creds that reads messages of at
+// most maxRecv bytes (MaxMessage for operators, whose bundles are large;
+// MaxAgentMessage where only agents connect).
+func NewGRPCServer(creds credentials.TransportCredentials, maxRecv int) *grpc.Server {
 	return grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsCfg)),
-		grpc.MaxRecvMsgSize(MaxMessage),
+		grpc.Creds(creds),
+		grpc.MaxRecvMsgSize(maxRecv),
 		grpc.MaxSendMsgSize(MaxMessage),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),

@@ -58,11 +58,16 @@ type Gateway struct {
 	log     *slog.Logger
 	store   store.Storage
 	control *controlstream.Server
-	grpc    *grpc.Server
-	http    *http.Server
-	rates   *rates
-	history *history
-	metrics *metrics
+	// grpc serves admin connections (bundle-sized messages), agentGRPC
+	// agent connections (at most MaxAgentMessage); split picks by the
+	// client certificate's role.
+	grpc      *grpc.Server
+	agentGRPC *grpc.Server
+	split     *roleSplitter
+	http      *http.Server
+	rates     *rates
+	history   *history
+	metrics   *metrics
 
 	writes chan writeReq
 	done   chan struct{}
@@ -154,9 +159,15 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.metrics = newMetrics(g)
 	g.control = controlstream.NewServer(controlstream.ServerConfig{Backend: (*backend)(g), PingInterval: cfg.PingInterval, Logger: cfg.Logger})
-	g.grpc = controlstream.GRPCServer(cfg.TLS)
-	g.control.Register(g.grpc)
-	pb.RegisterAdminServer(g.grpc, &admin{g: g})
+	g.split = newRoleSplitter(cfg.GRPCListener, cfg.TLS, cfg.Logger)
+	g.grpc = controlstream.NewGRPCServer(handshaken{}, controlstream.MaxMessage)
+	g.agentGRPC = controlstream.NewGRPCServer(handshaken{}, controlstream.MaxAgentMessage)
+	// Both services on both servers: each checks the role itself, so a
+	// certificate used for the wrong service gets PermissionDenied.
+	for _, srv := range []*grpc.Server{g.grpc, g.agentGRPC} {
+		g.control.Register(srv)
+		pb.RegisterAdminServer(srv, &admin{g: g})
+	}
 	g.http = &http.Server{Handler: g.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return g, nil
 }
@@ -168,8 +179,10 @@ func (g *Gateway) Registry() *prometheus.Registry { return g.metrics.reg }
 func (g *Gateway) Run(ctx context.Context) error {
 	writerDone := make(chan struct{})
 	go func() { g.writer(); close(writerDone) }()
-	errc := make(chan error, 2)
-	go func() { errc <- g.grpc.Serve(g.cfg.GRPCListener) }()
+	errc := make(chan error, 3)
+	go g.split.run()
+	go func() { errc <- g.grpc.Serve(g.split.admin) }()
+	go func() { errc <- g.agentGRPC.Serve(g.split.agent) }()
 	go func() { errc <- g.http.Serve(g.cfg.HTTPListener) }()
 	prune := time.NewTicker(g.cfg.PruneInterval)
 	defer prune.Stop()
@@ -191,12 +204,14 @@ loop:
 	// Stop (not GracefulStop): agent streams never end on their own, and
 	// agents resend whatever was not acknowledged.
 	g.grpc.Stop()
+	g.agentGRPC.Stop()
+	g.cfg.GRPCListener.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	g.http.Shutdown(sctx)
 	cancel()
 	close(g.done)
 	<-writerDone
-	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) {
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) || (ctx.Err() != nil && errors.Is(err, net.ErrClosed)) {
 		err = nil
 	}
 	return err

@@ -158,6 +158,7 @@ func TestHostileAgent(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("big message: stream still open")
 	}
+	big.conn.Close()
 	big = nil
 	runtime.GC()
 
@@ -200,6 +201,35 @@ func TestHostileAgent(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // a prune or two
 	// Measured before the test itself holds query results.
 	dbAfter, heapAfter := dbBytes(t, tg.dbPath), heapInuse()
+
+	// Connections: at most maxConnsPerAgent per agent certificate.
+	var extra []*grpc.ClientConn
+	for i := range maxConnsPerAgent {
+		cert, _ := tg.ca.Client("edge-evil", pki.RoleAgent)
+		conn, err := grpc.NewClient(tg.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientTLS(cert, tg.ca.Pool(), "127.0.0.1"))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra = append(extra, conn)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = pb.NewControlClient(conn).Stream(ctx)
+		if err == nil {
+			// The stream is only opened once the connection is up: wait for
+			// the server to take it (or drop it).
+			for conn.GetState().String() != "READY" && conn.GetState().String() != "TRANSIENT_FAILURE" && ctx.Err() == nil {
+				conn.WaitForStateChange(ctx, conn.GetState())
+			}
+		}
+		state := conn.GetState().String()
+		cancel()
+		// h holds one connection, so the first maxConnsPerAgent-1 get in.
+		if want := i < maxConnsPerAgent-1; (state == "READY") != want {
+			t.Fatalf("extra connection %d: state %s, want ready %v", i+1, state, want)
+		}
+	}
+	for _, c := range extra {
+		c.Close()
+	}
 
 	// The hostile agent's share.
 	evilRows, err := tg.st.Counters(context.Background(), store.CounterQuery{AgentID: "edge-evil"})
