@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -21,6 +22,7 @@ import (
 	"github.com/carverauto/fortress/internal/controlstream"
 	"github.com/carverauto/fortress/internal/pki"
 	"github.com/carverauto/fortress/internal/store"
+	"github.com/carverauto/fortress/internal/testutil/browser"
 )
 
 // hostile is a client with a valid agent certificate that speaks the
@@ -307,6 +309,21 @@ func TestHostileAgent(t *testing.T) {
 	if len(snap.FleetAllow) != 1 || snap.FleetAllow[0].Rule != "10.77.99.0/24" || snap.FleetAllow[0].Packets != 5 {
 		t.Fatalf("snapshot allow hits %+v", snap.FleetAllow)
 	}
+	// The dashboard, narrowed to the other agent, shows its exact counts;
+	// the agents table shows what the hostile agent had refused.
+	bctx := browser.New(t, time.Minute)
+	if err := chromedp.Do(bctx, chromedp.Navigate("http://"+tg.httpAddr+"/"), chromedp.WaitVisible(chromedp.CSS(`#agents tr[data-agent="edge-evil"]`)),
+		chromedp.SendKeys(chromedp.CSS("#agent"), "edge-good")); err != nil {
+		t.Fatalf("dashboard: %v", err)
+	}
+	waitFor(t, 5*raceSlowdown*time.Second, "the other agent's counts on the page", func() bool {
+		return num(browser.Text(t, bctx, cellJS("fleet", "203.0.113.0/24"))) == goodSent && num(browser.Text(t, bctx, cellJS("fleet-allow", "10.77.99.0/24"))) == 5
+	})
+	browser.Text(t, bctx, `document.getElementById("agent").value = "edge-evil"; document.getElementById("agent").dispatchEvent(new Event("input")); ""`)
+	waitFor(t, 5*raceSlowdown*time.Second, "refused count on the page", func() bool {
+		return num(browser.Text(t, bctx, `(() => { const td = document.querySelector('#agents tr[data-agent="edge-evil"] td.refused'); return td ? td.textContent : "0"; })()`)) == tg.g.Refused("edge-evil")
+	})
+
 	// Paging the API covers the hostile agent's rows without one huge page.
 	var page []Row
 	tg.getJSON(t, "/api/counters?agent=edge-evil&limit=100000", &page)
