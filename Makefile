@@ -11,7 +11,7 @@ export BPF2GO_STRIP := $(STRIP)
 export BPF2GO_CFLAGS := -O2 -g -Wall -Werror -mcpu=v3
 export CGO_ENABLED := 0
 
-.PHONY: all deps generate check-generate build vet test test-host test-lab
+.PHONY: all deps generate check-generate build vet test test-host test-race test-lab
 
 all: build
 
@@ -38,7 +38,13 @@ vet:
 test-host:
 	$(GO) test -count=1 ./...
 
+# The race detector over every test that runs without root (RequireRoot
+# skips them here; test-host and the lab run those). The race runtime needs
+# cgo, for the test binaries only: shipped builds stay CGO_ENABLED=0.
+test-race:
+	FORTRESS_TEST_UNPRIVILEGED=1 CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+
 test-lab:
 	$(GO) tool vmlab test --kernel all
 
-test: deps vet build check-generate test-host test-lab
+test: deps vet build check-generate test-host test-race test-lab

@@ -106,6 +106,57 @@ enum sentinel_op {
 	SENTINEL_OP_PROG_USE = 29,  /* running or attaching a Fortress program */
 	SENTINEL_OP_NETLINK = 30,   /* a route netlink message from a task holding a Fortress fd */
 	SENTINEL_OP_LOCKDOWN = 31,  /* a kernel lockdown reason (arg: enum lockdown_reason of the running kernel) */
+	SENTINEL_OP_ROLE_REFUSED = 32, /* a role binary ran without earning its role (arg: enum sentinel_refusal bits) */
+	SENTINEL_OP_PRCTL_EXE = 33,    /* prctl(PR_SET_MM) changing exe_file to or from a role binary (arg: PR_SET_MM_*) */
+	SENTINEL_OP_TRACEME = 34,      /* a role process asked to be traced (PTRACE_TRACEME) */
+};
+
+/* Why a process running a role binary did not get the role: the bits of a
+ * role_refused event's arg. A role is earned only at an exec (or, for the
+ * loading agent, a claim) that nothing outside the process controls. */
+enum sentinel_refusal {
+	SENTINEL_REFUSE_TRACED = 1 << 0,       /* a tracer was attached at the exec */
+	SENTINEL_REFUSE_SECCOMP = 1 << 1,      /* a seccomp filter (or strict mode) was in place at the exec */
+	SENTINEL_REFUSE_SHARED_FS = 1 << 2,    /* the fs_struct (root, cwd) is shared with another process */
+	SENTINEL_REFUSE_FOREIGN_ROOT = 1 << 3, /* exec under chroot or pivot_root */
+	SENTINEL_REFUSE_NO_ROOM = 1 << 4,      /* sentinel_grants is full */
+	SENTINEL_REFUSE_CLAIM = 1 << 5,        /* a claim by a process that is not the loader */
+};
+
+/* A role earned by a thread group: keyed by its group leader's task_struct
+ * address in sentinel_grants, dropped in task_free. exe is the binary it
+ * was earned with; the role holds only while mm->exe_file is still that
+ * inode. */
+struct sentinel_grant {
+	struct sentinel_inode exe;
+	__u32 roles; /* enum sentinel_role */
+	__u32 pad;
+};
+
+/* The loading agent's claim of its role. Sentinel cannot have seen the
+ * exec of the process that loads it, so the loader writes its tgid and the
+ * start time of its thread group (clock ticks since boot, as in
+ * /proc/PID/stat) here and calls prctl(SENTINEL_PRCTL_CLAIM); the kernel
+ * grants the role if the caller is that process, runs a role binary and is
+ * not controlled from outside. It then clears tgid and sets claimed to the
+ * tgid, or refused to the enum sentinel_refusal bits. */
+struct sentinel_claim {
+	__u32 tgid;
+	__u32 claimed;
+	__u64 start_ticks;
+	__u32 refused;
+	__u32 pad;
+};
+
+enum sentinel_prctl {
+	SENTINEL_PRCTL_CLAIM = 0x46525453, /* "FRTS"; the kernel itself then answers EINVAL */
+};
+
+/* Counters of the identity hooks (sentinel_role_stats). */
+enum sentinel_role_stat {
+	SENTINEL_ROLE_STAT_REFUSED = 0, /* role_refused, prctl_exe and traceme events */
+	SENTINEL_ROLE_STAT_GRANTED = 1, /* roles granted at an exec or a claim */
+	SENTINEL_ROLE_STAT_MAX = 2,
 };
 
 enum sentinel_verdict {

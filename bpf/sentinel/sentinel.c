@@ -40,6 +40,13 @@ char LICENSE[] SEC("license") = "GPL";
 #define MS_PRIVATE (1 << 18)
 #define MS_SLAVE (1 << 19)
 #define MS_SHARED (1 << 20)
+#define PR_SET_MM 35
+#define PR_SET_MM_EXE_FILE 13
+#define PR_SET_MM_MAP 14
+#define PRCTL_MM_MAP_EXE_FD 100 /* offsetof(struct prctl_mm_map, exe_fd) */
+#define LSM_UNSAFE_SHARE 1
+#define LSM_UNSAFE_PTRACE 2
+#define NSEC_PER_USER_TICK 10000000 /* USER_HZ is 100 on every architecture Fortress builds for */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -67,6 +74,31 @@ struct {
 	__type(key, struct sentinel_inode);
 	__type(value, struct sentinel_identity);
 } sentinel_identities SEC(".maps");
+
+// Roles earned by thread groups, keyed by the group leader's task_struct
+// address: set at a clean exec of a role binary (bprm_committing_creds) or
+// by the loader's claim, dropped at any other exec and in task_free, so an
+// address is never reused with a stale grant.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct sentinel_grant);
+} sentinel_grants SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sentinel_claim);
+} sentinel_claims SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SENTINEL_ROLE_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} sentinel_role_stats SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -133,8 +165,13 @@ struct {
 } sentinel_events SEC(".maps");
 
 
-// Puts the event type into BTF for bpf2go -type; never read.
+// Put the event type and the refusal reasons into BTF for bpf2go -type;
+// never read.
 const struct sentinel_event *unused_sentinel_event __attribute__((unused));
+const enum sentinel_refusal *unused_sentinel_refusal __attribute__((unused));
+const enum sentinel_prctl *unused_sentinel_prctl __attribute__((unused));
+const enum sentinel_op *unused_sentinel_op __attribute__((unused));
+const enum sentinel_role_stat *unused_sentinel_role_stat __attribute__((unused));
 
 static __always_inline void count(__u32 idx)
 {
@@ -195,20 +232,31 @@ static __always_inline struct inode *task_exe_inode(struct task_struct *task)
 	return BPF_CORE_READ(task, mm, exe_file, f_inode);
 }
 
-static __always_inline __u32 roles_of_exe(struct inode *exe)
+// exe_roles returns the roles an executable inode is an identity for, and
+// fills key. It says nothing about a process running it: see current_roles.
+static __always_inline __u32 exe_roles(struct inode *exe, struct sentinel_inode *key)
 {
 	struct sentinel_identity *id;
-	struct sentinel_inode key;
 
+	key->ino = 0;
+	key->dev = 0;
+	key->pad = 0;
 	if (!exe)
 		return 0; // kernel threads have no executable and no role
-	inode_key(exe, &key);
-	id = bpf_map_lookup_elem(&sentinel_identities, &key);
+	inode_key(exe, key);
+	id = bpf_map_lookup_elem(&sentinel_identities, key);
 	if (!id)
 		return 0;
 	if (id->gen_valid && id->gen != BPF_CORE_READ(exe, i_generation))
 		return 0;
 	return id->roles;
+}
+
+static __always_inline __u32 roles_of_exe(struct inode *exe)
+{
+	struct sentinel_inode key;
+
+	return exe_roles(exe, &key);
 }
 
 // in_agent_root: the task's root directory is the system's. The real
@@ -227,11 +275,38 @@ static __always_inline bool in_agent_root(struct task_struct *task)
 	return o && (o->flags & SENTINEL_OBJ_ROOT);
 }
 
+static __always_inline __u64 group_leader(struct task_struct *task)
+{
+	return (__u64)BPF_CORE_READ(task, group_leader);
+}
+
+// current_roles: the roles of the current task. A task has a role only if
+//   - its executable is an identity for it,
+//   - its thread group earned the role with that very executable, at a
+//     clean exec or the loader's claim (sentinel_grants),
+//   - it is not being traced now, and
+//   - its root directory is the system's.
+// Running a role binary alone gives nothing: PR_SET_MM_EXE_FILE, a tracer
+// or seccomp supervisor present at the exec, or a shared fs_struct leave
+// the process without a grant.
 static __always_inline __u32 current_roles(void)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u32 roles = roles_of_exe(task_exe_inode(task));
+	struct sentinel_grant *g;
+	struct sentinel_inode key;
+	__u64 leader;
+	__u32 roles;
 
+	roles = exe_roles(task_exe_inode(task), &key);
+	if (!roles)
+		return 0;
+	leader = group_leader(task);
+	g = bpf_map_lookup_elem(&sentinel_grants, &leader);
+	if (!g || g->exe.ino != key.ino || g->exe.dev != key.dev)
+		return 0;
+	roles &= g->roles;
+	if (roles && BPF_CORE_READ(task, ptrace))
+		return 0;
 	if (roles && !in_agent_root(task))
 		return 0;
 	return roles;
@@ -858,6 +933,7 @@ int BPF_PROG(task_free, struct task_struct *task)
 	__u32 zero = 0;
 
 	bpf_map_delete_elem(&sentinel_holders, &key);
+	bpf_map_delete_elem(&sentinel_grants, &key);
 	if (bpf_map_delete_elem(&sentinel_link_deny, &key))
 		return 0;
 	n = bpf_map_lookup_elem(&sentinel_link_deny_n, &zero);
@@ -1139,4 +1215,189 @@ int BPF_PROG(ptrace_access_check, struct task_struct *child, unsigned int mode, 
 		return 0;
 	inode_key(exe, &key);
 	return deny(SENTINEL_OP_PTRACE, 0, &key, &none, NULL, mode);
+}
+
+// Roles: earned at a clean exec, lost on any outside control.
+//
+// refuse_role reports a process that runs a role binary without earning
+// the role. It is reported whatever the mode: a refused role is never
+// granted, not even during a maintenance window.
+static __always_inline void count_role(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&sentinel_role_stats, &idx);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+static __always_inline void refuse_role(struct sentinel_inode *exe, __u32 reasons)
+{
+	struct sentinel_inode none = {};
+
+	count(SENTINEL_STAT_DENIED);
+	count_role(SENTINEL_ROLE_STAT_REFUSED);
+	emit(SENTINEL_OP_ROLE_REFUSED, SENTINEL_DENIED, 0, exe, &none, NULL, reasons);
+}
+
+// outside_control: what lets another process drive task, as refusal bits.
+static __always_inline __u32 outside_control(struct task_struct *task)
+{
+	__u32 reasons = 0;
+
+	if (BPF_CORE_READ(task, ptrace))
+		reasons |= SENTINEL_REFUSE_TRACED;
+	// Any filter: user notification (fd injection, emulated results) and
+	// SECCOMP_RET_TRACE hand the syscalls to another process, and even
+	// SECCOMP_RET_ERRNO with errno 0 makes a syscall "succeed" undone.
+	if (BPF_CORE_READ(task, seccomp.mode))
+		reasons |= SENTINEL_REFUSE_SECCOMP;
+	if (!in_agent_root(task))
+		reasons |= SENTINEL_REFUSE_FOREIGN_ROOT;
+	return reasons;
+}
+
+// grant records roles for the thread group of leader, or refuses them
+// (reasons != 0). It returns the refusal bits.
+static __always_inline __u32 grant(__u64 leader, struct sentinel_inode *exe, __u32 roles, __u32 reasons)
+{
+	struct sentinel_grant g = {.exe = *exe, .roles = roles};
+
+	if (reasons) {
+		bpf_map_delete_elem(&sentinel_grants, &leader);
+		refuse_role(exe, reasons);
+		return reasons;
+	}
+	if (bpf_map_update_elem(&sentinel_grants, &leader, &g, BPF_ANY)) {
+		bpf_map_delete_elem(&sentinel_grants, &leader);
+		refuse_role(exe, SENTINEL_REFUSE_NO_ROOM);
+		return SENTINEL_REFUSE_NO_ROOM;
+	}
+	count_role(SENTINEL_ROLE_STAT_GRANTED);
+	return 0;
+}
+
+// Every exec decides the thread group's role afresh: the kernel has made
+// the exec'ing thread the only one (de_thread) and the new executable is
+// bprm->file. bprm->unsafe is the kernel's own verdict on the exec: traced
+// (LSM_UNSAFE_PTRACE, also a tracer from PTRACE_TRACEME or one that
+// attached before the exec) or sharing its fs_struct with another process
+// (LSM_UNSAFE_SHARE: that process could chroot or chdir under it). A tracer
+// cannot attach between this hook and the first instruction: ptrace_attach
+// waits for the exec to finish, and then ptrace_access_check refuses it.
+SEC("lsm/bprm_committing_creds")
+int BPF_PROG(bprm_committing_creds, struct linux_binprm *bprm)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct sentinel_inode key;
+	__u64 leader = group_leader(task);
+	__u32 roles, reasons;
+	int unsafe;
+
+	roles = exe_roles(BPF_CORE_READ(bprm, file, f_inode), &key);
+	if (!roles) {
+		bpf_map_delete_elem(&sentinel_grants, &leader);
+		return 0;
+	}
+	reasons = outside_control(task);
+	unsafe = BPF_CORE_READ(bprm, unsafe);
+	if (unsafe & LSM_UNSAFE_PTRACE)
+		reasons |= SENTINEL_REFUSE_TRACED;
+	if (unsafe & LSM_UNSAFE_SHARE)
+		reasons |= SENTINEL_REFUSE_SHARED_FS;
+	grant(leader, &key, roles, reasons);
+	return 0;
+}
+
+// claim grants the loading agent its role (see struct sentinel_claim).
+static __always_inline int claim(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct sentinel_claim *c;
+	struct sentinel_inode key;
+	__u32 zero = 0, tgid, roles, reasons;
+	__u64 leader, start;
+	int users, threads;
+
+	c = bpf_map_lookup_elem(&sentinel_claims, &zero);
+	if (!c || !c->tgid)
+		return 0; // no claim is open
+	tgid = bpf_get_current_pid_tgid() >> 32;
+	leader = group_leader(task);
+	roles = exe_roles(task_exe_inode(task), &key);
+	start = BPF_CORE_READ((struct task_struct *)leader, start_boottime) / NSEC_PER_USER_TICK;
+	if (c->tgid != tgid || c->start_ticks != start || !roles) {
+		// Not the loader, or the loader runs no role binary.
+		refuse_role(&key, SENTINEL_REFUSE_CLAIM);
+		return 0;
+	}
+	reasons = outside_control(task);
+	// The process's threads share its fs_struct; nobody else may. (A
+	// thread being created counts early: the loader retries then.)
+	users = BPF_CORE_READ(task, fs, users);
+	threads = BPF_CORE_READ(task, signal, nr_threads);
+	if (users > threads)
+		reasons |= SENTINEL_REFUSE_SHARED_FS;
+	reasons = grant(leader, &key, roles, reasons);
+	c->tgid = 0;
+	c->refused = reasons;
+	if (!reasons)
+		c->claimed = tgid;
+	return 0;
+}
+
+// prctl(PR_SET_MM, PR_SET_MM_EXE_FILE or PR_SET_MM_MAP) changes the
+// executable a process is known by. A process that switches to a role
+// binary has no grant for it anyway (current_roles); this refuses the
+// switch itself, to a role binary or away from one, so it is reported.
+// PR_SET_MM_MAP's exe_fd is read from the caller's memory, which another
+// thread may change after this check: the grant is what enforces.
+SEC("lsm/task_prctl")
+int BPF_PROG(task_prctl, int option, unsigned long arg2, unsigned long arg3, unsigned long arg4,
+	     unsigned long arg5, int ret)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct sentinel_inode key = {}, none = {};
+	struct file *f = NULL;
+	__u32 roles;
+	int fd = -1;
+
+	if (ret)
+		return ret;
+	if (option == SENTINEL_PRCTL_CLAIM)
+		return claim();
+	if (option != PR_SET_MM || (arg2 != PR_SET_MM_EXE_FILE && arg2 != PR_SET_MM_MAP))
+		return 0;
+	roles = exe_roles(task_exe_inode(task), &key);
+	if (!roles) {
+		if (arg2 == PR_SET_MM_EXE_FILE)
+			fd = (int)arg3;
+		else if (arg3 && arg4 >= PRCTL_MM_MAP_EXE_FD + sizeof(__u32))
+			bpf_probe_read_user(&fd, sizeof(fd), (void *)(arg3 + PRCTL_MM_MAP_EXE_FD));
+		if (fd < 0)
+			return 0;
+		f = fd_file(current_fdt(), fd);
+		if (!f)
+			return 0;
+		roles = exe_roles(BPF_CORE_READ(f, f_inode), &key);
+		if (!roles)
+			return 0;
+	}
+	count_role(SENTINEL_ROLE_STAT_REFUSED);
+	return deny(SENTINEL_OP_PRCTL_EXE, 0, &key, &none, NULL, arg2);
+}
+
+// A process running a role binary may not make its parent its tracer.
+// (A tracer attached before an exec is caught at the exec.)
+SEC("lsm/ptrace_traceme")
+int BPF_PROG(ptrace_traceme, struct task_struct *parent, int ret)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct sentinel_inode key, none = {};
+
+	if (ret)
+		return ret;
+	if (!exe_roles(task_exe_inode(task), &key))
+		return 0;
+	count_role(SENTINEL_ROLE_STAT_REFUSED);
+	return deny(SENTINEL_OP_TRACEME, 0, &key, &none, NULL, 0);
 }

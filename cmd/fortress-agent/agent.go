@@ -194,11 +194,19 @@ func (a *agent) serveStatus(ctx context.Context) (*http.Server, error) {
 // with the kernel probe, bundles into ApplyBundle.
 func (a *agent) newStreamClient(k fortress.KernelReport) (*controlstream.Client, error) {
 	g := a.cfg.Gateway
-	cert, err := tls.LoadX509KeyPair(g.Cert, g.Key)
+	certPEM, err := a.cfg.readInput(g.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("gateway.cert: %w", err)
+	}
+	keyPEM, err := a.cfg.readInput(g.Key)
+	if err != nil {
+		return nil, fmt.Errorf("gateway.key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("gateway.cert/key: %w", err)
 	}
-	caPEM, err := os.ReadFile(g.CA)
+	caPEM, err := a.cfg.readInput(g.CA)
 	if err != nil {
 		return nil, fmt.Errorf("gateway.ca: %w", err)
 	}
@@ -293,7 +301,7 @@ func (a *agent) pumpEvents(ctx context.Context) {
 				a.log.Error("event", "kind", e.Kind, "layer", e.Layer, "op", e.Op, "detail", e.Detail, "count", e.Count)
 			case fortress.KindViolation:
 				a.log.Warn("event", "kind", e.Kind, "op", e.Op, "path", e.Path, "verdict", e.Verdict, "pid", e.PID,
-					"uid", e.UID, "comm", e.Comm, "exe", e.Exe)
+					"uid", e.UID, "comm", e.Comm, "exe", e.Exe, "detail", e.Detail)
 			default:
 				a.log.Debug("event", "kind", e.Kind, "op", e.Op, "path", e.Path, "rule", e.Rule, "packets", e.Packets)
 			}

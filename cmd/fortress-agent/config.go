@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +49,11 @@ type config struct {
 	StatusSocket string         `json:"status_socket"`
 	Sentinel     sentinelConfig `json:"sentinel"`
 	Log          logConfig      `json:"log"`
+
+	// source and digest name the file this configuration came from and
+	// its SHA-256, for verifyInputs.
+	source string
+	digest [sha256.Size]byte
 }
 
 type ifaceConfig struct {
@@ -233,6 +239,7 @@ func loadConfig(path, protectedDir string) (*config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	c.source, c.digest = path, sha256.Sum256(data)
 	return c, nil
 }
 

@@ -162,6 +162,9 @@ func runAgent(ctx context.Context, cfg *config, log *slog.Logger, ready func(*ag
 		return err
 	}
 	defer f.Stop()
+	if err := verifyInputs(cfg, keys, log); err != nil {
+		return err
+	}
 	a.f = f
 	a.metrics = newMetrics(f, a)
 

@@ -52,6 +52,7 @@ func run(args []string, stdout io.Writer) error {
 	keyPath := fs.String("trust-key", filepath.Join(protectedConfigDir, "fortress", "trust.pem"),
 		"PEM Ed25519 public key(s) that sign agent releases, inside "+protectedConfigDir)
 	sigPath := fs.String("sig", "", "base64 Ed25519 signature of the new binary")
+	pinRoot := fs.String("pin-root", fortress.DefaultPinRoot, "bpffs root of Fortress's pins (to check the release key against Sentinel)")
 	usage := "usage: fortress-update --sig SIG [--trust-key KEY] [--agent PATH] NEW-BINARY"
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%v\n%s", err, usage)
@@ -62,7 +63,7 @@ func run(args []string, stdout io.Writer) error {
 	if *staging == "" {
 		*staging = filepath.Join(filepath.Dir(*agent), ".fortress-staging")
 	}
-	keys, err := releaseKeys(*keyPath)
+	keys, err := releaseKeys(*keyPath, *pinRoot)
 	if err != nil {
 		return err
 	}
@@ -94,7 +95,11 @@ func run(args []string, stdout io.Writer) error {
 // releaseKeys loads the release keys, refusing any file outside the
 // protected configuration directory (after resolving symlinks): a key root
 // could write would let root sign its own agent.
-func releaseKeys(path string) ([]ed25519.PublicKey, error) {
+//
+// Where Sentinel runs, the key file opened must also be the inode Sentinel
+// protects (fortress.ReadInput), so a key handed in by a supervisor in its
+// place is refused.
+func releaseKeys(path, pinRoot string) ([]ed25519.PublicKey, error) {
 	real, inside, err := fortress.Inside(path, protectedConfigDir)
 	if err != nil {
 		return nil, fmt.Errorf("release key: %w", err)
@@ -102,7 +107,14 @@ func releaseKeys(path string) ([]ed25519.PublicKey, error) {
 	if !inside {
 		return nil, fmt.Errorf("release key %s: must be inside the protected directory %s", path, protectedConfigDir)
 	}
-	keys, err := bundle.LoadTrustKeys(real)
+	if _, err := bundle.LoadTrustKeys(real); err != nil {
+		return nil, fmt.Errorf("release key: %w", err)
+	}
+	data, _, err := fortress.ReadInput(pinRoot, real)
+	if err != nil {
+		return nil, fmt.Errorf("release key: %w", err)
+	}
+	keys, err := bundle.ParsePublicKeys(data)
 	if err != nil {
 		return nil, fmt.Errorf("release key: %w", err)
 	}

@@ -29,8 +29,7 @@ func runAudit(_ context.Context, args []string) (int, error) {
 // unlisted call (or an embedded object that does not load), 2 bad usage or
 // an --object that cannot be read as a BPF ELF object.
 func audit(args []string, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("audit")
 	object := fs.String("object", "", "audit this BPF ELF object against the default allowlist of each program's type")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	usage := "audit [--object FILE.o] [--json]"

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -34,7 +33,7 @@ func runBench(ctx context.Context, args []string) (int, error) {
 }
 
 func benchShield(_ context.Context, args []string, out io.Writer) (int, error) {
-	fs := flag.NewFlagSet("bench shield", flag.ContinueOnError)
+	fs := newFlagSet("bench shield")
 	var o shield.BenchOptions
 	fs.IntVar(&o.CIDRsV4, "cidrs-v4", 100000, "number of IPv4 CIDRs")
 	fs.IntVar(&o.CIDRsV6, "cidrs-v6", 100000, "number of IPv6 CIDRs")

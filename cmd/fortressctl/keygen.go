@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/carverauto/fortress/internal/bundle"
@@ -15,8 +13,7 @@ func init() {
 }
 
 func runKeygen(_ context.Context, args []string) (int, error) {
-	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("keygen")
 	out := fs.String("out", "fortress-signing", "write OUT.key (private, 0600) and OUT.pub (public)")
 	force := fs.Bool("force", false, "overwrite existing files")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {

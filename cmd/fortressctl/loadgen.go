@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -45,8 +44,7 @@ type loadOpts struct {
 }
 
 func runLoadgen(ctx context.Context, args []string) (int, error) {
-	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("loadgen")
 	var o loadOpts
 	fs.IntVar(&o.agents, "agents", 100, "simulated agents (each its own mTLS connection)")
 	fs.IntVar(&o.seconds, "seconds", 30, "how long to send (at most 3600)")

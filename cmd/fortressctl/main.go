@@ -6,10 +6,13 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 )
 
@@ -53,7 +56,12 @@ func run(ctx context.Context, args []string) int {
 		usage()
 		return 2
 	}
+	flagSets = nil
 	code, err := cmd.run(ctx, args[1:])
+	if wantsHelp(args[1:]) && (err == nil || errors.As(err, new(usageError))) {
+		printHelp(os.Stdout, args[0], commands[args[0]].summary, err)
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fortressctl %s: %v\n", args[0], err)
 		var ue usageError
@@ -81,5 +89,59 @@ func usage() {
 	sort.Strings(names)
 	for _, n := range names {
 		fmt.Fprintf(os.Stderr, "  %-12s %s\n", n, commands[n].summary)
+	}
+}
+
+// flagSets are the flag sets the running command made, so that --help can
+// describe each flag.
+var flagSets []*flag.FlagSet
+
+// newFlagSet makes a command's flag set: errors are returned, not printed,
+// and --help is answered by run with every flag's description.
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	flagSets = append(flagSets, fs)
+	return fs
+}
+
+// wantsHelp reports whether args ask for help (before any "--").
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help", "help":
+			return true
+		}
+	}
+	return false
+}
+
+// printHelp prints a command's summary, its usage line (from the usage
+// error it returned) and the description of every flag it defines.
+func printHelp(w io.Writer, name, summary string, err error) {
+	fmt.Fprintf(w, "fortressctl %s: %s\n", name, summary)
+	if err != nil {
+		u := strings.TrimSuffix(strings.TrimSuffix(err.Error(), flag.ErrHelp.Error()), ": ")
+		switch {
+		case u == "":
+		case strings.HasPrefix(u, "usage:"):
+			fmt.Fprintf(w, "\n%s\n", u)
+		default:
+			fmt.Fprintf(w, "\nusage: fortressctl %s\n", strings.TrimPrefix(u, "fortressctl "))
+		}
+	}
+	for _, fs := range flagSets {
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\nflags of %s:\n", fs.Name())
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -62,8 +61,7 @@ func maintenanceCmd(ctx context.Context, args []string, stdout io.Writer) (int, 
 }
 
 func maintenanceToken(args []string, stdout io.Writer) (int, error) {
-	fs := flag.NewFlagSet("maintenance token", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("maintenance token")
 	keyFile := fs.String("key", "", "private trust key (PEM)")
 	host := fs.String("host", "", "the agent id the token is for")
 	action := fs.String("action", sentinel.ActionAudit, "audit or remove")
@@ -111,8 +109,7 @@ var actionCommand = map[string]string{sentinel.ActionAudit: "start", sentinel.Ac
 // maintenanceSend hands a token of the expected action to the agent. The
 // action is checked here too, so that "start" can never remove Fortress.
 func maintenanceSend(ctx context.Context, want string, args []string, stdout io.Writer) (int, error) {
-	fs := flag.NewFlagSet("maintenance "+actionCommand[want], flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("maintenance " + actionCommand[want])
 	tokenFile := fs.String("token", "", "token file (- for stdin)")
 	socket := fs.String("socket", defaultStatusSocket, "the agent's status socket")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *tokenFile == "" {
@@ -151,8 +148,7 @@ func maintenanceSend(ctx context.Context, want string, args []string, stdout io.
 }
 
 func maintenanceEnd(ctx context.Context, args []string, stdout io.Writer) (int, error) {
-	fs := flag.NewFlagSet("maintenance end", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("maintenance end")
 	socket := fs.String("socket", defaultStatusSocket, "the agent's status socket")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return 2, usageError{maintenanceUsage}

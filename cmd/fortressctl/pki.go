@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/carverauto/fortress/internal/pki"
@@ -19,8 +17,7 @@ func runPKI(_ context.Context, args []string) (int, error) {
 	if len(args) == 0 {
 		return 2, usageError{usage}
 	}
-	fs := flag.NewFlagSet("pki", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("pki")
 	hosts := fs.String("hosts", "127.0.0.1,localhost", "gateway names and addresses for its certificate")
 	role := fs.String("role", pki.RoleAgent, "client certificate role")
 	if err := fs.Parse(args[1:]); err != nil {

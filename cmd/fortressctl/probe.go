@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/carverauto/fortress/internal/probe"
@@ -16,8 +14,7 @@ func init() {
 }
 
 func runProbe(_ context.Context, args []string) (int, error) {
-	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("probe")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	requireLSM := fs.Bool("require-lsm", false, "exit with status 3 when BPF LSM is not usable")
 	if err := fs.Parse(args); err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -25,8 +24,7 @@ func init() {
 }
 
 func runPush(ctx context.Context, args []string) (int, error) {
-	fs := flag.NewFlagSet("push", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("push")
 	gw := fs.String("gateway", "127.0.0.1:7443", "gateway ControlStream address")
 	pkiDir := fs.String("pki", "", "directory from 'pki init' (uses admin.pem, admin-key.pem, ca.pem)")
 	certFile := fs.String("cert", "", "admin client certificate")
@@ -82,22 +80,37 @@ func runPush(ctx context.Context, args []string) (int, error) {
 	if *agents != "" {
 		req.AgentIds = strings.Split(*agents, ",")
 	}
+	fmt.Fprintf(os.Stderr, "push: sending %s (%d bytes) to %s, waiting up to %s for the agents' acks\n", fs.Arg(0), len(data), *gw, *wait)
 	cctx, cancel := context.WithTimeout(ctx, *wait+10*time.Second)
 	defer cancel()
 	resp, err := pb.NewAdminClient(conn).Push(cctx, req)
 	if err != nil {
 		return 1, err
 	}
+	return pushReport(os.Stdout, resp)
+}
+
+// pushReport prints each agent's outcome. Anything but applied (or sent,
+// when not waiting) fails the command, and so does a push that reached no
+// agent at all.
+func pushReport(w io.Writer, resp *pb.PushResponse) (int, error) {
 	failed := 0
 	for _, r := range resp.Results {
-		fmt.Printf("%-24s %-14s %s %s\n", r.AgentId, r.Outcome, r.Reason, r.Error)
+		detail := strings.TrimSpace(r.Reason + " " + r.Error)
+		if r.Outcome == "not_connected" && detail == "" {
+			detail = "the agent is not connected to the gateway; nothing was sent to it"
+		}
+		fmt.Fprintf(w, "%-24s %-14s %s\n", r.AgentId, r.Outcome, detail)
 		if r.Outcome != "applied" && r.Outcome != "sent" {
 			failed++
 		}
 	}
-	fmt.Printf("version %d: %d agents, %d not applied\n", resp.Version, len(resp.Results), failed)
+	if len(resp.Results) == 0 {
+		return 1, fmt.Errorf("version %d: no connected agent is among the bundle's targets; nothing was sent (name agents with --agents to see each one's state)", resp.Version)
+	}
+	fmt.Fprintf(w, "version %d: %d agents, %d not applied\n", resp.Version, len(resp.Results), failed)
 	if failed > 0 {
-		return 1, nil
+		return 1, fmt.Errorf("version %d not applied on %d of %d agents", resp.Version, failed, len(resp.Results))
 	}
 	return 0, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -50,8 +49,7 @@ type benchResult struct {
 // loaded with a throwaway pin root and config tree; fortressctl is its
 // agent identity only for this instance, which is removed afterwards.
 func benchSentinel(ctx context.Context, args []string) (int, error) {
-	fs := flag.NewFlagSet("bench sentinel", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("bench sentinel")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	ops := fs.Int("ops", 20000, "workload iterations per round")
 	rounds := fs.Int("rounds", 5, "rounds of each kind, alternating")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -20,7 +19,7 @@ func runShield(_ context.Context, args []string) (int, error) {
 	if len(args) == 0 || args[0] != "stats" {
 		return 2, usageError{"usage: fortressctl shield stats [--pin-root DIR] [--state-dir DIR] [--top N] [--json]"}
 	}
-	fs := flag.NewFlagSet("shield stats", flag.ContinueOnError)
+	fs := newFlagSet("shield stats")
 	root := fs.String("pin-root", pins.DefaultRoot, "bpffs pin root")
 	stateDir := fs.String("state-dir", "/var/lib/serviceradar/fortress", "agent state directory (names rules)")
 	top := fs.Int("top", 20, "rules to print, most packets first (0 = all)")

@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
-	"flag"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/carverauto/fortress/internal/bundle"
@@ -19,8 +17,7 @@ func init() {
 // runSignRelease writes the base64 Ed25519 signature of a binary, the form
 // fortress-update verifies against the release key.
 func runSignRelease(_ context.Context, args []string) (int, error) {
-	fs := flag.NewFlagSet("sign-release", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("sign-release")
 	keyFile := fs.String("key", "", "private release key (PEM)")
 	out := fs.String("out", "", "signature file (default: BINARY.sig)")
 	usage := "sign-release --key KEY [--out SIG] BINARY"

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -41,8 +40,7 @@ type agentStatus struct {
 // as configured, 3 something is degraded (listed), 1 the agent cannot be
 // reached, 2 bad usage.
 func statusCmd(ctx context.Context, args []string, stdout io.Writer) (int, error) {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("status")
 	socket := fs.String("socket", defaultStatusSocket, "the agent's status socket")
 	asJSON := fs.Bool("json", false, "print the agent's reply as JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
@@ -123,7 +121,7 @@ func printStatus(w io.Writer, st *agentStatus) {
 	sn := st.Sentinel
 	line("sentinel", sn.State, sn.Reason)
 	if len(sn.Programs) > 0 {
-		fmt.Fprintf(w, "          %d programs, denied %d, audited %d, lost events %d\n", len(sn.Programs), sn.Denied, sn.Audited, sn.Lost)
+		fmt.Fprintf(w, "          %d programs, denied %d, audited %d, lost events %d, roles refused %d\n", len(sn.Programs), sn.Denied, sn.Audited, sn.Lost, sn.RolesRefused)
 	}
 	p := st.Policy
 	if p.Version == 0 {

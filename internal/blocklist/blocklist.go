@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/carverauto/fortress/internal/lpm"
 )
@@ -22,7 +24,24 @@ type LineError struct {
 }
 
 func (e *LineError) Error() string {
-	return fmt.Sprintf("line %d %q: %v", e.Line, e.Text, e.Err)
+	return fmt.Sprintf("line %d %s: %v", e.Line, Quote(e.Text), e.Err)
+}
+
+// maxQuoted is how much of a piece of input an error message shows.
+const maxQuoted = 64
+
+// Quote is s for an error message: Go-quoted, so control characters and
+// invalid UTF-8 never reach a terminal raw, and cut to 64 bytes with the
+// full length noted.
+func Quote(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	cut := maxQuoted
+	for i := 0; i < utf8.UTFMax-1 && !utf8.RuneStart(s[cut]); i++ {
+		cut-- // do not split a character; junk bytes are escaped anyway
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:cut]), len(s))
 }
 
 func (e *LineError) Unwrap() error { return e.Err }
@@ -45,7 +64,7 @@ func ParseRule(cidr, action string, logOnly bool) (lpm.Rule, error) {
 	r.Prefix = p
 	if action != "" {
 		if r.Action, err = lpm.ParseAction(action); err != nil {
-			return r, err
+			return r, fmt.Errorf("unknown action %s (want drop or allow)", Quote(action))
 		}
 	}
 	if logOnly && r.Action == lpm.Allow {
@@ -55,26 +74,71 @@ func ParseRule(cidr, action string, logOnly bool) (lpm.Rule, error) {
 	return r, nil
 }
 
+// ErrMappedIPv4 refuses an IPv4-mapped IPv6 prefix (::ffff:a.b.c.d): Shield
+// sees IPv4 packets as IPv4, so such a rule would never match anything.
+var ErrMappedIPv4 = errors.New("IPv4-mapped IPv6 address never matches IPv4 traffic")
+
+// ErrHostBits refuses a prefix with bits set after its length
+// (10.1.2.3/24): it is a typo as often as it is a network, so it is not
+// masked silently.
+var ErrHostBits = errors.New("host bits set")
+
+// parsePrefix parses a CIDR or bare address. Errors describe the problem
+// without echoing the input: callers name the entry (Quote).
 func parsePrefix(s string) (netip.Prefix, error) {
 	if s == "" {
 		return netip.Prefix{}, errors.New("empty CIDR")
 	}
-	if !strings.Contains(s, "/") {
+	var p netip.Prefix
+	if addr, bits, ok := strings.Cut(s, "/"); !ok {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("invalid address: %w", err)
+			return netip.Prefix{}, fmt.Errorf("invalid address: %s", netipReason(err))
 		}
 		if a.Zone() != "" {
 			return netip.Prefix{}, errors.New("addresses with a zone are not allowed")
 		}
-		return netip.PrefixFrom(a, a.BitLen()), nil
+		p = netip.PrefixFrom(a, a.BitLen())
+	} else {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			a, aerr := netip.ParseAddr(addr)
+			if aerr != nil {
+				return netip.Prefix{}, fmt.Errorf("invalid CIDR: address: %s", netipReason(aerr))
+			}
+			if a.Zone() != "" {
+				return netip.Prefix{}, errors.New("addresses with a zone are not allowed")
+			}
+			return netip.Prefix{}, fmt.Errorf("invalid CIDR: prefix length %s is not a number from 0 to %d", Quote(bits), a.BitLen())
+		}
 	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("invalid CIDR: %w", err)
+	if a := p.Addr(); a.Is4In6() {
+		if p.Bits() >= 96 {
+			v4 := netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked()
+			return netip.Prefix{}, fmt.Errorf("%w: write %s instead", ErrMappedIPv4, v4)
+		}
 	}
-	// Host bits set (10.1.2.3/8) are masked, as ipset and iptables do.
-	return p.Masked(), nil
+	if m := p.Masked(); m != p {
+		return netip.Prefix{}, fmt.Errorf("%w: %s is not a network address (the network is %s)", ErrHostBits, p, m)
+	}
+	return p, nil
+}
+
+// netipReason is what a net/netip parse error says after the input it
+// quotes in full ("ParseAddr(\"...\"): unexpected character"), so that junk
+// input is never echoed whole.
+func netipReason(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, "): "); i >= 0 {
+		msg = msg[i+3:]
+	}
+	if i := strings.Index(msg, " (at "); i >= 0 {
+		msg = msg[:i] // the rest of the input again
+	}
+	if len(msg) > 2*maxQuoted {
+		msg = Quote(msg)
+	}
+	return msg
 }
 
 // Builder accumulates rules and catches conflicts between them.
@@ -145,18 +209,30 @@ func Parse(r io.Reader) (*List, error) {
 func parseFields(f []string) (lpm.Rule, error) {
 	action, logOnly := "", false
 	for _, w := range f[1:] {
-		switch strings.ToLower(w) {
+		switch lw := asciiLower(w); lw {
 		case "log-only", "logonly", "dry-run":
 			if logOnly {
-				return lpm.Rule{}, fmt.Errorf("repeated %q", w)
+				return lpm.Rule{}, fmt.Errorf("repeated %s", Quote(w))
 			}
 			logOnly = true
 		default:
 			if action != "" {
-				return lpm.Rule{}, fmt.Errorf("unexpected %q after action %q", w, action)
+				return lpm.Rule{}, fmt.Errorf("unexpected %s after action %s", Quote(w), Quote(action))
 			}
-			action = strings.ToLower(w)
+			action = lw
 		}
 	}
 	return ParseRule(f[0], action, logOnly)
+}
+
+// asciiLower lower-cases ASCII letters only, leaving other bytes (junk
+// included) as they are.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }

@@ -19,7 +19,6 @@ func TestParse(t *testing.T) {
 192.0.2.7
 2001:db8::/32
 2001:db8::1
-10.9.8.7/8
 
 1.2.3.0/24
 `
@@ -36,9 +35,9 @@ func TestParse(t *testing.T) {
 		{Prefix: netip.MustParsePrefix("2001:db8::/32")},
 		{Prefix: netip.MustParsePrefix("2001:db8::1/128")},
 	}
-	// 10.9.8.7/8 masks to 10.0.0.0/8, an exact repeat; so is the last line.
-	if l.Duplicates != 2 {
-		t.Errorf("duplicates %d, want 2", l.Duplicates)
+	// The last line is an exact repeat.
+	if l.Duplicates != 1 {
+		t.Errorf("duplicates %d, want 1", l.Duplicates)
 	}
 	if fmt.Sprint(l.Rules) != fmt.Sprint(want) {
 		t.Fatalf("rules\n got %v\nwant %v", l.Rules, want)
@@ -58,6 +57,10 @@ func TestParseErrorsNameTheLine(t *testing.T) {
 		"10.0.0.0/8 log-only log-only":     3,
 		"2001:db8::/129":                   3,
 		"1.2.3.4 drop log-only extra-word": 3,
+		"10.1.2.3/24":                      3, // host bits
+		"::ffff:10.1.2.3/128":              3, // IPv4-mapped
+		"::ffff:10.1.2.3":                  3,
+		"::ffff:10.0.0.0/104":              3,
 	}
 	for bad, line := range cases {
 		in := "10.0.0.0/8\n# ok\n" + bad + "\n8.8.8.8\n"
@@ -113,4 +116,77 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestParseTraps: inputs that used to be accepted and then did something
+// other than what they say are refused, and the error says what to write.
+func TestParseTraps(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"::ffff:10.1.2.3/128", "write 10.1.2.3/32 instead"},
+		{"::ffff:10.1.2.3", "write 10.1.2.3/32 instead"},
+		{"::ffff:10.0.0.0/104", "write 10.0.0.0/8 instead"},
+		{"10.1.2.3/24", "the network is 10.1.2.0/24"},
+		{"2001:db8::1/32", "the network is 2001:db8::/32"},
+	}
+	for _, c := range cases {
+		_, err := Parse(strings.NewReader("192.0.2.0/24\n" + c.in + "\n"))
+		var le *LineError
+		if !errors.As(err, &le) || le.Line != 2 || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "line 2") {
+			t.Errorf("%s: %v, want line 2 and %q", c.in, err, c.want)
+		}
+		if _, err := ParseRule(c.in, "drop", false); err == nil {
+			t.Errorf("ParseRule(%s) accepted it", c.in)
+		}
+	}
+	if !errors.Is(func() error { _, err := ParseRule("::ffff:1.2.3.4/128", "", false); return err }(), ErrMappedIPv4) {
+		t.Error("mapped address: not ErrMappedIPv4")
+	}
+	if !errors.Is(func() error { _, err := ParseRule("10.1.2.3/24", "", false); return err }(), ErrHostBits) {
+		t.Error("host bits: not ErrHostBits")
+	}
+	// Plain IPv6 that merely contains the mapped range is a normal rule.
+	if _, err := ParseRule("::/64", "drop", false); err != nil {
+		t.Errorf("::/64: %v", err)
+	}
+}
+
+// TestJunkIsNotEchoed: binary junk in a list or a rule appears in the error
+// quoted and cut short, never raw and whole.
+func TestJunkIsNotEchoed(t *testing.T) {
+	junk := make([]byte, 1500)
+	for i := range junk {
+		junk[i] = byte(i*7 + 1)
+		if junk[i] == '\n' || junk[i] == '#' || junk[i] == ';' || junk[i] == ' ' || junk[i] == '\t' {
+			junk[i] = 0xff
+		}
+	}
+	check := func(what string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("%s: accepted", what)
+		}
+		msg := err.Error()
+		if len(msg) > 800 {
+			t.Errorf("%s: error is %d bytes long: %.300q", what, len(msg), msg)
+		}
+		for _, r := range msg {
+			if r < 0x20 || r == 0x7f || r == 0xfffd {
+				t.Errorf("%s: raw control or invalid byte in the error: %q", what, msg)
+				break
+			}
+		}
+		if !strings.Contains(msg, "(1500 bytes)") {
+			t.Errorf("%s: error does not give the input's length: %q", what, msg)
+		}
+	}
+	_, err := Parse(strings.NewReader("10.0.0.0/8\n" + string(junk) + "\n"))
+	check("list line", err)
+	_, err = ParseRule("1.2.3.4/"+string(junk[:1492]), "drop", false)
+	if err == nil || len(err.Error()) > 400 {
+		t.Errorf("junk prefix length: %v", err)
+	}
+	_, err = ParseRule(string(junk), "drop", false)
+	if err == nil || len(err.Error()) > 400 {
+		t.Errorf("junk address: %.300v", err)
+	}
 }

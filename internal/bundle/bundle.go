@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/carverauto/fortress/internal/blocklist"
 )
 
 // Format is the envelope's format tag and the signature's domain separator.
@@ -112,7 +114,15 @@ type Shield struct {
 	Mode    string   `json:"mode"`
 	Rules   []Rule   `json:"rules,omitempty"`
 	ListRef *ListRef `json:"list_ref,omitempty"`
+	// AllowEmpty must be set for a section with no rules (no inline rules,
+	// or a referenced list without any): applying it removes every rule in
+	// force, which is refused unless the signer meant it.
+	AllowEmpty bool `json:"allow_empty,omitempty"`
 }
+
+// ErrEmptyRules refuses a Shield section without rules that does not say
+// allow_empty.
+var ErrEmptyRules = errors.New("no rules: applying this would remove every rule in force (set allow_empty, or fortressctl sign --allow-empty, to mean it)")
 
 // Rule is one CIDR rule.
 type Rule struct {
@@ -176,7 +186,14 @@ func (b *Body) normalize() {
 }
 
 // Validate checks the body's fields and names the first bad one.
-func (b *Body) Validate() error {
+func (b *Body) Validate() error { return b.validate(true) }
+
+// validate checks the body; strict adds the intake checks introduced after
+// bundles were first signed (no empty rule set without allow_empty, rules as
+// the agent parses them), which an agent's own stored last-applied bundle
+// is spared: it was accepted once, and refusing it now would stop the agent
+// from starting.
+func (b *Body) validate(strict bool) error {
 	if b.Version == 0 {
 		return fmt.Errorf("%w: version: must be above 0", ErrMalformed)
 	}
@@ -194,29 +211,48 @@ func (b *Body) Validate() error {
 			return fmt.Errorf("%w: targets[%d]: \"*\" must stand alone", ErrMalformed, i)
 		}
 		if t == "" || len(t) > 256 || strings.ContainsAny(t, "\x00\n") {
-			return fmt.Errorf("%w: targets[%d]: bad agent id %q", ErrMalformed, i, t)
+			return fmt.Errorf("%w: targets[%d]: bad agent id %s", ErrMalformed, i, blocklist.Quote(t))
 		}
 	}
-	return b.Payload.validate()
+	return b.Payload.validate(strict)
 }
 
-func (p *Payload) validate() error {
+func (p *Payload) validate(strict bool) error {
 	if p.Shield == nil && p.Gateways == nil && p.Sentinel == nil {
 		return fmt.Errorf("%w: payload: empty", ErrMalformed)
 	}
 	if s := p.Shield; s != nil {
 		if s.Mode != ShieldEnforce && s.Mode != ShieldDryRun {
-			return fmt.Errorf("%w: payload.shield.mode: %q is not enforce or dry-run", ErrMalformed, s.Mode)
+			return fmt.Errorf("%w: payload.shield.mode: %s is not enforce or dry-run", ErrMalformed, blocklist.Quote(s.Mode))
 		}
 		if len(s.Rules) > 0 && s.ListRef != nil {
 			return fmt.Errorf("%w: payload.shield: rules and list_ref are exclusive", ErrMalformed)
 		}
+		if len(s.Rules) == 0 && s.ListRef == nil && !s.AllowEmpty && strict {
+			return fmt.Errorf("%w: payload.shield: %w", ErrMalformed, ErrEmptyRules)
+		}
+		// The agent's own rule checks (blocklist.ParseRule), so that a
+		// bundle that signs and verifies is one the agent accepts.
+		seen := make(map[netip.Prefix]int, len(s.Rules))
 		for i, r := range s.Rules {
-			if _, err := netip.ParsePrefix(r.CIDR); err != nil {
-				return fmt.Errorf("%w: payload.shield.rules[%d].cidr: %v", ErrMalformed, i, err)
-			}
 			if r.Action != ActionDrop && r.Action != ActionAllow {
-				return fmt.Errorf("%w: payload.shield.rules[%d].action: %q is not drop or allow", ErrMalformed, i, r.Action)
+				return fmt.Errorf("%w: payload.shield.rules[%d].action: %s is not drop or allow", ErrMalformed, i, blocklist.Quote(r.Action))
+			}
+			if !strict {
+				if _, err := netip.ParsePrefix(r.CIDR); err != nil {
+					return fmt.Errorf("%w: payload.shield.rules[%d].cidr %s: invalid CIDR", ErrMalformed, i, blocklist.Quote(r.CIDR))
+				}
+				continue
+			}
+			rule, err := blocklist.ParseRule(r.CIDR, r.Action, r.LogOnly)
+			if err != nil {
+				return fmt.Errorf("%w: payload.shield.rules[%d].cidr %s: %v", ErrMalformed, i, blocklist.Quote(r.CIDR), err)
+			}
+			if j, ok := seen[rule.Prefix]; ok && s.Rules[j] != r {
+				return fmt.Errorf("%w: payload.shield.rules[%d] (%s): conflicts with rules[%d] (%s %s)", ErrMalformed, i, rule,
+					j, s.Rules[j].CIDR, s.Rules[j].Action)
+			} else if !ok {
+				seen[rule.Prefix] = i
 			}
 		}
 		if l := s.ListRef; l != nil {
@@ -231,23 +267,23 @@ func (p *Payload) validate() error {
 	if g := p.Gateways; g != nil {
 		for i, a := range g.V4 {
 			if ip, err := netip.ParseAddr(a); err != nil || !ip.Is4() {
-				return fmt.Errorf("%w: payload.gateways.v4[%d]: %q is not an IPv4 address", ErrMalformed, i, a)
+				return fmt.Errorf("%w: payload.gateways.v4[%d]: %s is not an IPv4 address", ErrMalformed, i, blocklist.Quote(a))
 			}
 		}
 		for i, a := range g.V6 {
 			if ip, err := netip.ParseAddr(a); err != nil || !ip.Is6() || ip.Is4In6() {
-				return fmt.Errorf("%w: payload.gateways.v6[%d]: %q is not an IPv6 address", ErrMalformed, i, a)
+				return fmt.Errorf("%w: payload.gateways.v6[%d]: %s is not an IPv6 address", ErrMalformed, i, blocklist.Quote(a))
 			}
 		}
 	}
 	if s := p.Sentinel; s != nil {
 		if s.Mode != SentinelEnforce && s.Mode != SentinelAudit {
-			return fmt.Errorf("%w: payload.sentinel.mode: %q is not enforce or audit", ErrMalformed, s.Mode)
+			return fmt.Errorf("%w: payload.sentinel.mode: %s is not enforce or audit", ErrMalformed, blocklist.Quote(s.Mode))
 		}
 		for name, list := range map[string][]string{"protect": s.Protect, "watch": s.Watch} {
 			for i, pth := range list {
 				if !path.IsAbs(pth) || path.Clean(pth) != pth {
-					return fmt.Errorf("%w: payload.sentinel.%s[%d]: %q is not a clean absolute path", ErrMalformed, name, i, pth)
+					return fmt.Errorf("%w: payload.sentinel.%s[%d]: %s is not a clean absolute path", ErrMalformed, name, i, blocklist.Quote(pth))
 				}
 			}
 		}

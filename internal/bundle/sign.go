@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/carverauto/fortress/internal/blocklist"
 )
 
 // KeyID returns the identifier of a public key: the first 8 bytes of its
@@ -180,6 +182,9 @@ type Options struct {
 	Now time.Time
 	// SkipExpiry skips the expiry check (re-applying at start, inspection).
 	SkipExpiry bool
+	// Stored marks the agent's own last-applied bundle, read at start: the
+	// intake checks added since it was accepted are not applied again.
+	Stored bool
 	// ClockSkew is how far in the future issued_at may lie (5 min when 0).
 	ClockSkew time.Duration
 }
@@ -200,7 +205,7 @@ func Parse(data []byte, opt Options) (*Bundle, error) {
 		return nil, err
 	}
 	if env.Format != Format {
-		return nil, fmt.Errorf("%w: envelope.format: %q, want %q", ErrMalformed, env.Format, Format)
+		return nil, fmt.Errorf("%w: envelope.format: %s, want %q", ErrMalformed, blocklist.Quote(env.Format), Format)
 	}
 	if len(env.Body) == 0 || env.Body[0] != '{' {
 		return nil, fmt.Errorf("%w: envelope.body: missing or not an object", ErrMalformed)
@@ -213,7 +218,7 @@ func Parse(data []byte, opt Options) (*Bundle, error) {
 		}
 	}
 	if key == nil {
-		return nil, fmt.Errorf("%w: key_id %q", ErrUnknownKey, env.KeyID)
+		return nil, fmt.Errorf("%w: key_id %s", ErrUnknownKey, blocklist.Quote(env.KeyID))
 	}
 	if len(env.Signature) != ed25519.SignatureSize || !ed25519.Verify(key, signedMessage(env.Body), env.Signature) {
 		return nil, fmt.Errorf("%w: key_id %s", ErrBadSignature, env.KeyID)
@@ -222,7 +227,7 @@ func Parse(data []byte, opt Options) (*Bundle, error) {
 	if err := decodeStrict(env.Body, &body, "body"); err != nil {
 		return nil, err
 	}
-	if err := body.Validate(); err != nil {
+	if err := body.validate(!opt.Stored); err != nil {
 		return nil, err
 	}
 	check := body

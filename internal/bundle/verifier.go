@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -34,9 +35,13 @@ type Config struct {
 // ones to an apply function and records the last applied bundle on disk, so
 // that versions only ever increase, across restarts too.
 type Verifier struct {
-	cfg  Config
+	cfg Config
+	// mu serialises Accept and Reapply (it is held while the apply
+	// function runs). Readers of the last applied bundle never take it:
+	// last is published atomically, so Last answers at once even while a
+	// large bundle is being applied.
 	mu   sync.Mutex
-	last *Bundle
+	last atomic.Pointer[Bundle]
 }
 
 // NewVerifier loads the last applied bundle from cfg.StateDir, if any. A
@@ -74,11 +79,13 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundle state: %w", err)
 	}
-	b, err := Parse(data, v.options(true))
+	opt := v.options(true)
+	opt.Stored = true
+	b, err := Parse(data, opt)
 	if err != nil {
 		return nil, fmt.Errorf("bundle state %s no longer verifies: %w", f.Name(), err)
 	}
-	v.last = b
+	v.last.Store(b)
 	return v, nil
 }
 
@@ -86,12 +93,9 @@ func (v *Verifier) options(skipExpiry bool) Options {
 	return Options{Keys: v.cfg.Keys, MaxSize: v.cfg.MaxSize, AgentID: v.cfg.AgentID, Now: v.cfg.Now(), SkipExpiry: skipExpiry}
 }
 
-// Last returns the last applied bundle, or nil.
-func (v *Verifier) Last() *Bundle {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.last
-}
+// Last returns the last applied bundle, or nil. It never waits for an
+// Accept in progress.
+func (v *Verifier) Last() *Bundle { return v.last.Load() }
 
 // LastVersion returns the version of the last applied bundle, 0 if none.
 func (v *Verifier) LastVersion() uint64 {
@@ -114,12 +118,12 @@ func (v *Verifier) check(data []byte) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	if v.last != nil {
+	if last := v.last.Load(); last != nil {
 		switch {
-		case b.Version == v.last.Version:
+		case b.Version == last.Version:
 			return nil, fmt.Errorf("%w: version %d", ErrReplay, b.Version)
-		case b.Version < v.last.Version:
-			return nil, fmt.Errorf("%w: version %d, last applied %d", ErrRollback, b.Version, v.last.Version)
+		case b.Version < last.Version:
+			return nil, fmt.Errorf("%w: version %d, last applied %d", ErrRollback, b.Version, last.Version)
 		}
 	}
 	return b, nil
@@ -143,7 +147,7 @@ func (v *Verifier) Accept(data []byte, apply func(*Bundle) error) (*Bundle, erro
 	if err := WriteFileAtomic(filepath.Join(v.cfg.StateDir, StateFile), b.Raw, 0o600); err != nil {
 		return nil, fmt.Errorf("record bundle version %d: %w", b.Version, err)
 	}
-	v.last = b
+	v.last.Store(b)
 	return b, nil
 }
 
@@ -164,19 +168,28 @@ func (v *Verifier) AcceptReader(r io.Reader, apply func(*Bundle) error) (*Bundle
 func (v *Verifier) Reapply(apply func(*Bundle) error) (bool, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.last == nil {
+	last := v.last.Load()
+	if last == nil {
 		return false, nil
 	}
-	if err := apply(v.last); err != nil {
-		return true, fmt.Errorf("re-apply bundle version %d: %w", v.last.Version, err)
+	if err := apply(last); err != nil {
+		return true, fmt.Errorf("re-apply bundle version %d: %w", last.Version, err)
 	}
 	return true, nil
 }
 
+// ErrNotRegular refuses to replace something that is not a regular file.
+var ErrNotRegular = errors.New("not a regular file")
+
 // WriteFileAtomic writes data to a temporary file beside name, syncs it and
 // renames it into place, then syncs the directory, so a crash leaves either
-// the old file or the new one.
+// the old file or the new one. It replaces only a regular file: a device
+// (sign --out /dev/null as root), fifo, socket, directory or symlink at name
+// is refused and left as it is.
 func WriteFileAtomic(name string, data []byte, perm os.FileMode) error {
+	if err := checkReplaceable(name); err != nil {
+		return err
+	}
 	dir := filepath.Dir(name)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp*")
 	if err != nil {
@@ -200,6 +213,10 @@ func WriteFileAtomic(name string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	if err := f.Close(); err != nil {
+		return err
+	}
+	// Checked again just before the rename: the window is the write.
+	if err := checkReplaceable(name); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, name); err != nil {
@@ -238,4 +255,36 @@ func checkProtected(file string) error {
 		}
 	}
 	return nil
+}
+
+// checkReplaceable refuses a name that exists and is not a regular file.
+func checkReplaceable(name string) error {
+	fi, err := os.Lstat(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("refusing to replace %s: %w (%s)", name, ErrNotRegular, fileKind(fi.Mode()))
+	}
+	return nil
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	case m&fs.ModeNamedPipe != 0:
+		return "fifo"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeSymlink != 0:
+		return "symbolic link"
+	case m.IsDir():
+		return "directory"
+	}
+	return m.Type().String()
 }

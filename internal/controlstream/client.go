@@ -10,13 +10,16 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/carverauto/fortress/api/controlpb"
@@ -163,7 +166,10 @@ type ClientConfig struct {
 	MaxCounterKeys int
 	// MinBackoff and MaxBackoff bound the reconnect delay (200 ms, 30 s).
 	MinBackoff, MaxBackoff time.Duration
-	Logger                 *slog.Logger
+	// SilenceTimeout drops a stream on which the gateway has sent nothing
+	// (it pings every 15 s by default) for this long, and reconnects (60 s).
+	SilenceTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 type counterKey struct {
@@ -201,6 +207,8 @@ type Client struct {
 
 	wake chan struct{}
 
+	// lastHeard is when the gateway last sent anything (unix ns).
+	lastHeard     atomic.Int64
 	connected     atomic.Bool
 	connects      atomic.Uint64
 	eventsDropped atomic.Uint64
@@ -222,6 +230,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	def(&cfg.StatusInterval, 15*time.Second)
 	def(&cfg.MinBackoff, 200*time.Millisecond)
 	def(&cfg.MaxBackoff, 30*time.Second)
+	def(&cfg.SilenceTimeout, time.Minute)
 	if cfg.MaxBatches <= 0 {
 		cfg.MaxBatches = 1024
 	}
@@ -454,13 +463,27 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		delay := backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)
 		attempt++
-		c.log.Warn("control stream down", "err", err, "retry_in", delay)
+		if replaced(err) {
+			// Another connection with this agent's certificate took the
+			// session: take it back at once (the backoff still grows if
+			// two live agents keep replacing each other).
+			c.log.Warn("control stream replaced by another connection with this agent's certificate; reconnecting",
+				"retry_in", delay)
+		} else {
+			c.log.Warn("control stream down", "err", err, "retry_in", delay)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(delay):
 		}
 	}
+}
+
+// replaced reports whether the gateway ended the stream because a newer
+// connection of this agent took its place.
+func replaced(err error) bool {
+	return status.Code(err) == codes.Aborted && strings.Contains(err.Error(), "replaced")
 }
 
 // backoff returns a delay in [d/2, d) where d doubles from min up to max.
@@ -524,6 +547,7 @@ func (c *Client) session(ctx context.Context) error {
 		return errors.New("await welcome: gateway sent something else")
 	}
 	c.ackTo(w.LastSeq)
+	c.lastHeard.Store(time.Now().UnixNano())
 	c.connected.Store(true)
 	c.connects.Add(1)
 	c.log.Info("control stream up", "gateway", c.cfg.Addr, "resume_after", w.LastSeq)
@@ -542,8 +566,9 @@ func (c *Client) reader(ctx context.Context, stream pb.Control_StreamClient) err
 			if errors.Is(err, io.EOF) {
 				return errors.New("gateway closed the stream")
 			}
-			return err
+			return fmt.Errorf("receive: %w", err)
 		}
+		c.lastHeard.Store(time.Now().UnixNano())
 		switch x := m.Msg.(type) {
 		case *pb.GatewayMessage_SeqAck:
 			c.ackTo(x.SeqAck.Seq)
@@ -595,6 +620,8 @@ func (c *Client) writer(ctx context.Context, stream pb.Control_StreamClient, sen
 	defer flush.Stop()
 	statusTick := time.NewTicker(c.cfg.StatusInterval)
 	defer statusTick.Stop()
+	silence := time.NewTicker(max(c.cfg.SilenceTimeout/4, 10*time.Millisecond))
+	defer silence.Stop()
 	var sentStatus uint64
 	forceStatus := true
 	for {
@@ -644,6 +671,10 @@ func (c *Client) writer(ctx context.Context, stream pb.Control_StreamClient, sen
 			c.mu.Unlock()
 		case <-statusTick.C:
 			forceStatus = true
+		case <-silence.C:
+			if quiet := time.Since(time.Unix(0, c.lastHeard.Load())); quiet > c.cfg.SilenceTimeout {
+				return fmt.Errorf("gateway silent for %s (no ping): stream presumed dropped", quiet.Round(time.Millisecond))
+			}
 		}
 	}
 }

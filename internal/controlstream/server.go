@@ -62,6 +62,12 @@ type Session struct {
 // LastSeen is when the agent last sent anything.
 func (s *Session) LastSeen() time.Time { return time.Unix(0, s.lastSeen.Load()) }
 
+// ErrReplaced ends a session that a newer connection of the same agent
+// replaced. The agent receives it as codes.Aborted with this text, and
+// reconnects at once: the newer connection may have been an impostor with a
+// copy of its certificate, or may have gone again already.
+var ErrReplaced = errors.New("replaced by a newer connection with this agent's certificate")
+
 // ErrSessionBusy reports a full outbound queue.
 var ErrSessionBusy = errors.New("session outbound queue full")
 
@@ -231,7 +237,7 @@ func (s *Server) Stream(stream pb.Control_StreamServer) error {
 	// unacknowledged batches the agent resends on this one anyway.
 	s.mu.Lock()
 	if old, ok := s.sessions[id]; ok {
-		old.cancel(errors.New("replaced by a new connection"))
+		old.cancel(ErrReplaced)
 	}
 	s.sessions[id] = sess
 	s.mu.Unlock()
@@ -257,17 +263,34 @@ func (s *Server) Stream(stream pb.Control_StreamServer) error {
 
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- s.sender(sctx, stream, sess) }()
-	err = s.receive(sctx, stream, sess, last)
+	recvErr := make(chan error, 1)
+	go func() { recvErr <- s.receive(sctx, stream, sess, last) }()
+	// A session the gateway ends (replaced, or its batches cannot be
+	// stored) ends here at once, also while an idle agent sends nothing and
+	// receive waits in Recv: returning closes the stream, Recv then fails,
+	// and the agent learns from the status why it must reconnect.
+	select {
+	case err = <-recvErr:
+	case <-sctx.Done():
+	}
 	cancel(err)
 	if serr := <-sendErr; err == nil {
 		err = serr
 	}
-	if cause := context.Cause(sctx); err == nil || errors.Is(err, context.Canceled) {
+	cause := context.Cause(sctx)
+	if err == nil || errors.Is(err, context.Canceled) {
 		err = cause
 	}
 	s.cfg.Backend.Close(sess, err)
-	if status.Code(err) == codes.ResourceExhausted {
+	switch {
+	case status.Code(err) == codes.ResourceExhausted:
 		return err // the agent learns which limit it broke
+	case ctx.Err() != nil:
+		return nil // the agent went away
+	case errors.Is(cause, ErrReplaced):
+		return status.Error(codes.Aborted, ErrReplaced.Error())
+	case cause != nil && !errors.Is(cause, context.Canceled):
+		return status.Errorf(codes.Unavailable, "session ended by the gateway: %v", cause)
 	}
 	return nil
 }
@@ -277,6 +300,10 @@ func (s *Server) receive(ctx context.Context, stream pb.Control_StreamServer, se
 		m, err := stream.Recv()
 		if err != nil {
 			return err
+		}
+		if ctx.Err() != nil {
+			// Ended (replaced): nothing more is handed to the backend.
+			return context.Cause(ctx)
 		}
 		if err := checkAgentMessage(m); err != nil {
 			s.log.Warn("agent message refused", "agent", sess.AgentID, "err", err)

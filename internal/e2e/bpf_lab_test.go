@@ -153,6 +153,12 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if os.Getenv(seccompLaunchEnv) != "" {
+		if err := seccompLaunch(os.Args[1:]); err != nil {
+			fmt.Println("err", err)
+			os.Exit(1)
+		}
+	}
 	os.Exit(m.Run())
 }
 

@@ -17,14 +17,21 @@ import (
 // next to the pinned ones (so both enforce), and only then the old ones are
 // detached and their pins replaced.
 func (s *Sentinel) adopt(spec *ebpf.CollectionSpec) error {
-	fresh := false
+	var fresh []string
 	for name, ms := range spec.Maps {
 		m, err := ebpf.LoadPinnedMap(s.pin("map", name), nil)
-		if errors.Is(err, os.ErrNotExist) && name == mapListed {
-			// Pinned by a release without the filter: start it full,
-			// which is trivially a superset of sentinel_objects.
-			m, err = newFullListed(ms)
-			fresh = err == nil
+		if errors.Is(err, os.ErrNotExist) && newInRelease[name] {
+			// Pinned by an earlier release without this map. The filter
+			// starts full, which is trivially a superset of
+			// sentinel_objects; the others start empty.
+			if name == mapListed {
+				m, err = newFullListed(ms)
+			} else {
+				m, err = ebpf.NewMap(ms)
+			}
+			if err == nil {
+				fresh = append(fresh, name)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("adopt map %s: %w", name, err)
@@ -34,14 +41,15 @@ func (s *Sentinel) adopt(spec *ebpf.CollectionSpec) error {
 			return fmt.Errorf("adopt map %s: pinned map differs from the embedded one: %w", name, err)
 		}
 	}
-	if fresh {
-		path := s.pin("map", mapListed)
-		err := s.maps[mapListed].Pin(path)
+	slices.Sort(fresh)
+	for _, name := range fresh {
+		path := s.pin("map", name)
+		err := s.maps[name].Pin(path)
 		s.record("pin", path, err, nil)
 		if err != nil {
-			return fmt.Errorf("pin map %s: %w", mapListed, err)
+			return fmt.Errorf("pin map %s: %w", name, err)
 		}
-		if err := s.GuardMap(s.maps[mapListed]); err != nil {
+		if err := s.GuardMap(s.maps[name]); err != nil {
 			return err
 		}
 	}
@@ -161,17 +169,8 @@ func (s *Sentinel) replace(coll *ebpf.Collection) error {
 	for name, l := range old {
 		s.links["old_"+name] = l // closed below, after the new ones are in
 	}
-	for name, p := range s.progs {
-		l, err := attach(p)
-		s.record("attach", "lsm/"+name, err, map[string]any{"reason": "replace"})
-		if err != nil {
-			return fmt.Errorf("attach %s: %w", name, err)
-		}
-		if err := s.GuardLink(l); err != nil {
-			l.Close()
-			return err
-		}
-		s.links[name] = l
+	if _, err := s.attachAll("replace"); err != nil {
+		return err
 	}
 	for name, l := range old {
 		path := s.pin("link", name)

@@ -2,6 +2,7 @@ package sentinel
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -29,6 +30,11 @@ func Allowlist() bytecode.Allowlist {
 	}
 	for name := range spec.Programs {
 		allow[name] = bytecode.ProgramAllow{Helpers: helpers}
+	}
+	// task_prctl reads the exe_fd of a PR_SET_MM_MAP request from the
+	// caller's memory (to name the refusal; the grant is what enforces).
+	if _, ok := allow[claimProgram]; ok {
+		allow[claimProgram] = bytecode.ProgramAllow{Helpers: append(slices.Clone(helpers), asm.FnProbeReadUser)}
 	}
 	return allow
 }

@@ -15,16 +15,39 @@
 // opened for writing by anyone, matched by i_rdev so that any node for it
 // counts; raw writes would change files under every inode check.
 //
-// Identity is the executable: a task is the agent when
-// task->mm->exe_file is the agent binary's inode (and generation, where the
-// filesystem has one). The updater identity may move a new binary over the
-// agent binary from the protected staging directory; the kernel then makes
-// the new inode an agent identity in the same hook, so an upgrade never
-// locks the agent out. The old identity lives until the next Start prunes it.
-// A role counts only for a task whose root directory (task->fs->root) is the
-// system's root, flagged in the policy: the real binaries bind-mounted into
-// a fake root next to a fake /etc/serviceradar and trust key, and run under
+// Identity is the executable, authority is earned: a task has a role when
+// task->mm->exe_file is an identity for it (inode and generation, where the
+// filesystem has one) and its thread group earned that role with that very
+// executable (sentinel_grants, keyed by the group leader's task_struct and
+// dropped in task_free). A role is earned in bprm_committing_creds, at an
+// exec of the role binary that nothing outside controls: the kernel's own
+// bprm->unsafe says neither traced (LSM_UNSAFE_PTRACE, a tracer from
+// PTRACE_TRACEME or one attached before the exec) nor sharing its fs_struct
+// (LSM_UNSAFE_SHARE), task->seccomp.mode says no filter (any filter can
+// hand system calls to another process or fake their results), and the
+// root directory is the system's. Any other exec drops the grant. The
+// loading agent, whose exec Sentinel never saw, claims its role through
+// prctl(SENTINEL_PRCTL_CLAIM) under the same conditions, once, with the
+// tgid and start time the loader wrote into sentinel_claims (a guarded
+// map, so only a role holder or the loader of a fresh Sentinel can open a
+// claim). A role is lost when exe_file changes (the grant names the
+// executable), when a tracer appears (checked at every use), and at the
+// next exec; task_prctl refuses PR_SET_MM exe_file switches to or from a
+// role binary and ptrace_traceme refuses a role process that asks to be
+// traced, so both are reported (role_refused, prctl_exe, traceme events).
+//
+// The updater identity may move a new binary over the agent binary from
+// the protected staging directory; the kernel then makes the new inode an
+// agent identity in the same hook, so an upgrade never locks the agent out.
+// The old identity lives until the next Start prunes it. A role counts
+// only for a task whose root directory (task->fs->root) is the system's
+// root, flagged in the policy: the real binaries bind-mounted into a fake
+// root next to a fake /etc/serviceradar and trust key, and run under
 // chroot or pivot_root, carry no authority.
+//
+// Inputs the agent trusts because of where they live are read through
+// ReadInput, which refuses a file descriptor that is not an inode Sentinel
+// protects.
 //
 // # Fortress's BPF state
 //
@@ -68,9 +91,10 @@
 // dump) cannot fork, start threads or send route netlink messages until it
 // exits.
 //
-// Running the agent binary by hand, in the real root, yields the agent
-// identity: the binary must be static and act only on signed input or input
-// from protected paths.
+// Running the agent binary cleanly by hand, in the real root, yields the
+// agent identity: the binary must be static and act only on signed input or
+// input from protected paths. What happens before Sentinel's first load is
+// out of reach.
 // Ptrace of the agent (and /proc/PID/mem, process_vm_writev, pidfd_getfd) is
 // refused. The lockdown hook (locked_down) refuses, to everyone but the
 // agent, the kernel's own list of ways to write kernel memory or another

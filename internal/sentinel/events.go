@@ -48,7 +48,17 @@ var opNames = map[uint32]string{
 	15: "set_acl", 16: "ioctl_setflags", 17: "mount", 18: "umount", 19: "map_write", 20: "link_modify",
 	21: "ptrace", 22: "identity_learned", 23: "truncate", 24: "map_mmap", 25: "prog_load",
 	26: "clone", 27: "link_fd", 28: "prog_fd", 29: "prog_use", 30: "netlink", 31: "lockdown",
+	32: OpRoleRefused, 33: OpPrctlExe, 34: OpTraceme,
 }
+
+// Ops of the identity model: a role binary that ran without earning its
+// role, an exe_file switch to or from a role binary, PTRACE_TRACEME by a
+// role process. Their events' Detail names the vector.
+const (
+	OpRoleRefused = "role_refused"
+	OpPrctlExe    = "prctl_exe"
+	OpTraceme     = "traceme"
+)
 
 // Ops that are not from the kernel.
 const (
@@ -110,8 +120,15 @@ func (s *Sentinel) decode(raw []byte) (Event, error) {
 		ev.Path = name
 	}
 	s.mu.Unlock()
-	if ev.Op == "lockdown" {
+	switch ev.Op {
+	case "lockdown":
 		ev.Detail = lockdownReason(ev.Arg)
+	case OpRoleRefused:
+		ev.Detail = refusalDetail(ev.Arg)
+	case OpPrctlExe:
+		ev.Detail = prctlDetail(ev.Arg)
+	case OpTraceme:
+		ev.Detail = "ptrace traceme by a role process"
 	}
 	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", e.Tgid)); err == nil {
 		ev.Exe = exe
@@ -214,6 +231,8 @@ type Status struct {
 	Notes     []string  `json:"notes,omitempty"`
 	Critical  []string  `json:"critical,omitempty"`
 	Stats     Stats     `json:"stats"`
+	// Roles counts the identity model's refusals and grants.
+	Roles RoleStats `json:"roles"`
 }
 
 // Status reports the mode, the attached programs and the counters.
@@ -226,6 +245,7 @@ func (s *Sentinel) Status() Status {
 	st.Mode, st.AuditEnd = m.String(), end
 	st.Enforcing = err == nil && m == Enforce && len(st.Programs) > 0
 	st.Stats, _ = s.Stats()
+	st.Roles, _ = s.roleStats()
 	s.mu.Lock()
 	st.Critical = append(st.Critical, s.critical...)
 	s.mu.Unlock()

@@ -91,6 +91,9 @@ func runHelper(mode string, args []string) int {
 		fmt.Println("fork", int(errno))
 		return 0
 	}
+	if code, ok := identityHelper(mode, args); ok {
+		return code
+	}
 	fmt.Println("unknown helper", mode)
 	return 2
 }
@@ -232,6 +235,19 @@ func helperCommand(s *Sentinel, hc *helperConfig, f []string) (string, error) {
 			return "", err
 		}
 		return "", l.Pin(linkPin)
+	case "traceme": // traceme: make the parent this thread's tracer
+		_, _, errno := unix.Syscall(unix.SYS_PTRACE, unix.PTRACE_TRACEME, 0, 0)
+		if errno != 0 {
+			return "", errno
+		}
+		return "", nil
+	case "prctl-exe": // prctl-exe PATH: switch this process's exe_file to PATH
+		fd, err := unix.Open(f[1], unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", err
+		}
+		defer unix.Close(fd)
+		return "", unix.Prctl(unix.PR_SET_MM, unix.PR_SET_MM_EXE_FILE, uintptr(fd), 0, 0)
 	case "remove":
 		return "", s.Remove()
 	case "exit":

@@ -161,6 +161,11 @@ func Start(cfg Config) (*Sentinel, error) {
 	if _, err := os.Stat(s.pin("map", mapObjects)); err == nil {
 		err = s.adopt(spec)
 		if err == nil {
+			// The agent was exec'd under Sentinel (or replaced an older
+			// one): confirm that the kernel gave it the role.
+			err = s.claim()
+		}
+		if err == nil {
 			err = s.applyPolicy()
 		}
 		if err != nil {
@@ -211,7 +216,11 @@ func (s *Sentinel) embeddedSpec() (*ebpf.CollectionSpec, error) {
 	// The .bss section only carries the event type into BTF; no program
 	// uses it, so it is not created (and not pinned).
 	delete(spec.Maps, ".bss")
-	delete(spec.Variables, "unused_sentinel_event")
+	for name := range spec.Variables {
+		if strings.HasPrefix(name, "unused_") {
+			delete(spec.Variables, name)
+		}
+	}
 	if err := auditSpec(spec); err != nil {
 		return nil, err
 	}
@@ -262,23 +271,9 @@ func (s *Sentinel) load(spec *ebpf.CollectionSpec, replace map[string]*ebpf.Map)
 			return err
 		}
 	}
-	names := make([]string, 0, len(s.progs))
-	for name := range s.progs {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		p := s.progs[name]
-		l, err := attach(p)
-		s.record("attach", "lsm/"+name, err, nil)
-		if err != nil {
-			return fmt.Errorf("%w: attach %s: %v", ErrUnavailable, name, err)
-		}
-		if err := s.GuardLink(l); err != nil {
-			l.Close()
-			return err
-		}
-		s.links[name] = l
+	names, err := s.attachAll("")
+	if err != nil {
+		return err
 	}
 	for _, name := range names {
 		for kind, pin := range map[string]interface{ Pin(string) error }{"prog": s.progs[name], "link": s.links[name]} {
@@ -293,6 +288,49 @@ func (s *Sentinel) load(spec *ebpf.CollectionSpec, replace map[string]*ebpf.Map)
 	}
 	s.log.Info("sentinel loaded", "programs", len(names), "notes", strings.Join(s.notes, "; "))
 	return nil
+}
+
+// attachAll attaches every program of s.progs and guards its link, the
+// claim program first: the loader claims its role (claim) before any other
+// hook can ask for it. reason, if set, goes into the audit log. It returns
+// the program names, sorted.
+func (s *Sentinel) attachAll(reason string) ([]string, error) {
+	names := make([]string, 0, len(s.progs))
+	for name := range s.progs {
+		names = append(names, name)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if (names[i] == claimProgram) != (names[j] == claimProgram) {
+			return names[i] == claimProgram
+		}
+		return names[i] < names[j]
+	})
+	if len(names) == 0 || names[0] != claimProgram {
+		return nil, fmt.Errorf("attach sentinel: no %s program to claim the agent role with", claimProgram)
+	}
+	for i, name := range names {
+		l, err := attach(s.progs[name])
+		var details map[string]any
+		if reason != "" {
+			details = map[string]any{"reason": reason}
+		}
+		s.record("attach", "lsm/"+name, err, details)
+		if err != nil {
+			return nil, fmt.Errorf("%w: attach %s: %v", ErrUnavailable, name, err)
+		}
+		if err := s.GuardLink(l); err != nil {
+			l.Close()
+			return nil, err
+		}
+		s.links[name] = l
+		if i == 0 {
+			if err := s.claim(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	sort.Strings(names)
+	return names, nil
 }
 
 // Adopted reports whether Start adopted pinned programs instead of loading.

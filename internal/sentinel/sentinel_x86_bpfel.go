@@ -13,6 +13,15 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type sentinelSentinelClaim struct {
+	_          structs.HostLayout
+	Tgid       uint32
+	Claimed    uint32
+	StartTicks uint64
+	Refused    uint32
+	Pad        uint32
+}
+
 type sentinelSentinelEvent struct {
 	_       structs.HostLayout
 	TimeNs  uint64
@@ -29,6 +38,13 @@ type sentinelSentinelEvent struct {
 	Comm    [16]int8
 	ExeName [64]int8
 	Name    [64]int8
+}
+
+type sentinelSentinelGrant struct {
+	_     structs.HostLayout
+	Exe   sentinelSentinelInode
+	Roles uint32
+	Pad   uint32
 }
 
 type sentinelSentinelGuard struct {
@@ -58,6 +74,31 @@ type sentinelSentinelObject struct {
 	Allow uint32
 }
 
+type sentinelSentinelPrctl uint32
+
+const (
+	sentinelSentinelPrctlSENTINEL_PRCTL_CLAIM sentinelSentinelPrctl = 1179800659
+)
+
+type sentinelSentinelRefusal uint32
+
+const (
+	sentinelSentinelRefusalSENTINEL_REFUSE_TRACED       sentinelSentinelRefusal = 1
+	sentinelSentinelRefusalSENTINEL_REFUSE_SECCOMP      sentinelSentinelRefusal = 2
+	sentinelSentinelRefusalSENTINEL_REFUSE_SHARED_FS    sentinelSentinelRefusal = 4
+	sentinelSentinelRefusalSENTINEL_REFUSE_FOREIGN_ROOT sentinelSentinelRefusal = 8
+	sentinelSentinelRefusalSENTINEL_REFUSE_NO_ROOM      sentinelSentinelRefusal = 16
+	sentinelSentinelRefusalSENTINEL_REFUSE_CLAIM        sentinelSentinelRefusal = 32
+)
+
+type sentinelSentinelRoleStat uint32
+
+const (
+	sentinelSentinelRoleStatSENTINEL_ROLE_STAT_REFUSED sentinelSentinelRoleStat = 0
+	sentinelSentinelRoleStatSENTINEL_ROLE_STAT_GRANTED sentinelSentinelRoleStat = 1
+	sentinelSentinelRoleStatSENTINEL_ROLE_STAT_MAX     sentinelSentinelRoleStat = 2
+)
+
 type sentinelSentinelSettings struct {
 	_            structs.HostLayout
 	Mode         uint32
@@ -69,52 +110,62 @@ type sentinelSentinelSettings struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	sentinelMapSentinelBpfCmd      = "sentinel_bpf_cmd"
-	sentinelMapSentinelConfig      = "sentinel_config"
-	sentinelMapSentinelEvents      = "sentinel_events"
-	sentinelMapSentinelGuarded     = "sentinel_guarded"
-	sentinelMapSentinelHolders     = "sentinel_holders"
-	sentinelMapSentinelIdentities  = "sentinel_identities"
-	sentinelMapSentinelLinkDeny    = "sentinel_link_deny"
-	sentinelMapSentinelLinkDenyN   = "sentinel_link_deny_n"
-	sentinelMapSentinelListed      = "sentinel_listed"
-	sentinelMapSentinelObjects     = "sentinel_objects"
-	sentinelMapSentinelStats       = "sentinel_stats"
-	sentinelProgBpf                = "bpf"
-	sentinelProgBpfMap             = "bpf_map"
-	sentinelProgBpfProg            = "bpf_prog"
-	sentinelProgFileAllocSecurity  = "file_alloc_security"
-	sentinelProgFileIoctl          = "file_ioctl"
-	sentinelProgFileIoctlCompat    = "file_ioctl_compat"
-	sentinelProgFileOpen           = "file_open"
-	sentinelProgFileReceive        = "file_receive"
-	sentinelProgInodeCreate        = "inode_create"
-	sentinelProgInodeLink          = "inode_link"
-	sentinelProgInodeMkdir         = "inode_mkdir"
-	sentinelProgInodeMknod         = "inode_mknod"
-	sentinelProgInodeRemoveAclA1   = "inode_remove_acl_a1"
-	sentinelProgInodeRemovexattrA0 = "inode_removexattr_a0"
-	sentinelProgInodeRemovexattrA1 = "inode_removexattr_a1"
-	sentinelProgInodeRename        = "inode_rename"
-	sentinelProgInodeRmdir         = "inode_rmdir"
-	sentinelProgInodeSetAclA1      = "inode_set_acl_a1"
-	sentinelProgInodeSetattrA0     = "inode_setattr_a0"
-	sentinelProgInodeSetattrA1     = "inode_setattr_a1"
-	sentinelProgInodeSetxattrA0    = "inode_setxattr_a0"
-	sentinelProgInodeSetxattrA1    = "inode_setxattr_a1"
-	sentinelProgInodeSymlink       = "inode_symlink"
-	sentinelProgInodeUnlink        = "inode_unlink"
-	sentinelProgLinkNewFd          = "link_new_fd"
-	sentinelProgLockedDown         = "locked_down"
-	sentinelProgMmapFile           = "mmap_file"
-	sentinelProgMoveMount          = "move_mount"
-	sentinelProgNetlinkSend        = "netlink_send"
-	sentinelProgPtraceAccessCheck  = "ptrace_access_check"
-	sentinelProgSbMount            = "sb_mount"
-	sentinelProgSbUmount           = "sb_umount"
-	sentinelProgTaskAlloc          = "task_alloc"
-	sentinelProgTaskFree           = "task_free"
-	sentinelVarUnusedSentinelEvent = "unused_sentinel_event"
+	sentinelMapSentinelBpfCmd         = "sentinel_bpf_cmd"
+	sentinelMapSentinelClaims         = "sentinel_claims"
+	sentinelMapSentinelConfig         = "sentinel_config"
+	sentinelMapSentinelEvents         = "sentinel_events"
+	sentinelMapSentinelGrants         = "sentinel_grants"
+	sentinelMapSentinelGuarded        = "sentinel_guarded"
+	sentinelMapSentinelHolders        = "sentinel_holders"
+	sentinelMapSentinelIdentities     = "sentinel_identities"
+	sentinelMapSentinelLinkDeny       = "sentinel_link_deny"
+	sentinelMapSentinelLinkDenyN      = "sentinel_link_deny_n"
+	sentinelMapSentinelListed         = "sentinel_listed"
+	sentinelMapSentinelObjects        = "sentinel_objects"
+	sentinelMapSentinelRoleStats      = "sentinel_role_stats"
+	sentinelMapSentinelStats          = "sentinel_stats"
+	sentinelProgBpf                   = "bpf"
+	sentinelProgBpfMap                = "bpf_map"
+	sentinelProgBpfProg               = "bpf_prog"
+	sentinelProgBprmCommittingCreds   = "bprm_committing_creds"
+	sentinelProgFileAllocSecurity     = "file_alloc_security"
+	sentinelProgFileIoctl             = "file_ioctl"
+	sentinelProgFileIoctlCompat       = "file_ioctl_compat"
+	sentinelProgFileOpen              = "file_open"
+	sentinelProgFileReceive           = "file_receive"
+	sentinelProgInodeCreate           = "inode_create"
+	sentinelProgInodeLink             = "inode_link"
+	sentinelProgInodeMkdir            = "inode_mkdir"
+	sentinelProgInodeMknod            = "inode_mknod"
+	sentinelProgInodeRemoveAclA1      = "inode_remove_acl_a1"
+	sentinelProgInodeRemovexattrA0    = "inode_removexattr_a0"
+	sentinelProgInodeRemovexattrA1    = "inode_removexattr_a1"
+	sentinelProgInodeRename           = "inode_rename"
+	sentinelProgInodeRmdir            = "inode_rmdir"
+	sentinelProgInodeSetAclA1         = "inode_set_acl_a1"
+	sentinelProgInodeSetattrA0        = "inode_setattr_a0"
+	sentinelProgInodeSetattrA1        = "inode_setattr_a1"
+	sentinelProgInodeSetxattrA0       = "inode_setxattr_a0"
+	sentinelProgInodeSetxattrA1       = "inode_setxattr_a1"
+	sentinelProgInodeSymlink          = "inode_symlink"
+	sentinelProgInodeUnlink           = "inode_unlink"
+	sentinelProgLinkNewFd             = "link_new_fd"
+	sentinelProgLockedDown            = "locked_down"
+	sentinelProgMmapFile              = "mmap_file"
+	sentinelProgMoveMount             = "move_mount"
+	sentinelProgNetlinkSend           = "netlink_send"
+	sentinelProgPtraceAccessCheck     = "ptrace_access_check"
+	sentinelProgPtraceTraceme         = "ptrace_traceme"
+	sentinelProgSbMount               = "sb_mount"
+	sentinelProgSbUmount              = "sb_umount"
+	sentinelProgTaskAlloc             = "task_alloc"
+	sentinelProgTaskFree              = "task_free"
+	sentinelProgTaskPrctl             = "task_prctl"
+	sentinelVarUnusedSentinelEvent    = "unused_sentinel_event"
+	sentinelVarUnusedSentinelOp       = "unused_sentinel_op"
+	sentinelVarUnusedSentinelPrctl    = "unused_sentinel_prctl"
+	sentinelVarUnusedSentinelRefusal  = "unused_sentinel_refusal"
+	sentinelVarUnusedSentinelRoleStat = "unused_sentinel_role_stat"
 )
 
 // loadSentinel returns the embedded CollectionSpec for sentinel.
@@ -159,40 +210,43 @@ type sentinelSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sentinelProgramSpecs struct {
-	Bpf                *ebpf.ProgramSpec `ebpf:"bpf"`
-	BpfMap             *ebpf.ProgramSpec `ebpf:"bpf_map"`
-	BpfProg            *ebpf.ProgramSpec `ebpf:"bpf_prog"`
-	FileAllocSecurity  *ebpf.ProgramSpec `ebpf:"file_alloc_security"`
-	FileIoctl          *ebpf.ProgramSpec `ebpf:"file_ioctl"`
-	FileIoctlCompat    *ebpf.ProgramSpec `ebpf:"file_ioctl_compat"`
-	FileOpen           *ebpf.ProgramSpec `ebpf:"file_open"`
-	FileReceive        *ebpf.ProgramSpec `ebpf:"file_receive"`
-	InodeCreate        *ebpf.ProgramSpec `ebpf:"inode_create"`
-	InodeLink          *ebpf.ProgramSpec `ebpf:"inode_link"`
-	InodeMkdir         *ebpf.ProgramSpec `ebpf:"inode_mkdir"`
-	InodeMknod         *ebpf.ProgramSpec `ebpf:"inode_mknod"`
-	InodeRemoveAclA1   *ebpf.ProgramSpec `ebpf:"inode_remove_acl_a1"`
-	InodeRemovexattrA0 *ebpf.ProgramSpec `ebpf:"inode_removexattr_a0"`
-	InodeRemovexattrA1 *ebpf.ProgramSpec `ebpf:"inode_removexattr_a1"`
-	InodeRename        *ebpf.ProgramSpec `ebpf:"inode_rename"`
-	InodeRmdir         *ebpf.ProgramSpec `ebpf:"inode_rmdir"`
-	InodeSetAclA1      *ebpf.ProgramSpec `ebpf:"inode_set_acl_a1"`
-	InodeSetattrA0     *ebpf.ProgramSpec `ebpf:"inode_setattr_a0"`
-	InodeSetattrA1     *ebpf.ProgramSpec `ebpf:"inode_setattr_a1"`
-	InodeSetxattrA0    *ebpf.ProgramSpec `ebpf:"inode_setxattr_a0"`
-	InodeSetxattrA1    *ebpf.ProgramSpec `ebpf:"inode_setxattr_a1"`
-	InodeSymlink       *ebpf.ProgramSpec `ebpf:"inode_symlink"`
-	InodeUnlink        *ebpf.ProgramSpec `ebpf:"inode_unlink"`
-	LinkNewFd          *ebpf.ProgramSpec `ebpf:"link_new_fd"`
-	LockedDown         *ebpf.ProgramSpec `ebpf:"locked_down"`
-	MmapFile           *ebpf.ProgramSpec `ebpf:"mmap_file"`
-	MoveMount          *ebpf.ProgramSpec `ebpf:"move_mount"`
-	NetlinkSend        *ebpf.ProgramSpec `ebpf:"netlink_send"`
-	PtraceAccessCheck  *ebpf.ProgramSpec `ebpf:"ptrace_access_check"`
-	SbMount            *ebpf.ProgramSpec `ebpf:"sb_mount"`
-	SbUmount           *ebpf.ProgramSpec `ebpf:"sb_umount"`
-	TaskAlloc          *ebpf.ProgramSpec `ebpf:"task_alloc"`
-	TaskFree           *ebpf.ProgramSpec `ebpf:"task_free"`
+	Bpf                 *ebpf.ProgramSpec `ebpf:"bpf"`
+	BpfMap              *ebpf.ProgramSpec `ebpf:"bpf_map"`
+	BpfProg             *ebpf.ProgramSpec `ebpf:"bpf_prog"`
+	BprmCommittingCreds *ebpf.ProgramSpec `ebpf:"bprm_committing_creds"`
+	FileAllocSecurity   *ebpf.ProgramSpec `ebpf:"file_alloc_security"`
+	FileIoctl           *ebpf.ProgramSpec `ebpf:"file_ioctl"`
+	FileIoctlCompat     *ebpf.ProgramSpec `ebpf:"file_ioctl_compat"`
+	FileOpen            *ebpf.ProgramSpec `ebpf:"file_open"`
+	FileReceive         *ebpf.ProgramSpec `ebpf:"file_receive"`
+	InodeCreate         *ebpf.ProgramSpec `ebpf:"inode_create"`
+	InodeLink           *ebpf.ProgramSpec `ebpf:"inode_link"`
+	InodeMkdir          *ebpf.ProgramSpec `ebpf:"inode_mkdir"`
+	InodeMknod          *ebpf.ProgramSpec `ebpf:"inode_mknod"`
+	InodeRemoveAclA1    *ebpf.ProgramSpec `ebpf:"inode_remove_acl_a1"`
+	InodeRemovexattrA0  *ebpf.ProgramSpec `ebpf:"inode_removexattr_a0"`
+	InodeRemovexattrA1  *ebpf.ProgramSpec `ebpf:"inode_removexattr_a1"`
+	InodeRename         *ebpf.ProgramSpec `ebpf:"inode_rename"`
+	InodeRmdir          *ebpf.ProgramSpec `ebpf:"inode_rmdir"`
+	InodeSetAclA1       *ebpf.ProgramSpec `ebpf:"inode_set_acl_a1"`
+	InodeSetattrA0      *ebpf.ProgramSpec `ebpf:"inode_setattr_a0"`
+	InodeSetattrA1      *ebpf.ProgramSpec `ebpf:"inode_setattr_a1"`
+	InodeSetxattrA0     *ebpf.ProgramSpec `ebpf:"inode_setxattr_a0"`
+	InodeSetxattrA1     *ebpf.ProgramSpec `ebpf:"inode_setxattr_a1"`
+	InodeSymlink        *ebpf.ProgramSpec `ebpf:"inode_symlink"`
+	InodeUnlink         *ebpf.ProgramSpec `ebpf:"inode_unlink"`
+	LinkNewFd           *ebpf.ProgramSpec `ebpf:"link_new_fd"`
+	LockedDown          *ebpf.ProgramSpec `ebpf:"locked_down"`
+	MmapFile            *ebpf.ProgramSpec `ebpf:"mmap_file"`
+	MoveMount           *ebpf.ProgramSpec `ebpf:"move_mount"`
+	NetlinkSend         *ebpf.ProgramSpec `ebpf:"netlink_send"`
+	PtraceAccessCheck   *ebpf.ProgramSpec `ebpf:"ptrace_access_check"`
+	PtraceTraceme       *ebpf.ProgramSpec `ebpf:"ptrace_traceme"`
+	SbMount             *ebpf.ProgramSpec `ebpf:"sb_mount"`
+	SbUmount            *ebpf.ProgramSpec `ebpf:"sb_umount"`
+	TaskAlloc           *ebpf.ProgramSpec `ebpf:"task_alloc"`
+	TaskFree            *ebpf.ProgramSpec `ebpf:"task_free"`
+	TaskPrctl           *ebpf.ProgramSpec `ebpf:"task_prctl"`
 }
 
 // sentinelMapSpecs contains maps before they are loaded into the kernel.
@@ -200,8 +254,10 @@ type sentinelProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sentinelMapSpecs struct {
 	SentinelBpfCmd     *ebpf.MapSpec `ebpf:"sentinel_bpf_cmd"`
+	SentinelClaims     *ebpf.MapSpec `ebpf:"sentinel_claims"`
 	SentinelConfig     *ebpf.MapSpec `ebpf:"sentinel_config"`
 	SentinelEvents     *ebpf.MapSpec `ebpf:"sentinel_events"`
+	SentinelGrants     *ebpf.MapSpec `ebpf:"sentinel_grants"`
 	SentinelGuarded    *ebpf.MapSpec `ebpf:"sentinel_guarded"`
 	SentinelHolders    *ebpf.MapSpec `ebpf:"sentinel_holders"`
 	SentinelIdentities *ebpf.MapSpec `ebpf:"sentinel_identities"`
@@ -209,6 +265,7 @@ type sentinelMapSpecs struct {
 	SentinelLinkDenyN  *ebpf.MapSpec `ebpf:"sentinel_link_deny_n"`
 	SentinelListed     *ebpf.MapSpec `ebpf:"sentinel_listed"`
 	SentinelObjects    *ebpf.MapSpec `ebpf:"sentinel_objects"`
+	SentinelRoleStats  *ebpf.MapSpec `ebpf:"sentinel_role_stats"`
 	SentinelStats      *ebpf.MapSpec `ebpf:"sentinel_stats"`
 }
 
@@ -216,7 +273,11 @@ type sentinelMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sentinelVariableSpecs struct {
-	UnusedSentinelEvent *ebpf.VariableSpec `ebpf:"unused_sentinel_event"`
+	UnusedSentinelEvent    *ebpf.VariableSpec `ebpf:"unused_sentinel_event"`
+	UnusedSentinelOp       *ebpf.VariableSpec `ebpf:"unused_sentinel_op"`
+	UnusedSentinelPrctl    *ebpf.VariableSpec `ebpf:"unused_sentinel_prctl"`
+	UnusedSentinelRefusal  *ebpf.VariableSpec `ebpf:"unused_sentinel_refusal"`
+	UnusedSentinelRoleStat *ebpf.VariableSpec `ebpf:"unused_sentinel_role_stat"`
 }
 
 // sentinelObjects contains all objects after they have been loaded into the kernel.
@@ -240,8 +301,10 @@ func (o *sentinelObjects) Close() error {
 // It can be passed to loadSentinelObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sentinelMaps struct {
 	SentinelBpfCmd     *ebpf.Map `ebpf:"sentinel_bpf_cmd"`
+	SentinelClaims     *ebpf.Map `ebpf:"sentinel_claims"`
 	SentinelConfig     *ebpf.Map `ebpf:"sentinel_config"`
 	SentinelEvents     *ebpf.Map `ebpf:"sentinel_events"`
+	SentinelGrants     *ebpf.Map `ebpf:"sentinel_grants"`
 	SentinelGuarded    *ebpf.Map `ebpf:"sentinel_guarded"`
 	SentinelHolders    *ebpf.Map `ebpf:"sentinel_holders"`
 	SentinelIdentities *ebpf.Map `ebpf:"sentinel_identities"`
@@ -249,14 +312,17 @@ type sentinelMaps struct {
 	SentinelLinkDenyN  *ebpf.Map `ebpf:"sentinel_link_deny_n"`
 	SentinelListed     *ebpf.Map `ebpf:"sentinel_listed"`
 	SentinelObjects    *ebpf.Map `ebpf:"sentinel_objects"`
+	SentinelRoleStats  *ebpf.Map `ebpf:"sentinel_role_stats"`
 	SentinelStats      *ebpf.Map `ebpf:"sentinel_stats"`
 }
 
 func (m *sentinelMaps) Close() error {
 	return _SentinelClose(
 		m.SentinelBpfCmd,
+		m.SentinelClaims,
 		m.SentinelConfig,
 		m.SentinelEvents,
+		m.SentinelGrants,
 		m.SentinelGuarded,
 		m.SentinelHolders,
 		m.SentinelIdentities,
@@ -264,6 +330,7 @@ func (m *sentinelMaps) Close() error {
 		m.SentinelLinkDenyN,
 		m.SentinelListed,
 		m.SentinelObjects,
+		m.SentinelRoleStats,
 		m.SentinelStats,
 	)
 }
@@ -272,47 +339,54 @@ func (m *sentinelMaps) Close() error {
 //
 // It can be passed to loadSentinelObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sentinelVariables struct {
-	UnusedSentinelEvent *ebpf.Variable `ebpf:"unused_sentinel_event"`
+	UnusedSentinelEvent    *ebpf.Variable `ebpf:"unused_sentinel_event"`
+	UnusedSentinelOp       *ebpf.Variable `ebpf:"unused_sentinel_op"`
+	UnusedSentinelPrctl    *ebpf.Variable `ebpf:"unused_sentinel_prctl"`
+	UnusedSentinelRefusal  *ebpf.Variable `ebpf:"unused_sentinel_refusal"`
+	UnusedSentinelRoleStat *ebpf.Variable `ebpf:"unused_sentinel_role_stat"`
 }
 
 // sentinelPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadSentinelObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sentinelPrograms struct {
-	Bpf                *ebpf.Program `ebpf:"bpf"`
-	BpfMap             *ebpf.Program `ebpf:"bpf_map"`
-	BpfProg            *ebpf.Program `ebpf:"bpf_prog"`
-	FileAllocSecurity  *ebpf.Program `ebpf:"file_alloc_security"`
-	FileIoctl          *ebpf.Program `ebpf:"file_ioctl"`
-	FileIoctlCompat    *ebpf.Program `ebpf:"file_ioctl_compat"`
-	FileOpen           *ebpf.Program `ebpf:"file_open"`
-	FileReceive        *ebpf.Program `ebpf:"file_receive"`
-	InodeCreate        *ebpf.Program `ebpf:"inode_create"`
-	InodeLink          *ebpf.Program `ebpf:"inode_link"`
-	InodeMkdir         *ebpf.Program `ebpf:"inode_mkdir"`
-	InodeMknod         *ebpf.Program `ebpf:"inode_mknod"`
-	InodeRemoveAclA1   *ebpf.Program `ebpf:"inode_remove_acl_a1"`
-	InodeRemovexattrA0 *ebpf.Program `ebpf:"inode_removexattr_a0"`
-	InodeRemovexattrA1 *ebpf.Program `ebpf:"inode_removexattr_a1"`
-	InodeRename        *ebpf.Program `ebpf:"inode_rename"`
-	InodeRmdir         *ebpf.Program `ebpf:"inode_rmdir"`
-	InodeSetAclA1      *ebpf.Program `ebpf:"inode_set_acl_a1"`
-	InodeSetattrA0     *ebpf.Program `ebpf:"inode_setattr_a0"`
-	InodeSetattrA1     *ebpf.Program `ebpf:"inode_setattr_a1"`
-	InodeSetxattrA0    *ebpf.Program `ebpf:"inode_setxattr_a0"`
-	InodeSetxattrA1    *ebpf.Program `ebpf:"inode_setxattr_a1"`
-	InodeSymlink       *ebpf.Program `ebpf:"inode_symlink"`
-	InodeUnlink        *ebpf.Program `ebpf:"inode_unlink"`
-	LinkNewFd          *ebpf.Program `ebpf:"link_new_fd"`
-	LockedDown         *ebpf.Program `ebpf:"locked_down"`
-	MmapFile           *ebpf.Program `ebpf:"mmap_file"`
-	MoveMount          *ebpf.Program `ebpf:"move_mount"`
-	NetlinkSend        *ebpf.Program `ebpf:"netlink_send"`
-	PtraceAccessCheck  *ebpf.Program `ebpf:"ptrace_access_check"`
-	SbMount            *ebpf.Program `ebpf:"sb_mount"`
-	SbUmount           *ebpf.Program `ebpf:"sb_umount"`
-	TaskAlloc          *ebpf.Program `ebpf:"task_alloc"`
-	TaskFree           *ebpf.Program `ebpf:"task_free"`
+	Bpf                 *ebpf.Program `ebpf:"bpf"`
+	BpfMap              *ebpf.Program `ebpf:"bpf_map"`
+	BpfProg             *ebpf.Program `ebpf:"bpf_prog"`
+	BprmCommittingCreds *ebpf.Program `ebpf:"bprm_committing_creds"`
+	FileAllocSecurity   *ebpf.Program `ebpf:"file_alloc_security"`
+	FileIoctl           *ebpf.Program `ebpf:"file_ioctl"`
+	FileIoctlCompat     *ebpf.Program `ebpf:"file_ioctl_compat"`
+	FileOpen            *ebpf.Program `ebpf:"file_open"`
+	FileReceive         *ebpf.Program `ebpf:"file_receive"`
+	InodeCreate         *ebpf.Program `ebpf:"inode_create"`
+	InodeLink           *ebpf.Program `ebpf:"inode_link"`
+	InodeMkdir          *ebpf.Program `ebpf:"inode_mkdir"`
+	InodeMknod          *ebpf.Program `ebpf:"inode_mknod"`
+	InodeRemoveAclA1    *ebpf.Program `ebpf:"inode_remove_acl_a1"`
+	InodeRemovexattrA0  *ebpf.Program `ebpf:"inode_removexattr_a0"`
+	InodeRemovexattrA1  *ebpf.Program `ebpf:"inode_removexattr_a1"`
+	InodeRename         *ebpf.Program `ebpf:"inode_rename"`
+	InodeRmdir          *ebpf.Program `ebpf:"inode_rmdir"`
+	InodeSetAclA1       *ebpf.Program `ebpf:"inode_set_acl_a1"`
+	InodeSetattrA0      *ebpf.Program `ebpf:"inode_setattr_a0"`
+	InodeSetattrA1      *ebpf.Program `ebpf:"inode_setattr_a1"`
+	InodeSetxattrA0     *ebpf.Program `ebpf:"inode_setxattr_a0"`
+	InodeSetxattrA1     *ebpf.Program `ebpf:"inode_setxattr_a1"`
+	InodeSymlink        *ebpf.Program `ebpf:"inode_symlink"`
+	InodeUnlink         *ebpf.Program `ebpf:"inode_unlink"`
+	LinkNewFd           *ebpf.Program `ebpf:"link_new_fd"`
+	LockedDown          *ebpf.Program `ebpf:"locked_down"`
+	MmapFile            *ebpf.Program `ebpf:"mmap_file"`
+	MoveMount           *ebpf.Program `ebpf:"move_mount"`
+	NetlinkSend         *ebpf.Program `ebpf:"netlink_send"`
+	PtraceAccessCheck   *ebpf.Program `ebpf:"ptrace_access_check"`
+	PtraceTraceme       *ebpf.Program `ebpf:"ptrace_traceme"`
+	SbMount             *ebpf.Program `ebpf:"sb_mount"`
+	SbUmount            *ebpf.Program `ebpf:"sb_umount"`
+	TaskAlloc           *ebpf.Program `ebpf:"task_alloc"`
+	TaskFree            *ebpf.Program `ebpf:"task_free"`
+	TaskPrctl           *ebpf.Program `ebpf:"task_prctl"`
 }
 
 func (p *sentinelPrograms) Close() error {
@@ -320,6 +394,7 @@ func (p *sentinelPrograms) Close() error {
 		p.Bpf,
 		p.BpfMap,
 		p.BpfProg,
+		p.BprmCommittingCreds,
 		p.FileAllocSecurity,
 		p.FileIoctl,
 		p.FileIoctlCompat,
@@ -347,10 +422,12 @@ func (p *sentinelPrograms) Close() error {
 		p.MoveMount,
 		p.NetlinkSend,
 		p.PtraceAccessCheck,
+		p.PtraceTraceme,
 		p.SbMount,
 		p.SbUmount,
 		p.TaskAlloc,
 		p.TaskFree,
+		p.TaskPrctl,
 	)
 }
 

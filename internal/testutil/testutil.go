@@ -14,9 +14,19 @@ const LabEnv = "FORTRESS_VMLAB"
 // InLab reports whether the test runs inside the vmlab virtual machine.
 func InLab() bool { return os.Getenv(LabEnv) == "1" }
 
-// RequireRoot skips (or fails in the lab) when the test lacks root.
+// UnprivilegedEnv set to "1" makes RequireRoot skip even as root. The race
+// detector run uses it: it covers every test that runs without root, while
+// the privileged tests run once, without the race detector, in the host run
+// and in the lab.
+const UnprivilegedEnv = "FORTRESS_TEST_UNPRIVILEGED"
+
+// RequireRoot skips (or fails in the lab) when the test lacks root, or when
+// the run is marked unprivileged.
 func RequireRoot(t testing.TB) {
 	t.Helper()
+	if os.Getenv(UnprivilegedEnv) == "1" && !InLab() {
+		t.Skipf("skipped: needs root, and this run is unprivileged (%s=1); the privileged run covers it", UnprivilegedEnv)
+	}
 	if os.Geteuid() != 0 {
 		MissingFeature(t, "needs root (CAP_BPF, CAP_NET_ADMIN)")
 	}

@@ -45,6 +45,12 @@ type Fortress struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 
+	// Lock order: applyMu, then shMu, then the verifier's lock (held by
+	// Accept while it calls enforce), then mu. mu and counters.mu are
+	// leaves: nothing else is locked or called out to while either is
+	// held, so Status (which takes only leaves, and reads the verifier's
+	// atomically published last bundle) never waits for an apply.
+
 	// applyMu serialises policy changes (bundles, gateway switches).
 	applyMu sync.Mutex
 
@@ -426,11 +432,15 @@ func (f *Fortress) ApplyBundle(raw []byte) (Ack, error) {
 	}
 	var ack Ack
 	var undo func()
+	start := time.Now()
 	b, err := f.verifier.Accept(raw, func(b *bundle.Bundle) error {
+		// Progress for large policies: verified, converted, applied.
+		f.log.Info("bundle verified, converting", "version", b.Version, "bytes", len(raw), "took", time.Since(start))
 		p, err := convert(f.ctx, b, f.lists.get)
 		if err != nil {
 			return err
 		}
+		f.log.Info("bundle converted, applying", "version", b.Version, "rules", len(p.rules), "took", time.Since(start))
 		ack, undo, err = f.enforce(p)
 		return err
 	})
@@ -454,7 +464,8 @@ func (f *Fortress) ApplyBundle(raw []byte) (Ack, error) {
 	}
 	// A larger rule set may have moved Shield to new maps: guard them too.
 	f.guardShield()
-	f.log.Info("bundle applied", "version", b.Version, "rules", ack.Rules, "mode", ack.ShieldMode, "notes", strings.Join(ack.Notes, "; "))
+	f.log.Info("bundle applied", "version", b.Version, "rules", ack.Rules, "mode", ack.ShieldMode, "took", time.Since(start),
+		"notes", strings.Join(ack.Notes, "; "))
 	return ack, nil
 }
 
@@ -642,8 +653,20 @@ func (f *Fortress) switchGateways(gws []netip.Addr) error {
 // Status reports the state of every layer, never claiming protection that
 // is not in force.
 func (f *Fortress) Status() Status {
+	// Everything owned elsewhere is read before mu is taken: mu is a leaf.
 	snap := f.counters.snapshot()
+	version := f.verifier.LastVersion()
+	auditLost, auditLastErr := f.audit.failures.Load(), f.audit.lastError()
 	f.mu.Lock()
+	sen := f.sen
+	var ks sentinel.Status
+	if sen != nil && f.removed == "" {
+		// The Sentinel pointer only changes under applyMu (removal); its
+		// Status takes Sentinel's own leaf lock, never ours.
+		f.mu.Unlock()
+		ks = sen.Status()
+		f.mu.Lock()
+	}
 	defer f.mu.Unlock()
 	st := Status{AgentID: f.cfg.AgentID, AgentVersion: f.cfg.AgentVersion, Started: f.started, Kernel: f.kernel.Release}
 
@@ -695,12 +718,12 @@ func (f *Fortress) Status() Status {
 	sn := &st.Sentinel
 	if f.removed != "" {
 		sn.State, sn.Reason = SentinelRemoved, f.removed
-	} else if f.sen == nil {
+	} else if f.sen == nil || sen != f.sen {
 		sn.State, sn.Reason = SentinelUnavailable, f.senReason
 	} else {
-		ks := f.sen.Status()
 		sn.Adopted, sn.Programs, sn.Notes, sn.Critical = ks.Adopted, ks.Programs, ks.Notes, ks.Critical
 		sn.Denied, sn.Audited, sn.Lost = ks.Stats.Denied, ks.Stats.Audited, ks.Stats.Lost
+		sn.RolesRefused = ks.Roles.Refused
 		sn.AuditEnd = ks.AuditEnd
 		sn.Protected, sn.Watched = slices.Clone(f.senProtected), slices.Clone(f.senWatched)
 		switch {
@@ -718,7 +741,7 @@ func (f *Fortress) Status() Status {
 
 	// Policy.
 	pl := &st.Policy
-	pl.Version = f.verifier.LastVersion()
+	pl.Version = version
 	pl.InForce = f.policyInForce
 	if f.inForce != nil {
 		pl.Digest, pl.KeyID = f.inForce.digest, f.inForce.keyID
@@ -727,13 +750,13 @@ func (f *Fortress) Status() Status {
 	pl.LastError, pl.LastErrorAt = f.lastErr, f.lastErrAt
 
 	// Audit log.
-	st.Audit = AuditStatus{Path: f.cfg.AuditLog, Lost: f.audit.failures.Load()}
+	st.Audit = AuditStatus{Path: f.cfg.AuditLog, Lost: auditLost}
 	st.Audit.OK = f.auditLog != nil && st.Audit.Lost == 0
 	switch {
 	case f.auditErr != "":
 		st.Audit.Reason = f.auditErr
 	case st.Audit.Lost > 0:
-		st.Audit.Reason = f.audit.lastError()
+		st.Audit.Reason = auditLastErr
 	}
 
 	st.Events = EventStats{Delivered: f.delivered.Load(), Dropped: f.dropped.Load(), KernelLost: f.kernelLost.Load()}

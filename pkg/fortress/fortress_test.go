@@ -231,8 +231,11 @@ func TestAgentOnVeth(t *testing.T) {
 	}{
 		{l.bundle(t, 1, policyV1), "replay"},
 		{signed(t, otherPriv, 2, policyV1), "unknown key"},
-		{l.bundle(t, 2, bundle.Payload{Shield: &bundle.Shield{Mode: bundle.ShieldEnforce, Rules: []bundle.Rule{
-			{CIDR: "10.67.0.0/16", Action: "drop"}, {CIDR: "10.67.0.0/16", Action: "allow"}}}}), "payload.shield.rules[1]"},
+		// Conflicting rules are refused by bundle.Sign already (and by the
+		// agent's Parse, see internal/bundle); a list that cannot be
+		// fetched is refused at apply.
+		{l.bundle(t, 2, bundle.Payload{Shield: &bundle.Shield{Mode: bundle.ShieldEnforce, ListRef: &bundle.ListRef{
+			URL: "file:///nonexistent/fortress-list.txt", SHA256: strings.Repeat("0", 64)}}}), "payload.shield.list_ref"},
 		{[]byte(`{"format":"fortress-bundle/1"}`), "malformed"},
 	}
 	for _, r := range refusals {

@@ -62,6 +62,9 @@ func convert(ctx context.Context, b *bundle.Bundle, lists listSource) (*policy, 
 			if err != nil {
 				return nil, fmt.Errorf("payload.shield.list_ref %s: %w", s.ListRef.URL, err)
 			}
+			if len(l.Rules) == 0 && !s.AllowEmpty {
+				return nil, fmt.Errorf("payload.shield.list_ref %s: the list has %w", s.ListRef.URL, bundle.ErrEmptyRules)
+			}
 			p.rules, p.duplicates, p.listRef = l.Rules, l.Duplicates, s.ListRef.SHA256
 		default:
 			rules, dups, err := convertRules(s.Rules)
@@ -99,7 +102,7 @@ func convertRules(in []bundle.Rule) ([]lpm.Rule, int, error) {
 	for i, r := range in {
 		rule, err := blocklist.ParseRule(r.CIDR, r.Action, r.LogOnly)
 		if err != nil {
-			return nil, 0, fmt.Errorf("payload.shield.rules[%d] %q: %w", i, r.CIDR, err)
+			return nil, 0, fmt.Errorf("payload.shield.rules[%d] %s: %w", i, blocklist.Quote(r.CIDR), err)
 		}
 		if j, ok := where[rule.Prefix]; ok {
 			if out[j] == rule {

@@ -87,8 +87,10 @@ func TestConvertRefusals(t *testing.T) {
 	}{
 		{"conflict", []bundle.Rule{{CIDR: "10.0.0.0/8", Action: "drop"}, {CIDR: "10.0.0.0/8", Action: "allow"}},
 			"payload.shield.rules[1] (10.0.0.0/8 allow): conflicts with an earlier rule (10.0.0.0/8 drop)"},
-		{"host bits masked then conflict", []bundle.Rule{{CIDR: "10.0.0.0/8", Action: "drop"}, {CIDR: "10.9.9.9/8", Action: "drop", LogOnly: true}},
-			"payload.shield.rules[1]"},
+		{"host bits", []bundle.Rule{{CIDR: "10.0.0.0/8", Action: "drop"}, {CIDR: "10.9.9.9/8", Action: "drop", LogOnly: true}},
+			`payload.shield.rules[1] "10.9.9.9/8": host bits set: 10.9.9.9/8 is not a network address (the network is 10.0.0.0/8)`},
+		{"IPv4-mapped", []bundle.Rule{{CIDR: "::ffff:10.1.2.3/128", Action: "drop"}},
+			`payload.shield.rules[0] "::ffff:10.1.2.3/128": IPv4-mapped IPv6 address never matches IPv4 traffic: write 10.1.2.3/32 instead`},
 		{"log-only allow", []bundle.Rule{{CIDR: "10.0.0.0/8", Action: "allow", LogOnly: true}},
 			`payload.shield.rules[0] "10.0.0.0/8": log-only applies to drop rules`},
 	}

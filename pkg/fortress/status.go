@@ -80,18 +80,22 @@ type ShieldTotals struct {
 // SentinelStatus is the BPF LSM layer's state.
 type SentinelStatus struct {
 	// State is enforcing, audit or unavailable.
-	State     string    `json:"state"`
-	Reason    string    `json:"reason,omitempty"`
-	AuditEnd  time.Time `json:"audit_end,omitzero"`
-	Adopted   bool      `json:"adopted"`
-	Programs  []string  `json:"programs,omitempty"`
-	Notes     []string  `json:"notes,omitempty"`
-	Critical  []string  `json:"critical,omitempty"`
-	Denied    uint64    `json:"denied"`
-	Audited   uint64    `json:"audited"`
-	Lost      uint64    `json:"lost"`
-	Protected []string  `json:"protected,omitempty"`
-	Watched   []string  `json:"watched,omitempty"`
+	State    string    `json:"state"`
+	Reason   string    `json:"reason,omitempty"`
+	AuditEnd time.Time `json:"audit_end,omitzero"`
+	Adopted  bool      `json:"adopted"`
+	Programs []string  `json:"programs,omitempty"`
+	Notes    []string  `json:"notes,omitempty"`
+	Critical []string  `json:"critical,omitempty"`
+	Denied   uint64    `json:"denied"`
+	Audited  uint64    `json:"audited"`
+	Lost     uint64    `json:"lost"`
+	// RolesRefused counts processes that ran the agent or updater binary
+	// without earning the role (traced, seccomp-filtered, exe_file
+	// switched, ...); each also raised a role_refused event.
+	RolesRefused uint64   `json:"roles_refused"`
+	Protected    []string `json:"protected,omitempty"`
+	Watched      []string `json:"watched,omitempty"`
 }
 
 // PolicyStatus describes the policy bundle in force.
