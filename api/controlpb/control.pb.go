@@ -90,12 +90,125 @@ func (LayerState) EnumDescriptor() ([]byte, []int) {
 	return file_fortress_v1_control_proto_rawDescGZIP(), []int{0}
 }
 
+// CounterKind says what happened to the packets a rule matched.
+type CounterKind int32
+
+const (
+	// Sent by agents that predate kinds: the gateway reads dry_run instead
+	// (true: would-drop, false: drop).
+	CounterKind_COUNTER_KIND_UNSPECIFIED CounterKind = 0
+	// Dropped by a drop rule in enforce mode.
+	CounterKind_COUNTER_KIND_DROP CounterKind = 1
+	// Passed by an allow exception.
+	CounterKind_COUNTER_KIND_ALLOW CounterKind = 2
+	// Matched by a drop rule but passed: the rule is log-only or Shield runs
+	// in dry-run mode.
+	CounterKind_COUNTER_KIND_WOULD_DROP CounterKind = 3
+)
+
+// Enum value maps for CounterKind.
+var (
+	CounterKind_name = map[int32]string{
+		0: "COUNTER_KIND_UNSPECIFIED",
+		1: "COUNTER_KIND_DROP",
+		2: "COUNTER_KIND_ALLOW",
+		3: "COUNTER_KIND_WOULD_DROP",
+	}
+	CounterKind_value = map[string]int32{
+		"COUNTER_KIND_UNSPECIFIED": 0,
+		"COUNTER_KIND_DROP":        1,
+		"COUNTER_KIND_ALLOW":       2,
+		"COUNTER_KIND_WOULD_DROP":  3,
+	}
+)
+
+func (x CounterKind) Enum() *CounterKind {
+	p := new(CounterKind)
+	*p = x
+	return p
+}
+
+func (x CounterKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CounterKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_fortress_v1_control_proto_enumTypes[1].Descriptor()
+}
+
+func (CounterKind) Type() protoreflect.EnumType {
+	return &file_fortress_v1_control_proto_enumTypes[1]
+}
+
+func (x CounterKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CounterKind.Descriptor instead.
+func (CounterKind) EnumDescriptor() ([]byte, []int) {
+	return file_fortress_v1_control_proto_rawDescGZIP(), []int{1}
+}
+
+type RuleAction int32
+
+const (
+	RuleAction_RULE_ACTION_UNSPECIFIED RuleAction = 0
+	RuleAction_RULE_ACTION_DROP        RuleAction = 1
+	RuleAction_RULE_ACTION_ALLOW       RuleAction = 2
+)
+
+// Enum value maps for RuleAction.
+var (
+	RuleAction_name = map[int32]string{
+		0: "RULE_ACTION_UNSPECIFIED",
+		1: "RULE_ACTION_DROP",
+		2: "RULE_ACTION_ALLOW",
+	}
+	RuleAction_value = map[string]int32{
+		"RULE_ACTION_UNSPECIFIED": 0,
+		"RULE_ACTION_DROP":        1,
+		"RULE_ACTION_ALLOW":       2,
+	}
+)
+
+func (x RuleAction) Enum() *RuleAction {
+	p := new(RuleAction)
+	*p = x
+	return p
+}
+
+func (x RuleAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RuleAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_fortress_v1_control_proto_enumTypes[2].Descriptor()
+}
+
+func (RuleAction) Type() protoreflect.EnumType {
+	return &file_fortress_v1_control_proto_enumTypes[2]
+}
+
+func (x RuleAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RuleAction.Descriptor instead.
+func (RuleAction) EnumDescriptor() ([]byte, []int) {
+	return file_fortress_v1_control_proto_rawDescGZIP(), []int{2}
+}
+
 type EventKind int32
 
 const (
 	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
 	EventKind_EVENT_KIND_FIM         EventKind = 1
 	EventKind_EVENT_KIND_VIOLATION   EventKind = 2
+	// A failure of the agent itself (lost events, a reader that stopped).
+	EventKind_EVENT_KIND_CRITICAL EventKind = 3
+	// A change of what the agent can do, such as Sentinel unavailable
+	// because BPF LSM is unusable: information, not an attack.
+	EventKind_EVENT_KIND_STATUS EventKind = 4
 )
 
 // Enum value maps for EventKind.
@@ -104,11 +217,15 @@ var (
 		0: "EVENT_KIND_UNSPECIFIED",
 		1: "EVENT_KIND_FIM",
 		2: "EVENT_KIND_VIOLATION",
+		3: "EVENT_KIND_CRITICAL",
+		4: "EVENT_KIND_STATUS",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED": 0,
 		"EVENT_KIND_FIM":         1,
 		"EVENT_KIND_VIOLATION":   2,
+		"EVENT_KIND_CRITICAL":    3,
+		"EVENT_KIND_STATUS":      4,
 	}
 )
 
@@ -123,11 +240,11 @@ func (x EventKind) String() string {
 }
 
 func (EventKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_fortress_v1_control_proto_enumTypes[1].Descriptor()
+	return file_fortress_v1_control_proto_enumTypes[3].Descriptor()
 }
 
 func (EventKind) Type() protoreflect.EnumType {
-	return &file_fortress_v1_control_proto_enumTypes[1]
+	return &file_fortress_v1_control_proto_enumTypes[3]
 }
 
 func (x EventKind) Number() protoreflect.EnumNumber {
@@ -136,7 +253,7 @@ func (x EventKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventKind.Descriptor instead.
 func (EventKind) EnumDescriptor() ([]byte, []int) {
-	return file_fortress_v1_control_proto_rawDescGZIP(), []int{1}
+	return file_fortress_v1_control_proto_rawDescGZIP(), []int{3}
 }
 
 type AgentMessage struct {
@@ -761,14 +878,24 @@ func (x *Status) GetCounterKeysDropped() uint64 {
 	return 0
 }
 
+// CounterDelta is what one rule matched since the previous report. A rule
+// is (rule, action, log_only) and keeps its slot while it stays in force;
+// two rules with the same CIDR but another action are different rules and
+// are counted apart.
 type CounterDelta struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// rule is the rule's CIDR as written in the policy.
 	Rule string `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
-	// dry_run marks would-drops counted while Shield observes.
-	DryRun        bool   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	Packets       uint64 `protobuf:"varint,3,opt,name=packets,proto3" json:"packets,omitempty"`
-	Bytes         uint64 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// dry_run marks would-drops (log-only rules or dry-run mode); kept for
+	// gateways that predate kind.
+	DryRun  bool        `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	Packets uint64      `protobuf:"varint,3,opt,name=packets,proto3" json:"packets,omitempty"`
+	Bytes   uint64      `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Kind    CounterKind `protobuf:"varint,5,opt,name=kind,proto3,enum=fortress.v1.CounterKind" json:"kind,omitempty"`
+	Action  RuleAction  `protobuf:"varint,6,opt,name=action,proto3,enum=fortress.v1.RuleAction" json:"action,omitempty"`
+	LogOnly bool        `protobuf:"varint,7,opt,name=log_only,json=logOnly,proto3" json:"log_only,omitempty"`
+	// slot is the rule's counter slot in the agent's Shield (0: unknown).
+	Slot          uint32 `protobuf:"varint,8,opt,name=slot,proto3" json:"slot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -827,6 +954,34 @@ func (x *CounterDelta) GetPackets() uint64 {
 func (x *CounterDelta) GetBytes() uint64 {
 	if x != nil {
 		return x.Bytes
+	}
+	return 0
+}
+
+func (x *CounterDelta) GetKind() CounterKind {
+	if x != nil {
+		return x.Kind
+	}
+	return CounterKind_COUNTER_KIND_UNSPECIFIED
+}
+
+func (x *CounterDelta) GetAction() RuleAction {
+	if x != nil {
+		return x.Action
+	}
+	return RuleAction_RULE_ACTION_UNSPECIFIED
+}
+
+func (x *CounterDelta) GetLogOnly() bool {
+	if x != nil {
+		return x.LogOnly
+	}
+	return false
+}
+
+func (x *CounterDelta) GetSlot() uint32 {
+	if x != nil {
+		return x.Slot
 	}
 	return 0
 }
@@ -1557,12 +1712,16 @@ const file_fortress_v1_control_proto_rawDesc = "" +
 	"\x10degraded_reasons\x18\x04 \x03(\tR\x0fdegradedReasons\x12$\n" +
 	"\x0etime_unix_nano\x18\x05 \x01(\x03R\ftimeUnixNano\x12%\n" +
 	"\x0eevents_dropped\x18\x06 \x01(\x04R\reventsDropped\x120\n" +
-	"\x14counter_keys_dropped\x18\a \x01(\x04R\x12counterKeysDropped\"k\n" +
+	"\x14counter_keys_dropped\x18\a \x01(\x04R\x12counterKeysDropped\"\xf9\x01\n" +
 	"\fCounterDelta\x12\x12\n" +
 	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12\x18\n" +
 	"\apackets\x18\x03 \x01(\x04R\apackets\x12\x14\n" +
-	"\x05bytes\x18\x04 \x01(\x04R\x05bytes\"y\n" +
+	"\x05bytes\x18\x04 \x01(\x04R\x05bytes\x12,\n" +
+	"\x04kind\x18\x05 \x01(\x0e2\x18.fortress.v1.CounterKindR\x04kind\x12/\n" +
+	"\x06action\x18\x06 \x01(\x0e2\x17.fortress.v1.RuleActionR\x06action\x12\x19\n" +
+	"\blog_only\x18\a \x01(\bR\alogOnly\x12\x12\n" +
+	"\x04slot\x18\b \x01(\rR\x04slot\"y\n" +
 	"\fCounterBatch\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x121\n" +
@@ -1617,11 +1776,23 @@ const file_fortress_v1_control_proto_rawDesc = "" +
 	"\x15LAYER_STATE_ENFORCING\x10\x01\x12\x19\n" +
 	"\x15LAYER_STATE_OBSERVING\x10\x02\x12\x18\n" +
 	"\x14LAYER_STATE_DEGRADED\x10\x03\x12\x1b\n" +
-	"\x17LAYER_STATE_UNAVAILABLE\x10\x04*U\n" +
+	"\x17LAYER_STATE_UNAVAILABLE\x10\x04*w\n" +
+	"\vCounterKind\x12\x1c\n" +
+	"\x18COUNTER_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11COUNTER_KIND_DROP\x10\x01\x12\x16\n" +
+	"\x12COUNTER_KIND_ALLOW\x10\x02\x12\x1b\n" +
+	"\x17COUNTER_KIND_WOULD_DROP\x10\x03*V\n" +
+	"\n" +
+	"RuleAction\x12\x1b\n" +
+	"\x17RULE_ACTION_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10RULE_ACTION_DROP\x10\x01\x12\x15\n" +
+	"\x11RULE_ACTION_ALLOW\x10\x02*\x85\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eEVENT_KIND_FIM\x10\x01\x12\x18\n" +
-	"\x14EVENT_KIND_VIOLATION\x10\x022O\n" +
+	"\x14EVENT_KIND_VIOLATION\x10\x02\x12\x17\n" +
+	"\x13EVENT_KIND_CRITICAL\x10\x03\x12\x15\n" +
+	"\x11EVENT_KIND_STATUS\x10\x042O\n" +
 	"\aControl\x12D\n" +
 	"\x06Stream\x12\x19.fortress.v1.AgentMessage\x1a\x1b.fortress.v1.GatewayMessage(\x010\x012D\n" +
 	"\x05Admin\x12;\n" +
@@ -1639,63 +1810,67 @@ func file_fortress_v1_control_proto_rawDescGZIP() []byte {
 	return file_fortress_v1_control_proto_rawDescData
 }
 
-var file_fortress_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_fortress_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_fortress_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_fortress_v1_control_proto_goTypes = []any{
 	(LayerState)(0),        // 0: fortress.v1.LayerState
-	(EventKind)(0),         // 1: fortress.v1.EventKind
-	(*AgentMessage)(nil),   // 2: fortress.v1.AgentMessage
-	(*GatewayMessage)(nil), // 3: fortress.v1.GatewayMessage
-	(*Hello)(nil),          // 4: fortress.v1.Hello
-	(*KernelProbe)(nil),    // 5: fortress.v1.KernelProbe
-	(*Welcome)(nil),        // 6: fortress.v1.Welcome
-	(*Layer)(nil),          // 7: fortress.v1.Layer
-	(*Status)(nil),         // 8: fortress.v1.Status
-	(*CounterDelta)(nil),   // 9: fortress.v1.CounterDelta
-	(*CounterBatch)(nil),   // 10: fortress.v1.CounterBatch
-	(*Event)(nil),          // 11: fortress.v1.Event
-	(*EventBatch)(nil),     // 12: fortress.v1.EventBatch
-	(*SeqAck)(nil),         // 13: fortress.v1.SeqAck
-	(*PolicyBundle)(nil),   // 14: fortress.v1.PolicyBundle
-	(*BundleAck)(nil),      // 15: fortress.v1.BundleAck
-	(*Ping)(nil),           // 16: fortress.v1.Ping
-	(*Pong)(nil),           // 17: fortress.v1.Pong
-	(*PushRequest)(nil),    // 18: fortress.v1.PushRequest
-	(*PushResult)(nil),     // 19: fortress.v1.PushResult
-	(*PushResponse)(nil),   // 20: fortress.v1.PushResponse
-	nil,                    // 21: fortress.v1.KernelProbe.ChecksEntry
-	nil,                    // 22: fortress.v1.KernelProbe.ReasonsEntry
+	(CounterKind)(0),       // 1: fortress.v1.CounterKind
+	(RuleAction)(0),        // 2: fortress.v1.RuleAction
+	(EventKind)(0),         // 3: fortress.v1.EventKind
+	(*AgentMessage)(nil),   // 4: fortress.v1.AgentMessage
+	(*GatewayMessage)(nil), // 5: fortress.v1.GatewayMessage
+	(*Hello)(nil),          // 6: fortress.v1.Hello
+	(*KernelProbe)(nil),    // 7: fortress.v1.KernelProbe
+	(*Welcome)(nil),        // 8: fortress.v1.Welcome
+	(*Layer)(nil),          // 9: fortress.v1.Layer
+	(*Status)(nil),         // 10: fortress.v1.Status
+	(*CounterDelta)(nil),   // 11: fortress.v1.CounterDelta
+	(*CounterBatch)(nil),   // 12: fortress.v1.CounterBatch
+	(*Event)(nil),          // 13: fortress.v1.Event
+	(*EventBatch)(nil),     // 14: fortress.v1.EventBatch
+	(*SeqAck)(nil),         // 15: fortress.v1.SeqAck
+	(*PolicyBundle)(nil),   // 16: fortress.v1.PolicyBundle
+	(*BundleAck)(nil),      // 17: fortress.v1.BundleAck
+	(*Ping)(nil),           // 18: fortress.v1.Ping
+	(*Pong)(nil),           // 19: fortress.v1.Pong
+	(*PushRequest)(nil),    // 20: fortress.v1.PushRequest
+	(*PushResult)(nil),     // 21: fortress.v1.PushResult
+	(*PushResponse)(nil),   // 22: fortress.v1.PushResponse
+	nil,                    // 23: fortress.v1.KernelProbe.ChecksEntry
+	nil,                    // 24: fortress.v1.KernelProbe.ReasonsEntry
 }
 var file_fortress_v1_control_proto_depIdxs = []int32{
-	4,  // 0: fortress.v1.AgentMessage.hello:type_name -> fortress.v1.Hello
-	8,  // 1: fortress.v1.AgentMessage.status:type_name -> fortress.v1.Status
-	10, // 2: fortress.v1.AgentMessage.counters:type_name -> fortress.v1.CounterBatch
-	12, // 3: fortress.v1.AgentMessage.events:type_name -> fortress.v1.EventBatch
-	15, // 4: fortress.v1.AgentMessage.bundle_ack:type_name -> fortress.v1.BundleAck
-	17, // 5: fortress.v1.AgentMessage.pong:type_name -> fortress.v1.Pong
-	6,  // 6: fortress.v1.GatewayMessage.welcome:type_name -> fortress.v1.Welcome
-	13, // 7: fortress.v1.GatewayMessage.seq_ack:type_name -> fortress.v1.SeqAck
-	14, // 8: fortress.v1.GatewayMessage.bundle:type_name -> fortress.v1.PolicyBundle
-	16, // 9: fortress.v1.GatewayMessage.ping:type_name -> fortress.v1.Ping
-	5,  // 10: fortress.v1.Hello.kernel:type_name -> fortress.v1.KernelProbe
-	21, // 11: fortress.v1.KernelProbe.checks:type_name -> fortress.v1.KernelProbe.ChecksEntry
-	22, // 12: fortress.v1.KernelProbe.reasons:type_name -> fortress.v1.KernelProbe.ReasonsEntry
+	6,  // 0: fortress.v1.AgentMessage.hello:type_name -> fortress.v1.Hello
+	10, // 1: fortress.v1.AgentMessage.status:type_name -> fortress.v1.Status
+	12, // 2: fortress.v1.AgentMessage.counters:type_name -> fortress.v1.CounterBatch
+	14, // 3: fortress.v1.AgentMessage.events:type_name -> fortress.v1.EventBatch
+	17, // 4: fortress.v1.AgentMessage.bundle_ack:type_name -> fortress.v1.BundleAck
+	19, // 5: fortress.v1.AgentMessage.pong:type_name -> fortress.v1.Pong
+	8,  // 6: fortress.v1.GatewayMessage.welcome:type_name -> fortress.v1.Welcome
+	15, // 7: fortress.v1.GatewayMessage.seq_ack:type_name -> fortress.v1.SeqAck
+	16, // 8: fortress.v1.GatewayMessage.bundle:type_name -> fortress.v1.PolicyBundle
+	18, // 9: fortress.v1.GatewayMessage.ping:type_name -> fortress.v1.Ping
+	7,  // 10: fortress.v1.Hello.kernel:type_name -> fortress.v1.KernelProbe
+	23, // 11: fortress.v1.KernelProbe.checks:type_name -> fortress.v1.KernelProbe.ChecksEntry
+	24, // 12: fortress.v1.KernelProbe.reasons:type_name -> fortress.v1.KernelProbe.ReasonsEntry
 	0,  // 13: fortress.v1.Layer.state:type_name -> fortress.v1.LayerState
-	7,  // 14: fortress.v1.Status.shield:type_name -> fortress.v1.Layer
-	7,  // 15: fortress.v1.Status.sentinel:type_name -> fortress.v1.Layer
-	9,  // 16: fortress.v1.CounterBatch.deltas:type_name -> fortress.v1.CounterDelta
-	1,  // 17: fortress.v1.Event.kind:type_name -> fortress.v1.EventKind
-	11, // 18: fortress.v1.EventBatch.events:type_name -> fortress.v1.Event
-	19, // 19: fortress.v1.PushResponse.results:type_name -> fortress.v1.PushResult
-	2,  // 20: fortress.v1.Control.Stream:input_type -> fortress.v1.AgentMessage
-	18, // 21: fortress.v1.Admin.Push:input_type -> fortress.v1.PushRequest
-	3,  // 22: fortress.v1.Control.Stream:output_type -> fortress.v1.GatewayMessage
-	20, // 23: fortress.v1.Admin.Push:output_type -> fortress.v1.PushResponse
-	22, // [22:24] is the sub-list for method output_type
-	20, // [20:22] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	9,  // 14: fortress.v1.Status.shield:type_name -> fortress.v1.Layer
+	9,  // 15: fortress.v1.Status.sentinel:type_name -> fortress.v1.Layer
+	1,  // 16: fortress.v1.CounterDelta.kind:type_name -> fortress.v1.CounterKind
+	2,  // 17: fortress.v1.CounterDelta.action:type_name -> fortress.v1.RuleAction
+	11, // 18: fortress.v1.CounterBatch.deltas:type_name -> fortress.v1.CounterDelta
+	3,  // 19: fortress.v1.Event.kind:type_name -> fortress.v1.EventKind
+	13, // 20: fortress.v1.EventBatch.events:type_name -> fortress.v1.Event
+	21, // 21: fortress.v1.PushResponse.results:type_name -> fortress.v1.PushResult
+	4,  // 22: fortress.v1.Control.Stream:input_type -> fortress.v1.AgentMessage
+	20, // 23: fortress.v1.Admin.Push:input_type -> fortress.v1.PushRequest
+	5,  // 24: fortress.v1.Control.Stream:output_type -> fortress.v1.GatewayMessage
+	22, // 25: fortress.v1.Admin.Push:output_type -> fortress.v1.PushResponse
+	24, // [24:26] is the sub-list for method output_type
+	22, // [22:24] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_fortress_v1_control_proto_init() }
@@ -1722,7 +1897,7 @@ func file_fortress_v1_control_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fortress_v1_control_proto_rawDesc), len(file_fortress_v1_control_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      4,
 			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   2,

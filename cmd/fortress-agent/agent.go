@@ -62,7 +62,8 @@ func (w *counterForwarder) add(ds []fortress.CounterDelta) {
 	}
 	out := make([]controlstream.CounterDelta, len(ds))
 	for i, d := range ds {
-		out[i] = controlstream.CounterDelta{Rule: d.Rule, DryRun: d.DryRun, Packets: d.Packets, Bytes: d.Bytes}
+		out[i] = controlstream.CounterDelta{Rule: d.Rule, Action: d.Action, LogOnly: d.LogOnly, Slot: d.Slot, Kind: d.Kind,
+			DryRun: d.DryRun, Packets: d.Packets, Bytes: d.Bytes}
 	}
 	c.AddCounters(out...)
 }
@@ -308,9 +309,9 @@ func (a *agent) pumpEvents(ctx context.Context) {
 			if c == nil || e.Kind == fortress.KindDryRun {
 				continue // dry-run matches reach the gateway as counters
 			}
-			kind := controlstream.KindFIM
-			if e.Kind != fortress.KindFIM {
-				kind = controlstream.KindViolation
+			kind, severity := streamEventKind(e, a.f.Status), e.Severity
+			if kind == controlstream.KindStatus {
+				severity = fortress.SeverityInfo
 			}
 			detail := e.Detail
 			if e.Kind == fortress.KindCritical && e.Count > 0 {
@@ -320,8 +321,29 @@ func (a *agent) pumpEvents(ctx context.Context) {
 			if proc == "" {
 				proc = e.Comm
 			}
-			c.AddEvent(controlstream.Event{Time: e.Time, Kind: kind, Severity: e.Severity, Path: e.Path, Op: e.Op,
+			c.AddEvent(controlstream.Event{Time: e.Time, Kind: kind, Severity: severity, Path: e.Path, Op: e.Op,
 				Process: proc, PID: e.PID, UID: e.UID, Detail: detail, Denied: e.Denied()})
 		}
 	}
+}
+
+// streamEventKind says how an event goes to the gateway. A critical event
+// that only repeats why Sentinel is unavailable (BPF LSM unusable on this
+// kernel) is a status, not an attack or a failure: the gateway shows it as
+// information next to the agent's "sentinel: unavailable".
+func streamEventKind(e fortress.Event, status func() fortress.Status) string {
+	switch e.Kind {
+	case fortress.KindFIM:
+		return controlstream.KindFIM
+	case fortress.KindViolation:
+		return controlstream.KindViolation
+	case fortress.KindCritical:
+		if e.Layer == "sentinel" {
+			if st := status(); st.Sentinel.State == fortress.SentinelUnavailable && st.Sentinel.Reason == e.Detail {
+				return controlstream.KindStatus
+			}
+		}
+		return controlstream.KindCritical
+	}
+	return controlstream.KindViolation
 }

@@ -42,6 +42,8 @@ func run(ctx context.Context, args []string) error {
 	lab := fs.Bool("lab", false, "run the Sentinel demo (inside vmlab): a root rm -rf of /etc/serviceradar/sweep.json is refused")
 	agent := fs.String("agent", "", "fortress-agent binary (default: built from this module; with --lab: fortress-agent in PATH)")
 	rate := fs.Int("rate", 20, "datagrams per second from each traffic source")
+	name := fs.String("name", "demo", "names the namespaces fortress-NAME-a/-b and interfaces fNAMEa/fNAMEb (1-13 of a-z, 0-9); "+
+		"one demo runs per name, and a run removes what an earlier one under the same name left behind")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,5 +53,5 @@ func run(ctx context.Context, args []string) error {
 	if *lab {
 		return demo.RunLab(ctx, demo.LabConfig{AgentBinary: *agent, Out: os.Stdout})
 	}
-	return demo.Run(ctx, demo.Config{Listen: *listen, AgentBinary: *agent, Rate: *rate, Out: os.Stdout}, *duration)
+	return demo.Run(ctx, demo.Config{Listen: *listen, AgentBinary: *agent, Rate: *rate, Name: *name, Out: os.Stdout}, *duration)
 }

@@ -33,9 +33,13 @@ func main() {
 	}
 }
 
+// defaultGRPCListen is where agents find the gateway unless told otherwise
+// (deploy/fortress-agent.example.json dials its port).
+const defaultGRPCListen = "127.0.0.1:7443"
+
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("fortress-gateway", flag.ContinueOnError)
-	grpcAddr := fs.String("grpc-listen", "127.0.0.1:7443", "ControlStream (gRPC, mutual TLS) listen address")
+	grpcAddr := fs.String("grpc-listen", defaultGRPCListen, "ControlStream (gRPC, mutual TLS) listen address")
 	httpAddr := fs.String("http-listen", "127.0.0.1:8080", "dashboard, JSON API and /metrics listen address")
 	pkiDir := fs.String("pki", "", "directory made by 'fortressctl pki init' (sets the three TLS flags below)")
 	certFile := fs.String("tls-cert", "", "gateway certificate (PEM)")
@@ -46,6 +50,9 @@ func run(ctx context.Context, args []string) error {
 	maxEvents := fs.Int("max-events", store.DefaultRetention.MaxEvents, "events kept")
 	eventAge := fs.Duration("event-retention", store.DefaultRetention.EventAge, "how long events are kept")
 	sampleAge := fs.Duration("series-retention", store.DefaultRetention.SampleAge, "how long per-minute counter samples are kept")
+	agentEvents := fs.Int("max-events-per-agent", store.DefaultRetention.MaxEventsPerAgent, "events kept per agent")
+	counterAge := fs.Duration("counter-retention", store.DefaultRetention.CounterAge, "how long a rule's counter row is kept after its last change")
+	maxRules := fs.Int("max-rules-per-agent", store.DefaultMaxRules, "distinct rule counters stored per agent; more are refused and counted")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -82,6 +89,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer st.Close()
+	st.MaxRules = *maxRules
 	gl, err := net.Listen("tcp", *grpcAddr)
 	if err != nil {
 		return err
@@ -93,7 +101,8 @@ func run(ctx context.Context, args []string) error {
 	}
 	g, err := gateway.New(gateway.Config{
 		GRPCListener: gl, HTTPListener: hl, TLS: pki.ServerTLS(cert, pool), Store: st, TrustKeys: keys,
-		Retention: store.Retention{MaxEvents: *maxEvents, EventAge: *eventAge, SampleAge: *sampleAge}, Logger: log,
+		Retention: store.Retention{MaxEvents: *maxEvents, EventAge: *eventAge, SampleAge: *sampleAge, MaxEventsPerAgent: *agentEvents,
+			CounterAge: *counterAge}, Logger: log,
 	})
 	if err != nil {
 		return err

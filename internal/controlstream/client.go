@@ -45,6 +45,8 @@ const (
 const (
 	KindFIM       = "fim"
 	KindViolation = "violation"
+	KindCritical  = "critical"
+	KindStatus    = "status"
 )
 
 // Hello is what an agent tells the gateway about itself on every connect.
@@ -74,18 +76,60 @@ type Status struct {
 	Degraded      []string
 }
 
+// Counter kinds (CounterDelta.Kind).
+const (
+	CounterDrop      = "drop"
+	CounterAllow     = "allow"
+	CounterWouldDrop = "would-drop"
+)
+
 // CounterDelta is the change of one rule's counter since the last report.
+// A rule is (Rule, Action, LogOnly) in Slot; deltas of different rules are
+// never merged.
 type CounterDelta struct {
 	Rule    string
+	Action  string // drop or allow ("": drop)
+	LogOnly bool
+	Slot    uint32
+	// Kind is CounterDrop, CounterAllow or CounterWouldDrop; empty means
+	// CounterWouldDrop when DryRun is set and CounterDrop otherwise.
+	Kind    string
 	DryRun  bool
 	Packets uint64
 	Bytes   uint64
 }
 
+func (d CounterDelta) kind() string {
+	switch {
+	case d.Kind != "":
+		return d.Kind
+	case d.DryRun:
+		return CounterWouldDrop
+	}
+	return CounterDrop
+}
+
+func (d CounterDelta) proto() *pb.CounterDelta {
+	out := &pb.CounterDelta{Rule: d.Rule, LogOnly: d.LogOnly, Slot: d.Slot, Packets: d.Packets, Bytes: d.Bytes,
+		Action: pb.RuleAction_RULE_ACTION_DROP}
+	if d.Action == "allow" {
+		out.Action = pb.RuleAction_RULE_ACTION_ALLOW
+	}
+	switch d.kind() {
+	case CounterAllow:
+		out.Kind = pb.CounterKind_COUNTER_KIND_ALLOW
+	case CounterWouldDrop:
+		out.Kind, out.DryRun = pb.CounterKind_COUNTER_KIND_WOULD_DROP, true
+	default:
+		out.Kind = pb.CounterKind_COUNTER_KIND_DROP
+	}
+	return out
+}
+
 // Event is a FIM or violation event.
 type Event struct {
 	Time     time.Time
-	Kind     string // KindFIM or KindViolation
+	Kind     string // KindFIM, KindViolation, KindCritical or KindStatus
 	Severity string
 	Path     string
 	Op       string
@@ -118,7 +162,7 @@ type ClientConfig struct {
 	// MaxEvents bounds events waiting for a batch (10000); more are dropped
 	// and counted.
 	MaxEvents int
-	// MaxCounterKeys bounds distinct (rule, dry-run) keys waiting (1<<20).
+	// MaxCounterKeys bounds distinct rule/kind keys waiting (1<<20).
 	MaxCounterKeys int
 	// MinBackoff and MaxBackoff bound the reconnect delay (200 ms, 30 s).
 	MinBackoff, MaxBackoff time.Duration
@@ -129,8 +173,9 @@ type ClientConfig struct {
 }
 
 type counterKey struct {
-	rule   string
-	dryRun bool
+	rule, action, kind string
+	logOnly            bool
+	slot               uint32
 }
 
 type pending struct {
@@ -231,14 +276,15 @@ func (c *Client) AddCounters(deltas ...CounterDelta) {
 		if d.Packets == 0 && d.Bytes == 0 {
 			continue
 		}
-		k := counterKey{d.Rule, d.DryRun}
+		d.Kind, d.DryRun = d.kind(), d.kind() == CounterWouldDrop
+		k := counterKey{rule: d.Rule, action: d.Action, kind: d.Kind, logOnly: d.LogOnly, slot: d.Slot}
 		a, ok := c.acc[k]
 		if !ok {
 			if len(c.acc) >= c.cfg.MaxCounterKeys {
 				c.keysDropped.Add(1)
 				continue
 			}
-			a = &CounterDelta{Rule: d.Rule, DryRun: d.DryRun}
+			a = &CounterDelta{Rule: d.Rule, Action: d.Action, LogOnly: d.LogOnly, Slot: d.Slot, Kind: d.Kind, DryRun: d.DryRun}
 			c.acc[k] = a
 		}
 		a.Packets += d.Packets
@@ -255,6 +301,10 @@ func (c *Client) AddEvent(e Event) bool {
 		kind = pb.EventKind_EVENT_KIND_FIM
 	case KindViolation:
 		kind = pb.EventKind_EVENT_KIND_VIOLATION
+	case KindCritical:
+		kind = pb.EventKind_EVENT_KIND_CRITICAL
+	case KindStatus:
+		kind = pb.EventKind_EVENT_KIND_STATUS
 	}
 	if e.Time.IsZero() {
 		e.Time = time.Now()
@@ -345,13 +395,21 @@ func (c *Client) cutCounters() {
 	if len(c.acc) == 0 || len(c.queue) >= c.cfg.MaxBatches {
 		return
 	}
-	b := &pb.CounterBatch{Seq: c.nextSeq, TimeUnixNano: time.Now().UnixNano(), Deltas: make([]*pb.CounterDelta, 0, len(c.acc))}
-	for _, d := range c.acc {
-		b.Deltas = append(b.Deltas, &pb.CounterDelta{Rule: d.Rule, DryRun: d.DryRun, Packets: d.Packets, Bytes: d.Bytes})
+	// Batches of at most clientDeltasPerBatch deltas, to stay inside the
+	// gateway's per-message limits.
+	for len(c.acc) > 0 && len(c.queue) < c.cfg.MaxBatches {
+		n := min(len(c.acc), clientDeltasPerBatch)
+		b := &pb.CounterBatch{Seq: c.nextSeq, TimeUnixNano: time.Now().UnixNano(), Deltas: make([]*pb.CounterDelta, 0, n)}
+		for k, d := range c.acc {
+			if len(b.Deltas) == n {
+				break
+			}
+			b.Deltas = append(b.Deltas, d.proto())
+			delete(c.acc, k)
+		}
+		c.queue = append(c.queue, pending{c.nextSeq, &pb.AgentMessage{Msg: &pb.AgentMessage_Counters{Counters: b}}})
+		c.nextSeq++
 	}
-	clear(c.acc)
-	c.queue = append(c.queue, pending{c.nextSeq, &pb.AgentMessage{Msg: &pb.AgentMessage_Counters{Counters: b}}})
-	c.nextSeq++
 }
 
 // cutEvents moves waiting events into sequenced batches while there is room.

@@ -131,9 +131,16 @@ func NewServer(cfg ServerConfig) *Server {
 // GRPCServer makes a gRPC server with mutual TLS (client certificates from
 // the CA required) and these limits; register services on it.
 func GRPCServer(tlsCfg *tls.Config) *grpc.Server {
+	return NewGRPCServer(credentials.NewTLS(tlsCfg), MaxMessage)
+}
+
+// NewGRPCServer makes a gRPC server with creds that reads messages of at
+// most maxRecv bytes (MaxMessage for operators, whose bundles are large;
+// MaxAgentMessage where only agents connect).
+func NewGRPCServer(creds credentials.TransportCredentials, maxRecv int) *grpc.Server {
 	return grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsCfg)),
-		grpc.MaxRecvMsgSize(MaxMessage),
+		grpc.Creds(creds),
+		grpc.MaxRecvMsgSize(maxRecv),
 		grpc.MaxSendMsgSize(MaxMessage),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
@@ -207,6 +214,9 @@ func (s *Server) Stream(stream pb.Control_StreamServer) error {
 	case <-time.After(s.cfg.HelloTimeout):
 		return status.Error(codes.DeadlineExceeded, "no hello")
 	}
+	if err := checkAgentMessage(first); err != nil {
+		return err
+	}
 	h := first.GetHello()
 	if h == nil {
 		return status.Error(codes.InvalidArgument, "first message must be hello")
@@ -273,6 +283,8 @@ func (s *Server) Stream(stream pb.Control_StreamServer) error {
 	}
 	s.cfg.Backend.Close(sess, err)
 	switch {
+	case status.Code(err) == codes.ResourceExhausted:
+		return err // the agent learns which limit it broke
 	case ctx.Err() != nil:
 		return nil // the agent went away
 	case errors.Is(cause, ErrReplaced):
@@ -292,6 +304,10 @@ func (s *Server) receive(ctx context.Context, stream pb.Control_StreamServer, se
 		if ctx.Err() != nil {
 			// Ended (replaced): nothing more is handed to the backend.
 			return context.Cause(ctx)
+		}
+		if err := checkAgentMessage(m); err != nil {
+			s.log.Warn("agent message refused", "agent", sess.AgentID, "err", err)
+			return err
 		}
 		sess.lastSeen.Store(time.Now().UnixNano())
 		var b Batch

@@ -39,7 +39,10 @@ type Config struct {
 	AgentBinary string
 	// Rate is datagrams per second from each non-quiet source (20; below 0: none).
 	Rate int
-	// Name tags the namespaces and interfaces ("demo").
+	// Name tags the namespaces (fortress-NAME-a/-b) and interfaces
+	// ("demo"; 1 to 13 lower-case letters and digits). One demo runs per
+	// name at a time; a run cleans up what an earlier run under the same
+	// name left behind.
 	Name string
 	// Out receives progress lines (os.Stdout).
 	Out io.Writer
@@ -71,6 +74,7 @@ type Demo struct {
 	mu      sync.Mutex
 	agent   *agentProc
 	cleanup []func() error
+	lock    *runLock
 }
 
 func (d *Demo) onClose(f func() error) { d.cleanup = append(d.cleanup, f) }
@@ -97,6 +101,9 @@ func Start(ctx context.Context, cfg Config) (_ *Demo, err error) {
 	if err := checkLoopback(cfg.Listen); err != nil {
 		return nil, err
 	}
+	if err := checkName(cfg.Name); err != nil {
+		return nil, err
+	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the demo needs root (network namespaces, XDP, bpffs)")
 	}
@@ -106,8 +113,19 @@ func Start(ctx context.Context, cfg Config) (_ *Demo, err error) {
 			err = errors.Join(err, d.Close())
 		}
 	}()
+	lock, prev, err := lockName(cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	d.lock = lock
+	if err := cleanLeftovers(cfg.Name, prev, d.logf); err != nil {
+		return nil, fmt.Errorf("leftovers of an earlier run: %w", err)
+	}
 	if d.Work, err = os.MkdirTemp("", "fortress-demo-"); err != nil {
 		return nil, err
+	}
+	if err := d.lock.record(d.Work); err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
 	}
 	d.onClose(func() error { return os.RemoveAll(d.Work) })
 	d.logf("work directory %s", d.Work)
@@ -253,6 +271,9 @@ func (d *Demo) startGateway(ctx context.Context, pkiDir string, pub ed25519.Publ
 	hl, err := net.Listen("tcp", d.cfg.Listen)
 	if err != nil {
 		gl.Close()
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("dashboard: %w (another demo or gateway? pass --listen 127.0.0.1:0 for a free port)", err)
+		}
 		return fmt.Errorf("dashboard: %w", err)
 	}
 	g, err := gateway.New(gateway.Config{GRPCListener: gl, HTTPListener: hl, TLS: pki.ServerTLS(srv, d.ca.Pool()), Store: st,
@@ -339,6 +360,9 @@ func (d *Demo) Send(src netip.Addr, n int) error {
 // Received is how many datagrams from src arrived in namespace B.
 func (d *Demo) Received(src netip.Addr) int { return d.rx.Count(src) }
 
+// StopTraffic stops the background traffic (tests that compare totals).
+func (d *Demo) StopTraffic() { d.traffic.stop() }
+
 // Sent is how many datagrams the background traffic sent from src.
 func (d *Demo) Sent(src netip.Addr) uint64 { return d.traffic.Sent(src) }
 
@@ -390,6 +414,19 @@ func (d *Demo) StatusLine(ctx context.Context) string {
 	return b.String()
 }
 
+// tick is the periodic status line, or nothing once ctx (the run) has
+// ended: a tick and the end can come together. The line gets its own
+// deadline, so the run's end never cuts it short into "context deadline
+// exceeded".
+func (d *Demo) tick(ctx context.Context) (string, bool) {
+	if ctx.Err() != nil {
+		return "", false
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	return d.StatusLine(sctx), true
+}
+
 // Close stops the traffic, the agent and the gateway and removes the
 // namespaces, the bpffs mount and the work directory, in that order.
 func (d *Demo) Close() error {
@@ -400,6 +437,14 @@ func (d *Demo) Close() error {
 		}
 	}
 	d.cleanup = nil
+	if d.lock != nil {
+		// The record stays when something could not be removed: the next
+		// run under this name tries again.
+		if err := d.lock.release(len(errs) == 0); err != nil {
+			errs = append(errs, err)
+		}
+		d.lock = nil
+	}
 	return errors.Join(errs...)
 }
 
@@ -431,7 +476,9 @@ func Run(ctx context.Context, cfg Config, duration time.Duration) (err error) {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			fmt.Fprintln(cfg.Out, d.StatusLine(ctx))
+			if line, ok := d.tick(ctx); ok {
+				fmt.Fprintln(cfg.Out, line)
+			}
 		}
 	}
 }

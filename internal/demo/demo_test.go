@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/carverauto/fortress/internal/netlab"
 	"github.com/carverauto/fortress/internal/testutil"
 	"github.com/carverauto/fortress/internal/testutil/browser"
 	"github.com/carverauto/fortress/pkg/fortress"
@@ -90,7 +93,7 @@ func assertNoBlockedArrivals(t *testing.T, d *Demo, when string) {
 // gatewayCount is the gateway's stored drop total for rule.
 func gatewayCount(t *testing.T, d *Demo, rule string) uint64 {
 	t.Helper()
-	resp, err := http.Get(d.Dashboard + "api/counters?agent=" + AgentID)
+	resp, err := http.Get(d.Dashboard + "api/counters?kind=drop&agent=" + AgentID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,17 +106,32 @@ func gatewayCount(t *testing.T, d *Demo, rule string) uint64 {
 	if err := json.NewDecoder(resp.Body).Decode(&rows); err != nil {
 		t.Fatal(err)
 	}
+	var n uint64
 	for _, r := range rows {
 		if r.Rule == rule && !r.DryRun {
-			return r.Packets
+			n += r.Packets // every slot the rule had
 		}
 	}
-	return 0
+	return n
 }
 
-// fleetPackets is the drop count the page shows for rule ("" if no row).
+// fleetPackets is the drop count the page shows for rule (false if no row).
 func fleetPackets(t *testing.T, ctx context.Context, rule string) (uint64, bool) {
-	s := browser.Text(t, ctx, `(() => { const td = document.querySelector('#fleet tbody tr[data-rule="`+rule+`"] td.packets'); return td ? td.textContent : ""; })()`)
+	return tablePackets(t, ctx, "fleet", rule)
+}
+
+func num(t *testing.T, s string) uint64 {
+	t.Helper()
+	n, err := strconv.ParseUint(strings.ReplaceAll(s, ",", ""), 10, 64)
+	if err != nil {
+		t.Fatalf("not a number: %q", s)
+	}
+	return n
+}
+
+// tablePackets is the packet count a table of the page shows for rule.
+func tablePackets(t *testing.T, ctx context.Context, table, rule string) (uint64, bool) {
+	s := browser.Text(t, ctx, `(() => { const td = document.querySelector('#`+table+` tbody tr[data-rule="`+rule+`"] td.packets'); return td ? td.textContent : ""; })()`)
 	if s == "" {
 		return 0, false
 	}
@@ -160,8 +178,54 @@ func TestDashboardShowsRealDrops(t *testing.T) {
 		took := waitFor(t, 2*time.Second, rule+" rises", func() bool { got, _ := fleetPackets(t, ctx, rule); return got > before })
 		t.Logf("%s rose from %d after %v", rule, before, took.Round(time.Millisecond))
 	}
-	total := browser.Text(t, ctx, `document.getElementById("total-packets").textContent`)
-	t.Logf("header: %s dropped packets", total)
+	// Allow hits (the 10.77.99.0/24 exception inside the dropped /18) are
+	// shown as allow hits and never as drops.
+	allowRule := "10.77.99.0/24"
+	before, _ := tablePackets(t, ctx, "fleet-allow", allowRule)
+	waitFor(t, 3*time.Second, "allow hits rise", func() bool { got, _ := tablePackets(t, ctx, "fleet-allow", allowRule); return got > before })
+	if n, ok := tablePackets(t, ctx, "fleet", allowRule); ok {
+		t.Fatalf("allow exception %s shown among drops with %d packets", allowRule, n)
+	}
+	if _, ok := tablePackets(t, ctx, "fleet-dry", "fd77::55:0/112"); !ok {
+		t.Fatal("log-only rule fd77::55:0/112 not among would-drops")
+	}
+
+	// Charts move with the real traffic: the timeline's drops, and the
+	// quiet rule's sparkline by exactly a burst sent now.
+	timelineDrops := func() uint64 {
+		return num(t, browser.Text(t, ctx, `String(fortressCharts.timeline.data[1].reduce((a, b) => a + (b || 0), 0))`))
+	}
+	sparkSum := func(table, rule string) uint64 {
+		return num(t, browser.Text(t, ctx, `(() => { const d = document.querySelector('#`+table+` tbody tr[data-rule="`+rule+`"] td.spark div'); return d ? d.dataset.sum : "0"; })()`))
+	}
+	tl := timelineDrops()
+	waitFor(t, 4*time.Second, "timeline moves", func() bool { return timelineDrops() != tl && timelineDrops() > 0 })
+	if sparkSum("fleet", "10.77.66.0/24") == 0 || sparkSum("fleet-allow", allowRule) == 0 {
+		t.Fatalf("sparklines flat: drops %d, allow hits %d", sparkSum("fleet", "10.77.66.0/24"), sparkSum("fleet-allow", allowRule))
+	}
+	quietSpark := sparkSum("fleet", quietRule)
+	if err := d.Send(quiet, 40); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "quiet rule's sparkline rises by the burst", func() bool { return sparkSum("fleet", quietRule) == quietSpark+40 })
+
+	// Totals: with the traffic stopped, the page's drops, would-drops and
+	// allow hits equal the agent's own counters.
+	d.StopTraffic()
+	var st0 AgentStatus
+	waitFor(t, 10*time.Second, "page totals equal the agent's counters", func() bool {
+		st, err := d.AgentStatus(ctx)
+		if err != nil {
+			return false
+		}
+		st0 = st
+		tot := st.Shield.Totals
+		return tot.Drop > 0 && tot.AllowHit > 0 && tot.WouldDrop > 0 &&
+			num(t, browser.Text(t, ctx, `document.getElementById("total-packets").textContent`)) == tot.Drop &&
+			num(t, browser.Text(t, ctx, `document.getElementById("total-dry").textContent`)) == tot.WouldDrop &&
+			num(t, browser.Text(t, ctx, `document.getElementById("total-allow").textContent`)) == tot.AllowHit
+	})
+	t.Logf("page and agent agree: %d dropped, %d would-drop, %d allow hits", st0.Shield.Totals.Drop, st0.Shield.Totals.WouldDrop, st0.Shield.Totals.AllowHit)
 
 	// Sentinel: unavailable, with the reason.
 	var sentinel string
@@ -182,6 +246,16 @@ func TestDashboardShowsRealDrops(t *testing.T) {
 		t.Fatalf("sentinel is %s on a host that refuses BPF LSM", st.Sentinel.State)
 	}
 	t.Logf("page: sentinel %s", sentinel)
+	// "BPF LSM unusable" is information, never a violation.
+	events := browser.Text(t, ctx, `document.getElementById("events").textContent`)
+	if strings.Contains(events, "VIOLATION") {
+		t.Fatalf("events feed shows a violation: %q", events)
+	}
+	if st.Sentinel.State == fortress.SentinelUnavailable {
+		waitFor(t, 3*time.Second, "sentinel unavailable as information", func() bool {
+			return strings.Contains(browser.Text(t, ctx, `(() => { const li = document.querySelector('#events li.k-status'); return li ? li.textContent : ""; })()`), "BPF LSM unusable")
+		})
+	}
 	assertNoBlockedArrivals(t, d, "end")
 	if d.Received(allowedV4) == 0 || d.Received(excepted) == 0 || d.Received(logOnlyV6) == 0 {
 		t.Fatalf("passing sources: allowed %d, exception %d, log-only %d arrived", d.Received(allowedV4), d.Received(excepted), d.Received(logOnlyV6))
@@ -290,4 +364,95 @@ func TestAgentRestartUnderTraffic(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestTwoDemosAndLeftovers: a second demo under a name in use is refused
+// at once, saying why and what to do; a demo under another name runs beside
+// the first; and a run removes what an earlier run under its name left
+// behind (its namespaces, and its work directory with the bpffs mounted).
+func TestTwoDemosAndLeftovers(t *testing.T) {
+	d := startDemo(t, 50)
+	ctx := context.Background()
+
+	// The run's end coming with a tick prints no stray error.
+	ended, cancelEnded := context.WithTimeout(ctx, time.Millisecond)
+	time.Sleep(5 * time.Millisecond)
+	if line, ok := d.tick(ended); ok || strings.Contains(line, "deadline exceeded") {
+		t.Fatalf("tick after the end printed %q", line)
+	}
+	cancelEnded()
+	live, cancelLive := context.WithCancel(ctx)
+	if line, ok := d.tick(live); !ok || !strings.HasPrefix(line, "shield enforcing") {
+		t.Fatalf("tick: %q", line)
+	}
+	cancelLive()
+
+	start := time.Now()
+	_, err := Start(ctx, Config{Listen: "127.0.0.1:0", Name: d.cfg.Name, Out: testWriter{t}})
+	if err == nil || !strings.Contains(err.Error(), "--name") || !strings.Contains(err.Error(), "another fortress-demo runs") {
+		t.Fatalf("second demo under the same name: %v", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatalf("refusal took %v", time.Since(start))
+	}
+	t.Logf("same name refused: %v", err)
+
+	// Leftovers of a run under another name that was killed: a namespace
+	// still bound, a work directory with its bpffs mounted, and the lock
+	// record naming it.
+	name := fmt.Sprintf("l%d", time.Now().UnixNano()%100000)
+	work, err := os.MkdirTemp("", "fortress-demo-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mountBPFFS(filepath.Join(work, "bpf")); err != nil {
+		t.Fatal(err)
+	}
+	leftNS := filepath.Join(netlab.NetnsDir, "fortress-"+name+"-a")
+	if err := os.WriteFile(leftNS, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("/proc/self/ns/net", leftNS, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(LockDir, "fortress-demo-"+name+".lock"), []byte("999999 "+work+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx2, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	d2, err := Start(ctx2, Config{Listen: "127.0.0.1:0", Rate: 50, Name: name, Out: testWriter{t}})
+	if err != nil {
+		t.Fatalf("demo beside the first, over leftovers: %v", err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			d2.Close()
+		}
+	}()
+	if _, err := os.Stat(work); !os.IsNotExist(err) {
+		t.Fatalf("leftover work directory %s still there: %v", work, err)
+	}
+	// Both run at once: each Shield drops its own traffic.
+	for _, x := range []*Demo{d, d2} {
+		waitFor(t, 15*time.Second, x.cfg.Name+" drops", func() bool {
+			c, err := x.RuleCounter(ctx, "10.77.66.0/24")
+			return err == nil && c.Packets > 0
+		})
+		assertNoBlockedArrivals(t, x, x.cfg.Name)
+	}
+	closed = true
+	if err := d2.Close(); err != nil {
+		t.Fatalf("close second demo: %v", err)
+	}
+	for _, side := range []string{"a", "b"} {
+		if netlab.NamedExists("fortress-" + name + "-" + side) {
+			t.Fatalf("namespace fortress-%s-%s left after close", name, side)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(LockDir, "fortress-demo-"+name+".lock")); len(b) != 0 {
+		t.Fatalf("lock record %q left after a clean close", b)
+	}
+	os.Remove(filepath.Join(LockDir, "fortress-demo-"+name+".lock"))
 }

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"net/url"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,10 +60,15 @@ type AgentView struct {
 	store.Agent
 	// Health sums the agent up: enforcing, observing, degraded,
 	// unavailable or offline.
-	Health     string  `json:"health"`
-	Packets    uint64  `json:"packets"`
-	DryPackets uint64  `json:"dry_packets"`
-	PPS        float64 `json:"pps"`
+	Health string `json:"health"`
+	// Packets are drops, DryPackets would-drops, AllowPackets allow hits.
+	Packets      uint64  `json:"packets"`
+	DryPackets   uint64  `json:"dry_packets"`
+	AllowPackets uint64  `json:"allow_packets"`
+	PPS          float64 `json:"pps"`
+	// Refused counts counter deltas the gateway did not store (junk rule
+	// names, bad kinds, beyond the agent's rule quota).
+	Refused uint64 `json:"refused,omitempty"`
 }
 
 func health(a store.Agent) string {
@@ -95,7 +103,7 @@ func (g *Gateway) agents(ctx context.Context) ([]AgentView, error) {
 		if ack := g.lastAck(a.ID); ack != nil {
 			a.Status.LastAck = ack
 		}
-		out[i] = AgentView{Agent: a, Health: health(a)}
+		out[i] = AgentView{Agent: a, Health: health(a), Refused: g.Refused(a.ID)}
 	}
 	return out, nil
 }
@@ -105,49 +113,87 @@ func (g *Gateway) handleAgents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, a, err)
 }
 
-// Row is a counter total with its live rate.
+// Row is a counter total with its live rate and, in snapshots, the last
+// minute's packets per second (oldest first).
 type Row struct {
 	store.CounterTotal
-	PPS float64 `json:"pps"`
-	BPS float64 `json:"bps"`
+	PPS   float64  `json:"pps"`
+	BPS   float64  `json:"bps"`
+	Spark []uint64 `json:"spark,omitempty"`
 }
+
+// fleetKey is a fleet row's identity: agents and slots summed.
+func fleetKey(k store.RuleKey) store.RuleKey { k.Slot = 0; return k }
+
+// withRates adds live rates to rows (fleet rows sum every agent's).
+func withRates(rows []store.CounterTotal, rt map[rateKey]rate, fleet bool) []Row {
+	var fl map[store.RuleKey]rate
+	if fleet {
+		fl = map[store.RuleKey]rate{}
+		for k, v := range rt {
+			f := fl[fleetKey(k.RuleKey)]
+			f.pps += v.pps
+			f.bps += v.bps
+			fl[fleetKey(k.RuleKey)] = f
+		}
+	}
+	out := make([]Row, len(rows))
+	for i, c := range rows {
+		v := rt[rateKey{c.AgentID, c.RuleKey}]
+		if fleet {
+			v = fl[fleetKey(c.RuleKey)]
+		}
+		out[i] = Row{CounterTotal: c, PPS: v.pps, BPS: v.bps}
+	}
+	return out
+}
+
+// kindParam reads the kind selection: kind=drop|would-drop|allow, or the
+// older dry_run=1|0 (would-drop or drop).
+func kindParam(q url.Values) (string, error) {
+	if k := q.Get("kind"); k != "" {
+		if !slices.Contains(store.Kinds, k) {
+			return "", errf("kind %q is not one of %v", k, store.Kinds)
+		}
+		return k, nil
+	}
+	switch q.Get("dry_run") {
+	case "1", "true":
+		return store.KindWouldDrop, nil
+	case "0", "false":
+		return store.KindDrop, nil
+	}
+	return "", nil
+}
+
+// maxAPIPage is the most rows one API call returns; page on with offset.
+const maxAPIPage = 1000
 
 func (g *Gateway) handleCounters(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	kind, err := kindParam(q)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	cq := store.CounterQuery{AgentID: q.Get("agent"), Filter: q.Get("filter"), Fleet: q.Get("fleet") == "1" || q.Get("fleet") == "true",
-		Limit: intParam(r, "limit", 0)}
-	if d := q.Get("dry_run"); d != "" {
-		v := d == "1" || d == "true"
-		cq.DryRun = &v
+		Kind: kind, Limit: min(intParam(r, "limit", maxAPIPage), maxAPIPage), Offset: intParam(r, "offset", 0)}
+	if cq.Limit == 0 {
+		cq.Limit = maxAPIPage
 	}
 	rows, err := g.store.Counters(r.Context(), cq)
 	if err != nil {
 		writeJSON(w, nil, err)
 		return
 	}
-	rt := g.rates.snapshot(time.Now())
-	out := make([]Row, len(rows))
-	for i, c := range rows {
-		out[i] = Row{CounterTotal: c}
-		if cq.Fleet {
-			for k, v := range rt {
-				if k.rule == c.Rule && k.dryRun == c.DryRun {
-					out[i].PPS += v.pps
-					out[i].BPS += v.bps
-				}
-			}
-		} else {
-			v := rt[rateKey{c.AgentID, c.Rule, c.DryRun}]
-			out[i].PPS, out[i].BPS = v.pps, v.bps
-		}
-	}
-	writeJSON(w, out, nil)
+	writeJSON(w, withRates(rows, g.rates.snapshot(time.Now()), cq.Fleet), nil)
 }
 
 func (g *Gateway) handleEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
-	ev, err := g.store.Events(r.Context(), store.EventQuery{AgentID: q.Get("agent"), Kind: q.Get("kind"), AfterID: after, Limit: intParam(r, "limit", 100)})
+	ev, err := g.store.Events(r.Context(), store.EventQuery{AgentID: q.Get("agent"), Kind: q.Get("kind"), AfterID: after,
+		Limit: min(intParam(r, "limit", 100), maxAPIPage)})
 	if ev == nil {
 		ev = []store.Event{}
 	}
@@ -157,7 +203,7 @@ func (g *Gateway) handleEvents(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) handleTotals(w http.ResponseWriter, r *http.Request) {
 	t, err := g.store.Totals(r.Context())
 	writeJSON(w, map[string]uint64{"packets": t.Packets, "bytes": t.Bytes, "dry_packets": t.DryPackets, "dry_bytes": t.DryBytes,
-		"events": t.Events, "batches": t.Batches}, err)
+		"allow_packets": t.AllowPackets, "allow_bytes": t.AllowBytes, "events": t.Events, "batches": t.Batches}, err)
 }
 
 func (g *Gateway) handleSeries(w http.ResponseWriter, r *http.Request) {
@@ -166,30 +212,61 @@ func (g *Gateway) handleSeries(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "rule is required", http.StatusBadRequest)
 		return
 	}
-	s, err := g.store.Series(r.Context(), q.Get("agent"), q.Get("rule"), q.Get("dry_run") == "1" || q.Get("dry_run") == "true", time.Now().Add(-time.Hour))
+	kind, err := kindParam(q)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if kind == "" {
+		kind = store.KindDrop
+	}
+	s, err := g.store.Series(r.Context(), q.Get("agent"), q.Get("rule"), kind, time.Now().Add(-time.Hour))
 	writeJSON(w, s, err)
 }
 
-// Snapshot is what the dashboard shows, recomputed every second.
+// Snapshot is what the dashboard shows, recomputed every second. Drops,
+// would-drops and allow hits are counted apart. It is bounded whatever the
+// store holds: at most Limit rows per table and one page of agents
+// (AgentsOffset, at most maxAgentsPage; AgentCount says how many there are).
 type Snapshot struct {
-	Time        time.Time      `json:"time"`
-	Packets     uint64         `json:"packets"`
-	DryPackets  uint64         `json:"dry_packets"`
-	PPS         float64        `json:"pps"`
-	DryPPS      float64        `json:"dry_pps"`
-	Fleet       []Row          `json:"fleet"`
-	FleetDry    []Row          `json:"fleet_dry"`
-	PerAgent    []Row          `json:"per_agent"`
-	PerAgentDry []Row          `json:"per_agent_dry"`
-	Agents      []AgentView    `json:"agents"`
-	AgentCount  int            `json:"agent_count"`
-	Health      map[string]int `json:"health"`
-	Events      uint64         `json:"events"`
+	Time time.Time `json:"time"`
+	// Packets are drops, DryPackets would-drops, AllowPackets allow hits.
+	Packets       uint64         `json:"packets"`
+	DryPackets    uint64         `json:"dry_packets"`
+	AllowPackets  uint64         `json:"allow_packets"`
+	PPS           float64        `json:"pps"`
+	DryPPS        float64        `json:"dry_pps"`
+	AllowPPS      float64        `json:"allow_pps"`
+	Fleet         []Row          `json:"fleet"`
+	FleetDry      []Row          `json:"fleet_dry"`
+	FleetAllow    []Row          `json:"fleet_allow"`
+	PerAgent      []Row          `json:"per_agent"`
+	PerAgentDry   []Row          `json:"per_agent_dry"`
+	PerAgentAllow []Row          `json:"per_agent_allow"`
+	Timeline      Timeline       `json:"timeline"`
+	Agents        []AgentView    `json:"agents"`
+	AgentCount    int            `json:"agent_count"`
+	AgentsOffset  int            `json:"agents_offset"`
+	Health        map[string]int `json:"health"`
+	Events        uint64         `json:"events"`
 }
 
-// snapshot computes the dashboard view for an agent/filter selection.
-func (g *Gateway) snapshot(ctx context.Context, agent, filter string, limit int) (*Snapshot, error) {
-	rows, err := g.store.Counters(ctx, store.CounterQuery{AgentID: agent, Filter: filter})
+// Snapshot bounds.
+const (
+	maxSnapshotRows = 200
+	maxAgentsPage   = 200
+)
+
+// snapshot computes the dashboard view for an agent/filter selection:
+// rows per table, agents from agentsOffset.
+func (g *Gateway) snapshot(ctx context.Context, agent, filter string, limit, agentsOffset int) (*Snapshot, error) {
+	if limit <= 0 || limit > maxSnapshotRows {
+		limit = maxSnapshotRows
+	}
+	now := time.Now()
+	rt := g.rates.snapshot(now)
+	snap := &Snapshot{Time: now, Health: map[string]int{}, AgentsOffset: agentsOffset}
+	sums, err := g.store.KindTotals(ctx, store.CounterQuery{AgentID: agent, Filter: filter})
 	if err != nil {
 		return nil, err
 	}
@@ -197,71 +274,99 @@ func (g *Gateway) snapshot(ctx context.Context, agent, filter string, limit int)
 	if err != nil {
 		return nil, err
 	}
+	byID := map[string]*AgentView{}
+	known := map[string]bool{}
+	for i := range agents {
+		byID[agents[i].ID] = &agents[i]
+		known[agents[i].ID] = true
+	}
+	for _, t := range sums {
+		a := byID[t.AgentID]
+		switch t.Kind {
+		case store.KindDrop:
+			snap.Packets += t.Packets
+			if a != nil {
+				a.Packets = t.Packets
+			}
+		case store.KindWouldDrop:
+			snap.DryPackets += t.Packets
+			if a != nil {
+				a.DryPackets = t.Packets
+			}
+		case store.KindAllow:
+			snap.AllowPackets += t.Packets
+			if a != nil {
+				a.AllowPackets = t.Packets
+			}
+		}
+	}
+	for k, v := range rt {
+		if (agent != "" && k.agent != agent) || (filter != "" && !strings.Contains(k.Rule, filter)) {
+			continue
+		}
+		switch k.Kind {
+		case store.KindDrop:
+			snap.PPS += v.pps
+			if a := byID[k.agent]; a != nil {
+				a.PPS += v.pps
+			}
+		case store.KindWouldDrop:
+			snap.DryPPS += v.pps
+		case store.KindAllow:
+			snap.AllowPPS += v.pps
+		}
+	}
+	tables := []struct {
+		kind  string
+		fleet bool
+		dst   *[]Row
+	}{
+		{store.KindDrop, true, &snap.Fleet}, {store.KindWouldDrop, true, &snap.FleetDry}, {store.KindAllow, true, &snap.FleetAllow},
+		{store.KindDrop, false, &snap.PerAgent}, {store.KindWouldDrop, false, &snap.PerAgentDry}, {store.KindAllow, false, &snap.PerAgentAllow},
+	}
+	for _, tb := range tables {
+		rows, err := g.store.Counters(ctx, store.CounterQuery{AgentID: agent, Filter: filter, Kind: tb.kind, Fleet: tb.fleet, Limit: limit})
+		if err != nil {
+			return nil, err
+		}
+		out := withRates(rows, rt, tb.fleet)
+		if tb.fleet && agent != "" {
+			// One agent's rows, summed over its slots: rates and sparks of
+			// that agent only.
+			for i := range out {
+				out[i].AgentID = agent
+				out[i].PPS, out[i].BPS = 0, 0
+				for k, v := range rt {
+					if k.agent == agent && fleetKey(k.RuleKey) == fleetKey(out[i].RuleKey) {
+						out[i].PPS += v.pps
+						out[i].BPS += v.bps
+					}
+				}
+			}
+		}
+		if tb.fleet {
+			g.history.sparks(out, now)
+			if agent != "" {
+				for i := range out {
+					out[i].AgentID = ""
+				}
+			}
+		}
+		*tb.dst = out
+	}
 	tot, err := g.store.Totals(ctx)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	rt := g.rates.snapshot(now)
-	snap := &Snapshot{Time: now, Health: map[string]int{}, AgentCount: len(agents), Events: tot.Events}
-	type fk struct {
-		rule string
-		dry  bool
-	}
-	fleet := map[fk]*Row{}
-	perAgent := map[string]*AgentView{}
-	for i := range agents {
-		perAgent[agents[i].ID] = &agents[i]
-	}
-	var pa, pad []Row
-	for _, c := range rows {
-		rate := rt[rateKey{c.AgentID, c.Rule, c.DryRun}]
-		row := Row{CounterTotal: c, PPS: rate.pps, BPS: rate.bps}
-		if c.DryRun {
-			snap.DryPackets += c.Packets
-			snap.DryPPS += rate.pps
-			pad = append(pad, row)
-		} else {
-			snap.Packets += c.Packets
-			snap.PPS += rate.pps
-			pa = append(pa, row)
-		}
-		f := fleet[fk{c.Rule, c.DryRun}]
-		if f == nil {
-			f = &Row{CounterTotal: store.CounterTotal{Rule: c.Rule, DryRun: c.DryRun}}
-			fleet[fk{c.Rule, c.DryRun}] = f
-		}
-		f.Packets += c.Packets
-		f.Bytes += c.Bytes
-		f.Agents++
-		f.PPS += rate.pps
-		f.BPS += rate.bps
-		if f.Updated.Before(c.Updated) {
-			f.Updated = c.Updated
-		}
-		if a := perAgent[c.AgentID]; a != nil {
-			if c.DryRun {
-				a.DryPackets += c.Packets
-			} else {
-				a.Packets += c.Packets
-				a.PPS += rate.pps
-			}
-		}
-	}
-	var fl, fld []Row
-	for _, f := range fleet {
-		if f.DryRun {
-			fld = append(fld, *f)
-		} else {
-			fl = append(fl, *f)
-		}
-	}
-	snap.Fleet, snap.FleetDry = top(fl, limit), top(fld, limit)
-	snap.PerAgent, snap.PerAgentDry = top(pa, limit), top(pad, limit)
+	snap.Events = tot.Events
+	snap.Timeline = g.history.timelineOf(agent, now)
+	g.history.forget(known)
+
+	snap.AgentCount = len(agents)
 	for _, a := range agents {
 		snap.Health[a.Health]++
 	}
-	// Agents that need attention first, then by traffic; bounded for the page.
+	// Agents that need attention first, then by traffic; one page.
 	rank := map[string]int{"unavailable": 0, "degraded": 1, "offline": 2, "unknown": 3, "observing": 4, "enforcing": 5}
 	sort.SliceStable(agents, func(i, j int) bool {
 		if ri, rj := rank[agents[i].Health], rank[agents[j].Health]; ri != rj {
@@ -281,35 +386,17 @@ func (g *Gateway) snapshot(ctx context.Context, agent, filter string, limit int)
 		}
 		agents = kept
 	}
-	if len(agents) > 200 {
-		agents = agents[:200]
+	agents = agents[min(agentsOffset, len(agents)):]
+	if len(agents) > maxAgentsPage {
+		agents = agents[:maxAgentsPage]
 	}
 	snap.Agents = agents
 	return snap, nil
 }
 
-func top(rows []Row, limit int) []Row {
-	sort.Slice(rows, func(i, j int) bool {
-		if rows[i].Packets != rows[j].Packets {
-			return rows[i].Packets > rows[j].Packets
-		}
-		if rows[i].AgentID != rows[j].AgentID {
-			return rows[i].AgentID < rows[j].AgentID
-		}
-		return rows[i].Rule < rows[j].Rule
-	})
-	if limit > 0 && len(rows) > limit {
-		rows = rows[:limit]
-	}
-	if rows == nil {
-		rows = []Row{}
-	}
-	return rows
-}
-
 func (g *Gateway) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	s, err := g.snapshot(r.Context(), q.Get("agent"), q.Get("filter"), intParam(r, "limit", 25))
+	s, err := g.snapshot(r.Context(), q.Get("agent"), q.Get("filter"), intParam(r, "limit", 25), intParam(r, "agents_offset", 0))
 	writeJSON(w, s, err)
 }
 
@@ -333,7 +420,7 @@ func (g *Gateway) cachedSnapshot(ctx context.Context, agent, filter string, limi
 	if t, ok := snaps.at[key]; ok && time.Since(t) < minSnapshotGap/2 {
 		return snaps.data[key], nil
 	}
-	s, err := g.snapshot(ctx, agent, filter, limit)
+	s, err := g.snapshot(ctx, agent, filter, limit, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -36,7 +38,11 @@ func TestDashboardLive(t *testing.T) {
 	b.SetStatus(controlstream.Status{Shield: controlstream.Layer{State: controlstream.StateDegraded, Reason: "xdp attach failed"},
 		Sentinel: controlstream.Layer{State: controlstream.StateUnavailable, Reason: "no bpf lsm"}})
 	a.AddCounters(controlstream.CounterDelta{Rule: "203.0.113.0/24", Packets: 1000, Bytes: 64000},
-		controlstream.CounterDelta{Rule: "198.51.100.0/24", DryRun: true, Packets: 77, Bytes: 7700})
+		controlstream.CounterDelta{Rule: "198.51.100.0/24", DryRun: true, Packets: 77, Bytes: 7700},
+		// An allow exception, and a drop rule for the same CIDR in another
+		// slot (the policy changed): counted apart.
+		controlstream.CounterDelta{Rule: "10.77.99.0/24", Action: "allow", Slot: 7, Kind: controlstream.CounterAllow, Packets: 300, Bytes: 30000},
+		controlstream.CounterDelta{Rule: "10.77.99.0/24", Action: "drop", Slot: 3, Kind: controlstream.CounterDrop, Packets: 4, Bytes: 400})
 	b.AddCounters(controlstream.CounterDelta{Rule: "203.0.113.0/24", Packets: 500, Bytes: 32000})
 
 	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+tg.httpAddr+"/"),
@@ -44,6 +50,14 @@ func TestDashboardLive(t *testing.T) {
 		t.Fatalf("load dashboard: %v", err)
 	}
 	waitFor(t, 5*time.Second, "first counts", func() bool { return num(browser.Text(t, ctx, cellJS("fleet", "203.0.113.0/24"))) == 1500 })
+	// Allow hits are shown as allow hits, never as drops.
+	waitFor(t, 3*time.Second, "allow hits", func() bool { return num(browser.Text(t, ctx, cellJS("fleet-allow", "10.77.99.0/24"))) == 300 })
+	if got := num(browser.Text(t, ctx, cellJS("fleet", "10.77.99.0/24"))); got != 4 {
+		t.Fatalf("drops of 10.77.99.0/24 shown as %d, want 4 (the drop rule's own; the 300 allow hits belong elsewhere)", got)
+	}
+	if got := num(browser.Text(t, ctx, `document.getElementById("total-allow").textContent`)); got != 300 {
+		t.Fatalf("header allow hits %d, want 300", got)
+	}
 	if got := num(browser.Text(t, ctx, cellJS("fleet-dry", "198.51.100.0/24"))); got != 77 {
 		t.Fatalf("dry-run table shows %d, want 77", got)
 	}
@@ -52,20 +66,61 @@ func TestDashboardLive(t *testing.T) {
 	}
 
 	// Live: counts rise within 2 s of being sent, several times over.
-	want := uint64(1500)
+	want := uint64(1504) // header: every drop, 1500 + 4
+	rowWant := uint64(1500)
 	for i := range 3 {
 		a.AddCounters(controlstream.CounterDelta{Rule: "203.0.113.0/24", Packets: uint64(100 * (i + 1)), Bytes: 6400})
 		want += uint64(100 * (i + 1))
+		rowWant += uint64(100 * (i + 1))
 		sent := time.Now()
-		waitFor(t, 2*time.Second, "live rise", func() bool { return num(browser.Text(t, ctx, cellJS("fleet", "203.0.113.0/24"))) == want })
+		waitFor(t, 2*time.Second, "live rise", func() bool { return num(browser.Text(t, ctx, cellJS("fleet", "203.0.113.0/24"))) == rowWant })
 		t.Logf("rise %d visible after %v", i+1, time.Since(sent).Round(time.Millisecond))
 	}
 	if got := num(browser.Text(t, ctx, `document.getElementById("total-packets").textContent`)); got != want {
 		t.Fatalf("header total %d, want %d", got, want)
 	}
 
+	// Charts: the timeline's drops and the rule's sparkline hold what was
+	// sent in the last seconds, and move when more arrives.
+	timelineDrops := func() uint64 {
+		return num(browser.Text(t, ctx, `String(fortressCharts.timeline.data[1].reduce((a, b) => a + (b || 0), 0))`))
+	}
+	timelineAllow := func() uint64 {
+		return num(browser.Text(t, ctx, `String(fortressCharts.timeline.data[3].reduce((a, b) => a + (b || 0), 0))`))
+	}
+	sparkSum := func(table, rule string) uint64 {
+		return num(browser.Text(t, ctx, `(() => { const d = document.querySelector('#`+table+` tbody tr[data-rule="`+rule+`"] td.spark div'); return d ? d.dataset.sum : ""; })()`))
+	}
+	waitFor(t, 3*time.Second, "timeline shows the drops", func() bool { return timelineDrops() == want })
+	if got := timelineAllow(); got != 300 {
+		t.Fatalf("timeline allow hits %d, want 300", got)
+	}
+	waitFor(t, 3*time.Second, "sparkline shows the rule's drops", func() bool { return sparkSum("fleet", "203.0.113.0/24") == rowWant })
+	if got := sparkSum("fleet-allow", "10.77.99.0/24"); got != 300 {
+		t.Fatalf("allow sparkline %d, want 300", got)
+	}
+	a.AddCounters(controlstream.CounterDelta{Rule: "203.0.113.0/24", Packets: 2000, Bytes: 1})
+	waitFor(t, 3*time.Second, "charts move", func() bool {
+		return timelineDrops() == want+2000 && sparkSum("fleet", "203.0.113.0/24") == rowWant+2000
+	})
+	want += 2000
+	if n := num(browser.Text(t, ctx, `String(document.querySelectorAll("#timeline canvas").length)`)); n == 0 {
+		t.Fatal("timeline chart not drawn")
+	}
+
 	// Events arrive as a live feed.
 	a.AddEvent(controlstream.Event{Kind: controlstream.KindViolation, Path: "/etc/serviceradar/agent.json", Op: "unlink", Process: "rm", PID: 4242, Denied: true})
+	// Sentinel unavailable is information, not a violation.
+	b.AddEvent(controlstream.Event{Kind: controlstream.KindStatus, Severity: "info", Detail: "BPF LSM unusable, nothing is protected: no bpf lsm"})
+	waitFor(t, 3*time.Second, "event count", func() bool {
+		return num(browser.Text(t, ctx, `document.getElementById("event-count").textContent`)) == 2
+	})
+	waitFor(t, 3*time.Second, "status event in feed", func() bool {
+		return browser.Text(t, ctx, `(() => { const li = document.querySelector('#events li.k-status'); return li ? li.textContent : ""; })()`) != ""
+	})
+	if txt := browser.Text(t, ctx, `document.querySelector('#events li.k-status').textContent`); strings.Contains(txt, "VIOLATION") || !strings.Contains(txt, "edge-2  info  ") {
+		t.Fatalf("sentinel-unavailable event shown as %q", txt)
+	}
 	waitFor(t, 2*time.Second, "event in feed", func() bool {
 		return strings.Contains(browser.Text(t, ctx, `document.getElementById("events").textContent`), "VIOLATION DENIED  unlink /etc/serviceradar/agent.json  by rm[4242]")
 	})
@@ -92,6 +147,37 @@ func TestDashboardLive(t *testing.T) {
 		time.Sleep(time.Second)
 		if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
 			os.WriteFile(out, png, 0o644)
+		}
+	}
+}
+
+// TestVendoredUPlot: the charting library is served from the binary, with
+// its licence, and the page loads nothing from elsewhere.
+func TestVendoredUPlot(t *testing.T) {
+	tg := newTestGW(t, nil)
+	get := func(path string) string {
+		resp, err := http.Get("http://" + tg.httpAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %s", path, resp.Status)
+		}
+		return string(b)
+	}
+	if js := get("/vendor/uplot/uPlot.iife.min.js"); !strings.HasPrefix(js, "/*! https://github.com/leeoniya/uPlot (v1.6.32) */") {
+		t.Fatalf("uPlot not served: %.80q", js)
+	}
+	if lic := get("/vendor/uplot/LICENSE"); !strings.Contains(lic, "MIT License") {
+		t.Fatal("uPlot licence not shipped")
+	}
+	get("/vendor/uplot/uPlot.min.css")
+	page := get("/")
+	for _, bad := range []string{`src="http`, `href="http`, `src="//`, `href="//`} {
+		if strings.Contains(page, bad) {
+			t.Fatalf("page loads from outside: %q", bad)
 		}
 	}
 }

@@ -58,10 +58,16 @@ type Gateway struct {
 	log     *slog.Logger
 	store   store.Storage
 	control *controlstream.Server
-	grpc    *grpc.Server
-	http    *http.Server
-	rates   *rates
-	metrics *metrics
+	// grpc serves admin connections (bundle-sized messages), agentGRPC
+	// agent connections (at most MaxAgentMessage); split picks by the
+	// client certificate's role.
+	grpc      *grpc.Server
+	agentGRPC *grpc.Server
+	split     *roleSplitter
+	http      *http.Server
+	rates     *rates
+	history   *history
+	metrics   *metrics
 
 	writes chan writeReq
 	done   chan struct{}
@@ -74,9 +80,42 @@ type Gateway struct {
 	changeMu sync.Mutex
 	changed  chan struct{}
 
-	liveMu sync.Mutex
-	live   map[string]*liveAgent
-	acks   map[string]*store.Ack
+	liveMu  sync.Mutex
+	live    map[string]*liveAgent
+	acks    map[string]*store.Ack
+	refused map[string]uint64 // counter deltas refused, per agent
+	evQuota map[string]*eventQuota
+}
+
+// Each agent may have events stored at eventRate per second on average,
+// in bursts of up to eventBurst; events beyond that are not stored and
+// count as events the agent lost. So one agent adds at most eventBurst +
+// 60 * eventRate events between two prunes (one a minute), whatever it
+// sends, and its share is then cut to Retention.MaxEventsPerAgent.
+const (
+	eventRate  = 50
+	eventBurst = 1000
+)
+
+type eventQuota struct {
+	tokens float64
+	last   time.Time
+}
+
+// takeEvents returns how many of n events of agent may be stored now.
+func (g *Gateway) takeEvents(agent string, n int, now time.Time) int {
+	g.liveMu.Lock()
+	defer g.liveMu.Unlock()
+	q := g.evQuota[agent]
+	if q == nil {
+		q = &eventQuota{tokens: eventBurst, last: now}
+		g.evQuota[agent] = q
+	}
+	q.tokens = min(eventBurst, q.tokens+now.Sub(q.last).Seconds()*eventRate)
+	q.last = now
+	ok := min(n, int(q.tokens))
+	q.tokens -= float64(ok)
+	return ok
 }
 
 // liveAgent is what the gateway keeps in memory about a connected agent.
@@ -108,6 +147,9 @@ func New(cfg Config) (*Gateway, error) {
 		log:     cfg.Logger,
 		store:   cfg.Store,
 		rates:   newRates(),
+		history: newHistory(),
+		refused: map[string]uint64{},
+		evQuota: map[string]*eventQuota{},
 		writes:  make(chan writeReq, 8192),
 		done:    make(chan struct{}),
 		waiters: map[string][]*ackWaiter{},
@@ -117,9 +159,15 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.metrics = newMetrics(g)
 	g.control = controlstream.NewServer(controlstream.ServerConfig{Backend: (*backend)(g), PingInterval: cfg.PingInterval, Logger: cfg.Logger})
-	g.grpc = controlstream.GRPCServer(cfg.TLS)
-	g.control.Register(g.grpc)
-	pb.RegisterAdminServer(g.grpc, &admin{g: g})
+	g.split = newRoleSplitter(cfg.GRPCListener, cfg.TLS, cfg.Logger)
+	g.grpc = controlstream.NewGRPCServer(handshaken{}, controlstream.MaxMessage)
+	g.agentGRPC = controlstream.NewGRPCServer(handshaken{}, controlstream.MaxAgentMessage)
+	// Both services on both servers: each checks the role itself, so a
+	// certificate used for the wrong service gets PermissionDenied.
+	for _, srv := range []*grpc.Server{g.grpc, g.agentGRPC} {
+		g.control.Register(srv)
+		pb.RegisterAdminServer(srv, &admin{g: g})
+	}
 	g.http = &http.Server{Handler: g.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return g, nil
 }
@@ -131,8 +179,10 @@ func (g *Gateway) Registry() *prometheus.Registry { return g.metrics.reg }
 func (g *Gateway) Run(ctx context.Context) error {
 	writerDone := make(chan struct{})
 	go func() { g.writer(); close(writerDone) }()
-	errc := make(chan error, 2)
-	go func() { errc <- g.grpc.Serve(g.cfg.GRPCListener) }()
+	errc := make(chan error, 3)
+	go g.split.run()
+	go func() { errc <- g.grpc.Serve(g.split.admin) }()
+	go func() { errc <- g.agentGRPC.Serve(g.split.agent) }()
 	go func() { errc <- g.http.Serve(g.cfg.HTTPListener) }()
 	prune := time.NewTicker(g.cfg.PruneInterval)
 	defer prune.Stop()
@@ -154,12 +204,14 @@ loop:
 	// Stop (not GracefulStop): agent streams never end on their own, and
 	// agents resend whatever was not acknowledged.
 	g.grpc.Stop()
+	g.agentGRPC.Stop()
+	g.cfg.GRPCListener.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	g.http.Shutdown(sctx)
 	cancel()
 	close(g.done)
 	<-writerDone
-	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) {
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) || (ctx.Err() != nil && errors.Is(err, net.ErrClosed)) {
 		err = nil
 	}
 	return err
@@ -175,18 +227,21 @@ func (b *backend) Open(ctx context.Context, s *controlstream.Session) (uint64, e
 	h := s.Hello
 	kernel := map[string]string{}
 	if h.Kernel != nil {
-		kernel["release"] = h.Kernel.Release
+		kernel["release"] = clip(h.Kernel.Release, maxShortLen)
 		for k, ok := range h.Kernel.Checks {
+			if len(kernel) > maxListLen {
+				break
+			}
 			if ok {
-				kernel[k] = "ok"
+				kernel[clip(k, maxShortLen)] = "ok"
 			} else {
-				kernel[k] = "unavailable: " + h.Kernel.Reasons[k]
+				kernel[clip(k, maxShortLen)] = "unavailable: " + clip(h.Kernel.Reasons[k], maxReasonLen)
 			}
 		}
 	}
 	now := time.Now()
-	if err := g.store.UpsertAgent(ctx, store.Agent{ID: s.AgentID, Hostname: h.Hostname, Version: h.AgentVersion,
-		Capabilities: h.Capabilities, Kernel: kernel, Epoch: h.Epoch, LastSeen: now}); err != nil {
+	if err := g.store.UpsertAgent(ctx, store.Agent{ID: s.AgentID, Hostname: clip(h.Hostname, maxHostLen), Version: clip(h.AgentVersion, maxShortLen),
+		Capabilities: clipList(h.Capabilities, maxShortLen), Kernel: kernel, Epoch: h.Epoch, LastSeen: now}); err != nil {
 		return 0, err
 	}
 	g.liveMu.Lock()
@@ -203,17 +258,29 @@ func (b *backend) Submit(s *controlstream.Session, cb controlstream.Batch, done 
 		if c.TimeUnixNano > 0 {
 			sb.Time = time.Unix(0, c.TimeUnixNano)
 		}
-		sb.Counters = make([]store.CounterDelta, len(c.Deltas))
-		for i, d := range c.Deltas {
-			sb.Counters[i] = store.CounterDelta{Rule: d.Rule, DryRun: d.DryRun, Packets: d.Packets, Bytes: d.Bytes}
+		sb.Counters = make([]store.CounterDelta, 0, len(c.Deltas))
+		for _, d := range c.Deltas {
+			cd, why := counterDelta(d)
+			if why != "" {
+				g.refuse(s.AgentID, why, 1)
+				continue
+			}
+			sb.Counters = append(sb.Counters, cd)
 		}
 	}
 	if e := cb.Events; e != nil {
-		sb.Dropped = e.Dropped
-		sb.Events = make([]store.Event, len(e.Events))
-		for i, ev := range e.Events {
-			sb.Events[i] = store.Event{Time: time.Unix(0, ev.TimeUnixNano), Kind: kindName(ev.Kind), Severity: ev.Severity,
-				Path: ev.Path, Op: ev.Op, Process: ev.Process, PID: ev.Pid, UID: ev.Uid, Detail: ev.Detail, Denied: ev.Denied}
+		evs := e.Events
+		keep := g.takeEvents(s.AgentID, len(evs), time.Now())
+		if keep < len(evs) {
+			g.metrics.eventsRefused.Add(float64(len(evs) - keep))
+			evs = evs[:keep]
+		}
+		sb.Dropped = e.Dropped + uint64(len(e.Events)-keep)
+		sb.Events = make([]store.Event, len(evs))
+		for i, ev := range evs {
+			sb.Events[i] = store.Event{Time: time.Unix(0, ev.TimeUnixNano), Kind: kindName(ev.Kind), Severity: clip(ev.Severity, maxShortLen),
+				Path: clip(ev.Path, maxPathLen), Op: clip(ev.Op, maxShortLen), Process: clip(ev.Process, maxShortLen), PID: ev.Pid, UID: ev.Uid,
+				Detail: clip(ev.Detail, maxDetailLen), Denied: ev.Denied}
 		}
 	}
 	select {
@@ -229,6 +296,10 @@ func kindName(k pb.EventKind) string {
 		return "fim"
 	case pb.EventKind_EVENT_KIND_VIOLATION:
 		return "violation"
+	case pb.EventKind_EVENT_KIND_CRITICAL:
+		return "critical"
+	case pb.EventKind_EVENT_KIND_STATUS:
+		return "status"
 	}
 	return "unknown"
 }
@@ -253,10 +324,10 @@ func (b *backend) Status(s *controlstream.Session, st *pb.Status) {
 		if l == nil {
 			return store.Layer{State: "unknown"}
 		}
-		return store.Layer{State: layerState(l.State), Mode: l.Mode, Reason: l.Reason}
+		return store.Layer{State: layerState(l.State), Mode: clip(l.Mode, maxShortLen), Reason: clip(l.Reason, maxReasonLen)}
 	}
 	ss := store.Status{Shield: layer(st.Shield), Sentinel: layer(st.Sentinel), PolicyVersion: st.PolicyVersion,
-		Degraded: st.DegradedReasons, EventsDropped: st.EventsDropped, CounterKeysDropped: st.CounterKeysDropped,
+		Degraded: clipList(st.DegradedReasons, maxReasonLen), EventsDropped: st.EventsDropped, CounterKeysDropped: st.CounterKeysDropped,
 		Reported: time.Unix(0, st.TimeUnixNano)}
 	if last := g.lastAck(s.AgentID); last != nil {
 		ss.LastAck = last
@@ -268,7 +339,28 @@ func (b *backend) Status(s *controlstream.Session, st *pb.Status) {
 }
 
 func (b *backend) BundleAck(s *controlstream.Session, a *pb.BundleAck) {
+	a.Reason, a.Error = clip(a.Reason, maxShortLen), clip(a.Error, maxReasonLen)
 	b.g().deliverAck(s.AgentID, a)
+}
+
+// refuse counts n counter deltas of agent that were not stored, and why.
+func (g *Gateway) refuse(agent, why string, n int) {
+	g.metrics.refused.WithLabelValues(why).Add(float64(n))
+	g.liveMu.Lock()
+	first := g.refused[agent] == 0
+	g.refused[agent] += uint64(n)
+	g.liveMu.Unlock()
+	if first {
+		g.log.Warn("agent counters refused", "agent", agent, "reason", why, "n", n)
+	}
+}
+
+// Refused is how many counter deltas of agent the gateway refused (junk
+// rule names, bad kinds, beyond the rule quota) since it started.
+func (g *Gateway) Refused(agent string) uint64 {
+	g.liveMu.Lock()
+	defer g.liveMu.Unlock()
+	return g.refused[agent]
 }
 
 func (b *backend) Close(s *controlstream.Session, err error) {
@@ -384,8 +476,12 @@ func (g *Gateway) account(batches []store.Batch, applied []bool) {
 		g.metrics.counterUpdates.Add(float64(len(b.Counters)))
 		g.metrics.events.Add(float64(len(b.Events)))
 		g.metrics.eventsLost.Add(float64(b.Dropped))
+		if b.Refused > 0 {
+			g.refuse(b.AgentID, refusedQuota, b.Refused)
+		}
 		for _, c := range b.Counters {
-			g.rates.add(b.AgentID, c.Rule, c.DryRun, c.Packets, c.Bytes, now)
+			g.rates.add(b.AgentID, c.RuleKey, c.Packets, c.Bytes, now)
+			g.history.add(b.AgentID, c.RuleKey, c.Packets, now)
 		}
 	}
 }

@@ -219,7 +219,7 @@ func TestAPIAndMetrics(t *testing.T) {
 		"fortress_gateway_counter_updates_total 3",
 		"fortress_gateway_events_total 1",
 		"fortress_gateway_agents_connected 2",
-		`fortress_agent_packets_total{agent="edge-1",mode="dry-run"} 9`,
+		`fortress_agent_packets_total{agent="edge-1",kind="would-drop"} 9`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)

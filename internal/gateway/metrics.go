@@ -18,6 +18,8 @@ type metrics struct {
 	eventsLost     prometheus.Counter
 	connects       prometheus.Counter
 	acks           *prometheus.CounterVec
+	refused        *prometheus.CounterVec
+	eventsRefused  prometheus.Counter
 	commit         prometheus.Histogram
 }
 
@@ -36,10 +38,14 @@ func newMetrics(g *Gateway) *metrics {
 			Help: "Agent control streams opened."}),
 		acks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fortress_gateway_bundle_acks_total",
 			Help: "Bundle acknowledgements from agents, by outcome or refusal reason."}, []string{"outcome"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fortress_gateway_counter_deltas_refused_total",
+			Help: "Counter deltas from agents not stored, by reason (bad_rule, bad_kind, rule_quota)."}, []string{"reason"}),
+		eventsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "fortress_gateway_events_refused_total",
+			Help: "Events not stored because their agent exceeded its event rate."}),
 		commit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "fortress_gateway_store_commit_seconds",
 			Help: "Time to store one group of batches.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
-	m.reg.MustRegister(m.batches, m.counterUpdates, m.events, m.eventsLost, m.connects, m.acks, m.commit,
+	m.reg.MustRegister(m.batches, m.counterUpdates, m.events, m.eventsLost, m.connects, m.acks, m.refused, m.eventsRefused, m.commit,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fortress_gateway_agents_connected",
 			Help: "Agents with an open control stream."}, func() float64 { return float64(g.Connected()) }),
@@ -56,8 +62,8 @@ type agentCollector struct{ g *Gateway }
 
 var (
 	packetsDesc = prometheus.NewDesc("fortress_agent_packets_total",
-		"Packets matched by Shield drop rules per agent; mode is enforce (dropped) or dry-run (would drop).",
-		[]string{"agent", "mode"}, nil)
+		"Packets matched by Shield rules per agent, by kind: drop (dropped), would-drop (log-only rule or dry run) or allow (allow exception).",
+		[]string{"agent", "kind"}, nil)
 	agentUpDesc = prometheus.NewDesc("fortress_agent_connected", "Whether the agent's control stream is open.", []string{"agent"}, nil)
 	policyDesc  = prometheus.NewDesc("fortress_agent_policy_version", "Policy version the agent reports.", []string{"agent"}, nil)
 )
@@ -80,28 +86,14 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(agentUpDesc, prometheus.GaugeValue, b2f(up), a.ID)
 		ch <- prometheus.MustNewConstMetric(policyDesc, prometheus.GaugeValue, float64(a.Status.PolicyVersion), a.ID)
 	}
-	totals, err := c.g.store.Counters(ctx, storeQueryAll)
+	totals, err := c.g.store.KindTotals(ctx, store.CounterQuery{})
 	if err != nil {
 		return
 	}
-	type k struct {
-		agent string
-		dry   bool
-	}
-	sum := map[k]uint64{}
 	for _, t := range totals {
-		sum[k{t.AgentID, t.DryRun}] += t.Packets
-	}
-	for key, v := range sum {
-		mode := "enforce"
-		if key.dry {
-			mode = "dry-run"
-		}
-		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(v), key.agent, mode)
+		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(t.Packets), t.AgentID, t.Kind)
 	}
 }
-
-var storeQueryAll = store.CounterQuery{}
 
 func b2f(b bool) float64 {
 	if b {

@@ -3,23 +3,23 @@ package gateway
 import (
 	"sync"
 	"time"
+
+	"github.com/carverauto/fortress/internal/store"
 )
 
 // rateWindow is the span over which live rates are averaged.
 const rateWindow = 5
 
-type rateKey struct {
-	agent, rule string
-	dryRun      bool
-}
+type rateKey = histKey
 
 type slot struct {
 	sec            int64
 	packets, bytes uint64
 }
 
-// rates keeps the last few seconds of counter deltas per (agent, rule,
-// dry-run) in memory for live rates; totals live in the store.
+// rates keeps the last few seconds of counter deltas per agent and rule key
+// in memory for live rates; totals live in the store. Keys are bounded by
+// what the store accepts (its per-agent rule quota) and idle ones go.
 type rates struct {
 	mu    sync.Mutex
 	slots map[rateKey]*[rateWindow + 1]slot
@@ -27,9 +27,9 @@ type rates struct {
 
 func newRates() *rates { return &rates{slots: map[rateKey]*[rateWindow + 1]slot{}} }
 
-func (r *rates) add(agent, rule string, dry bool, packets, bytes uint64, now time.Time) {
+func (r *rates) add(agent string, rk store.RuleKey, packets, bytes uint64, now time.Time) {
 	sec := now.Unix()
-	k := rateKey{agent, rule, dry}
+	k := rateKey{agent, rk}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s, ok := r.slots[k]

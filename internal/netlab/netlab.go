@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 
 	"github.com/vishvananda/netlink"
@@ -85,9 +84,15 @@ func newSide(name, iface string, addrs []netip.Prefix) (*Side, error) {
 		return nil, fmt.Errorf("netlab: current netns: %w", err)
 	}
 	defer orig.Close()
-	_ = netns.DeleteNamed(name) // a leftover from a crashed run
-	ns, err := netns.NewNamed(name)
+	// A leftover from a run that did not finish goes first.
+	if err := RemoveNamed(name); err != nil {
+		return nil, fmt.Errorf("netlab: leftover netns %s: %w", name, err)
+	}
+	ns, err := createNamed(name)
 	if err != nil {
+		if serr := netns.Set(orig); serr != nil {
+			runtime.LockOSThread() // never unlocked: the runtime discards the thread
+		}
 		return nil, fmt.Errorf("netlab: create netns %s: %w", name, err)
 	}
 	if err := netns.Set(orig); err != nil {
@@ -97,7 +102,7 @@ func newSide(name, iface string, addrs []netip.Prefix) (*Side, error) {
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		ns.Close()
-		netns.DeleteNamed(name)
+		RemoveNamed(name)
 		return nil, fmt.Errorf("netlab: netlink in %s: %w", name, err)
 	}
 	return &Side{NSName: name, NS: ns, Iface: iface, Addrs: addrs, h: h}, nil
@@ -193,7 +198,7 @@ func (p *Pair) Close() error {
 			s.h.Close()
 		}
 		s.NS.Close()
-		if err := netns.DeleteNamed(s.NSName); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := RemoveNamed(s.NSName); err != nil {
 			errs = append(errs, err)
 		}
 	}

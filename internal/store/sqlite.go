@@ -36,25 +36,33 @@ CREATE TABLE IF NOT EXISTS streams (
 	updated INTEGER NOT NULL,
 	PRIMARY KEY (agent_id, epoch)
 );
-CREATE TABLE IF NOT EXISTS counters (
+CREATE TABLE IF NOT EXISTS rule_counters (
 	agent_id TEXT NOT NULL,
 	rule TEXT NOT NULL,
-	dry_run INTEGER NOT NULL,
+	action TEXT NOT NULL,
+	log_only INTEGER NOT NULL,
+	slot INTEGER NOT NULL,
+	kind TEXT NOT NULL,
 	packets INTEGER NOT NULL,
 	bytes INTEGER NOT NULL,
 	updated INTEGER NOT NULL,
-	PRIMARY KEY (agent_id, rule, dry_run)
+	PRIMARY KEY (agent_id, rule, action, log_only, slot, kind)
 );
-CREATE TABLE IF NOT EXISTS samples (
+CREATE INDEX IF NOT EXISTS rule_counters_updated ON rule_counters (updated);
+CREATE INDEX IF NOT EXISTS rule_counters_kind ON rule_counters (kind, packets);
+CREATE TABLE IF NOT EXISTS rule_samples (
 	agent_id TEXT NOT NULL,
 	rule TEXT NOT NULL,
-	dry_run INTEGER NOT NULL,
+	action TEXT NOT NULL,
+	log_only INTEGER NOT NULL,
+	slot INTEGER NOT NULL,
+	kind TEXT NOT NULL,
 	minute INTEGER NOT NULL,
 	packets INTEGER NOT NULL,
 	bytes INTEGER NOT NULL,
-	PRIMARY KEY (agent_id, rule, dry_run, minute)
+	PRIMARY KEY (agent_id, rule, action, log_only, slot, kind, minute)
 );
-CREATE INDEX IF NOT EXISTS samples_minute ON samples (minute);
+CREATE INDEX IF NOT EXISTS rule_samples_minute ON rule_samples (minute);
 CREATE TABLE IF NOT EXISTS events (
 	id INTEGER PRIMARY KEY AUTOINCREMENT,
 	agent_id TEXT NOT NULL,
@@ -73,12 +81,44 @@ CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS events_agent ON events (agent_id, id);
 `
 
+// migrate moves counters and samples of databases made before counters
+// had kinds: an old row is a drop (dry_run 0) or a would-drop (dry_run 1)
+// of a drop rule in an unknown slot.
+const migrate = `
+INSERT OR IGNORE INTO rule_counters (agent_id, rule, action, log_only, slot, kind, packets, bytes, updated)
+	SELECT agent_id, rule, 'drop', 0, 0, CASE dry_run WHEN 1 THEN 'would-drop' ELSE 'drop' END, packets, bytes, updated FROM counters;
+INSERT OR IGNORE INTO rule_samples (agent_id, rule, action, log_only, slot, kind, minute, packets, bytes)
+	SELECT agent_id, rule, 'drop', 0, 0, CASE dry_run WHEN 1 THEN 'would-drop' ELSE 'drop' END, minute, packets, bytes FROM samples;
+DROP TABLE counters;
+DROP TABLE samples;
+`
+
+// maxCount caps a stored counter (2^53, exact as a float): no sum of
+// counters can overflow, whatever an agent sends.
+const maxCount = 1 << 53
+
 // SQLite is the embedded Storage.
 type SQLite struct {
 	w, r *sql.DB
-	// mu serialises Apply so the position cache matches the database.
-	mu  sync.Mutex
-	pos map[streamKey]uint64
+	// MaxRules is how many distinct rule keys one agent may store
+	// (DefaultMaxRules); deltas for new keys beyond it are refused and
+	// counted in Batch.Refused. Set it before the first Apply.
+	MaxRules int
+	// MaxSampleRules is how many rule keys of one agent get a per-minute
+	// sample in one minute (DefaultMaxSampleRules); totals count them all.
+	MaxSampleRules int
+	// mu serialises Apply so the position and row-count caches match the
+	// database.
+	mu    sync.Mutex
+	pos   map[streamKey]uint64
+	nrows map[string]int // rule_counters rows per agent
+	nsamp map[string]minuteCount
+}
+
+// minuteCount is how many sample rows an agent has in one minute.
+type minuteCount struct {
+	minute int64
+	n      int
 }
 
 type streamKey struct {
@@ -111,7 +151,16 @@ func Open(path string) (*SQLite, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	r.SetMaxOpenConns(4)
-	return &SQLite{w: w, r: r, pos: map[streamKey]uint64{}}, nil
+	var old int
+	if err := w.QueryRow(`SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name='counters'`).Scan(&old); err == nil && old > 0 {
+		if _, err := w.Exec(migrate); err != nil {
+			w.Close()
+			r.Close()
+			return nil, fmt.Errorf("migrate counters in %s: %w", path, err)
+		}
+	}
+	return &SQLite{w: w, r: r, MaxRules: DefaultMaxRules, MaxSampleRules: DefaultMaxSampleRules, pos: map[streamKey]uint64{},
+		nrows: map[string]int{}, nsamp: map[string]minuteCount{}}, nil
 }
 
 // Close closes the database.
@@ -229,7 +278,9 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 	defer func() {
 		if err != nil {
 			tx.Rollback()
-			clear(s.pos) // the cache may hold positions the rollback undid
+			clear(s.pos) // the caches may hold what the rollback undid
+			clear(s.nrows)
+			clear(s.nsamp)
 		}
 	}()
 	prep := func(q string) *sql.Stmt {
@@ -240,10 +291,12 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 		st, err = tx.PrepareContext(ctx, q)
 		return st
 	}
-	ctrStmt := prep(`INSERT INTO counters (agent_id, rule, dry_run, packets, bytes, updated) VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT (agent_id, rule, dry_run) DO UPDATE SET packets=packets+excluded.packets, bytes=bytes+excluded.bytes, updated=excluded.updated`)
-	smpStmt := prep(`INSERT INTO samples (agent_id, rule, dry_run, minute, packets, bytes) VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT (agent_id, rule, dry_run, minute) DO UPDATE SET packets=packets+excluded.packets, bytes=bytes+excluded.bytes`)
+	updStmt := prep(`UPDATE rule_counters SET packets=MIN(packets+?, 9007199254740992), bytes=MIN(bytes+?, 9007199254740992), updated=?
+		WHERE agent_id=? AND rule=? AND action=? AND log_only=? AND slot=? AND kind=?`)
+	insStmt := prep(`INSERT INTO rule_counters (agent_id, rule, action, log_only, slot, kind, packets, bytes, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	smpUpd := prep(`UPDATE rule_samples SET packets=MIN(packets+?, 9007199254740992), bytes=MIN(bytes+?, 9007199254740992)
+		WHERE agent_id=? AND rule=? AND action=? AND log_only=? AND slot=? AND kind=? AND minute=?`)
+	smpIns := prep(`INSERT INTO rule_samples (agent_id, rule, action, log_only, slot, kind, minute, packets, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	evStmt := prep(`INSERT INTO events (agent_id, ts, kind, severity, path, op, process, pid, uid, detail, denied) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	posStmt := prep(`INSERT INTO streams (agent_id, epoch, last_seq, batches, updated) VALUES (?, ?, ?, 1, ?)
 		ON CONFLICT (agent_id, epoch) DO UPDATE SET last_seq=excluded.last_seq, batches=batches+1, updated=excluded.updated`)
@@ -266,14 +319,35 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 			t = time.Now()
 		}
 		minute := t.Truncate(time.Minute).Unix()
+		batches[i].Refused = 0
+		stored := b.Counters[:0:0]
 		for _, c := range b.Counters {
-			if _, err = ctrStmt.ExecContext(ctx, b.AgentID, c.Rule, b2i(c.DryRun), int64(c.Packets), int64(c.Bytes), ns(t)); err != nil {
+			k := c.RuleKey
+			c.Packets, c.Bytes = min(c.Packets, maxCount), min(c.Bytes, maxCount)
+			var res sql.Result
+			if res, err = updStmt.ExecContext(ctx, int64(c.Packets), int64(c.Bytes), ns(t), b.AgentID, k.Rule, k.Action, b2i(k.LogOnly), int64(k.Slot), k.Kind); err != nil {
 				return nil, fmt.Errorf("apply counters %s: %w", b.AgentID, err)
 			}
-			if _, err = smpStmt.ExecContext(ctx, b.AgentID, c.Rule, b2i(c.DryRun), minute, int64(c.Packets), int64(c.Bytes)); err != nil {
-				return nil, fmt.Errorf("apply samples %s: %w", b.AgentID, err)
+			if n, _ := res.RowsAffected(); n == 0 {
+				var rows int
+				if rows, err = s.rowCount(ctx, tx, b.AgentID); err != nil {
+					return nil, err
+				}
+				if rows >= s.MaxRules {
+					batches[i].Refused++
+					continue
+				}
+				if _, err = insStmt.ExecContext(ctx, b.AgentID, k.Rule, k.Action, b2i(k.LogOnly), int64(k.Slot), k.Kind, int64(c.Packets), int64(c.Bytes), ns(t)); err != nil {
+					return nil, fmt.Errorf("apply counters %s: %w", b.AgentID, err)
+				}
+				s.nrows[b.AgentID] = rows + 1
 			}
+			if err = s.sample(ctx, smpUpd, smpIns, b.AgentID, k, minute, c); err != nil {
+				return nil, err
+			}
+			stored = append(stored, c)
 		}
+		batches[i].Counters = stored
 		for j := range b.Events {
 			e := &b.Events[j]
 			var res sql.Result
@@ -301,8 +375,34 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 	return applied, nil
 }
 
-// Counters implements Storage.
-func (s *SQLite) Counters(ctx context.Context, q CounterQuery) ([]CounterTotal, error) {
+// sample adds a delta to its per-minute sample; a new sample row only
+// while the agent has fewer than MaxSampleRules in that minute. Called with
+// mu held.
+func (s *SQLite) sample(ctx context.Context, upd, ins *sql.Stmt, agent string, k RuleKey, minute int64, c CounterDelta) error {
+	res, err := upd.ExecContext(ctx, int64(c.Packets), int64(c.Bytes), agent, k.Rule, k.Action, b2i(k.LogOnly), int64(k.Slot), k.Kind, minute)
+	if err != nil {
+		return fmt.Errorf("apply samples %s: %w", agent, err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		return nil
+	}
+	mc := s.nsamp[agent]
+	if mc.minute != minute {
+		mc = minuteCount{minute: minute}
+	}
+	if mc.n >= s.MaxSampleRules {
+		return nil
+	}
+	if _, err := ins.ExecContext(ctx, agent, k.Rule, k.Action, b2i(k.LogOnly), int64(k.Slot), k.Kind, minute, int64(c.Packets), int64(c.Bytes)); err != nil {
+		return fmt.Errorf("apply samples %s: %w", agent, err)
+	}
+	mc.n++
+	s.nsamp[agent] = mc
+	return nil
+}
+
+// counterWhere is the WHERE clause of q's agent, filter and kind.
+func counterWhere(q CounterQuery) (string, []any) {
 	var where []string
 	var args []any
 	if q.AgentID != "" {
@@ -313,24 +413,45 @@ func (s *SQLite) Counters(ctx context.Context, q CounterQuery) ([]CounterTotal, 
 		where = append(where, "instr(rule, ?) > 0")
 		args = append(args, q.Filter)
 	}
-	if q.DryRun != nil {
-		where = append(where, "dry_run = ?")
-		args = append(args, b2i(*q.DryRun))
+	if q.Kind != "" {
+		where = append(where, "kind = ?")
+		args = append(args, q.Kind)
 	}
-	cond := ""
-	if len(where) > 0 {
-		cond = "WHERE " + strings.Join(where, " AND ")
+	if len(where) == 0 {
+		return "", nil
 	}
+	return "WHERE " + strings.Join(where, " AND "), args
+}
+
+// rowCount is the number of rule_counters rows of agent. Called with mu held.
+func (s *SQLite) rowCount(ctx context.Context, q querier, agent string) (int, error) {
+	if n, ok := s.nrows[agent]; ok {
+		return n, nil
+	}
+	var n int
+	if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM rule_counters WHERE agent_id=?`, agent).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count rules of %s: %w", agent, err)
+	}
+	s.nrows[agent] = n
+	return n, nil
+}
+
+// Counters implements Storage.
+func (s *SQLite) Counters(ctx context.Context, q CounterQuery) ([]CounterTotal, error) {
+	cond, args := counterWhere(q)
 	var sqlq string
 	if q.Fleet {
-		sqlq = `SELECT '', rule, dry_run, SUM(packets), SUM(bytes), COUNT(*), MAX(updated) FROM counters ` + cond +
-			` GROUP BY rule, dry_run ORDER BY SUM(packets) DESC, rule`
+		sqlq = `SELECT '', rule, action, log_only, 0, kind, CAST(TOTAL(packets) AS INTEGER), CAST(TOTAL(bytes) AS INTEGER), COUNT(DISTINCT agent_id), MAX(updated) FROM rule_counters ` + cond +
+			` GROUP BY rule, action, log_only, kind ORDER BY TOTAL(packets) DESC, rule, action, kind`
 	} else {
-		sqlq = `SELECT agent_id, rule, dry_run, packets, bytes, 1, updated FROM counters ` + cond + ` ORDER BY packets DESC, agent_id, rule`
+		sqlq = `SELECT agent_id, rule, action, log_only, slot, kind, packets, bytes, 1, updated FROM rule_counters ` + cond +
+			` ORDER BY packets DESC, agent_id, rule, action, kind, slot`
 	}
-	if q.Limit > 0 {
-		sqlq += fmt.Sprintf(" LIMIT %d", q.Limit)
+	limit := q.Limit
+	if limit <= 0 || limit > MaxPage {
+		limit = MaxPage
 	}
+	sqlq += fmt.Sprintf(" LIMIT %d OFFSET %d", limit, max(q.Offset, 0))
 	rows, err := s.r.QueryContext(ctx, sqlq, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query counters: %w", err)
@@ -339,12 +460,13 @@ func (s *SQLite) Counters(ctx context.Context, q CounterQuery) ([]CounterTotal, 
 	var out []CounterTotal
 	for rows.Next() {
 		var c CounterTotal
-		var dry int
-		var pk, by, upd int64
-		if err := rows.Scan(&c.AgentID, &c.Rule, &dry, &pk, &by, &c.Agents, &upd); err != nil {
+		var logOnly int
+		var slot, pk, by, upd int64
+		if err := rows.Scan(&c.AgentID, &c.Rule, &c.Action, &logOnly, &slot, &c.Kind, &pk, &by, &c.Agents, &upd); err != nil {
 			return nil, fmt.Errorf("query counters: %w", err)
 		}
-		c.DryRun, c.Packets, c.Bytes, c.Updated = dry == 1, uint64(pk), uint64(by), fromNS(upd)
+		c.LogOnly, c.Slot, c.Packets, c.Bytes, c.Updated = logOnly == 1, uint32(slot), uint64(pk), uint64(by), fromNS(upd)
+		c.DryRun = c.Kind == KindWouldDrop
 		if !q.Fleet {
 			c.Agents = 0
 		}
@@ -353,10 +475,32 @@ func (s *SQLite) Counters(ctx context.Context, q CounterQuery) ([]CounterTotal, 
 	return out, rows.Err()
 }
 
+// KindTotals implements Storage.
+func (s *SQLite) KindTotals(ctx context.Context, q CounterQuery) ([]KindTotal, error) {
+	cond, args := counterWhere(q)
+	rows, err := s.r.QueryContext(ctx, `SELECT agent_id, kind, CAST(TOTAL(packets) AS INTEGER), CAST(TOTAL(bytes) AS INTEGER) FROM rule_counters `+cond+
+		` GROUP BY agent_id, kind ORDER BY agent_id, kind`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query kind totals: %w", err)
+	}
+	defer rows.Close()
+	var out []KindTotal
+	for rows.Next() {
+		var k KindTotal
+		var pk, by int64
+		if err := rows.Scan(&k.AgentID, &k.Kind, &pk, &by); err != nil {
+			return nil, fmt.Errorf("query kind totals: %w", err)
+		}
+		k.Packets, k.Bytes = uint64(pk), uint64(by)
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
 // Series implements Storage.
-func (s *SQLite) Series(ctx context.Context, agentID, rule string, dryRun bool, since time.Time) ([]Sample, error) {
-	q := `SELECT minute, SUM(packets), SUM(bytes) FROM samples WHERE rule=? AND dry_run=? AND minute>=?`
-	args := []any{rule, b2i(dryRun), since.Truncate(time.Minute).Unix()}
+func (s *SQLite) Series(ctx context.Context, agentID, rule, kind string, since time.Time) ([]Sample, error) {
+	q := `SELECT minute, CAST(TOTAL(packets) AS INTEGER), CAST(TOTAL(bytes) AS INTEGER) FROM rule_samples WHERE rule=? AND kind=? AND minute>=?`
+	args := []any{rule, kind, since.Truncate(time.Minute).Unix()}
 	if agentID != "" {
 		q += ` AND agent_id=?`
 		args = append(args, agentID)
@@ -416,18 +560,33 @@ func (s *SQLite) Events(ctx context.Context, q EventQuery) ([]Event, error) {
 // Totals implements Storage.
 func (s *SQLite) Totals(ctx context.Context) (Totals, error) {
 	var t Totals
-	var p, b, dp, db, ev, bt int64
-	err := s.r.QueryRowContext(ctx, `SELECT
-		COALESCE((SELECT SUM(packets) FROM counters WHERE dry_run=0), 0),
-		COALESCE((SELECT SUM(bytes) FROM counters WHERE dry_run=0), 0),
-		COALESCE((SELECT SUM(packets) FROM counters WHERE dry_run=1), 0),
-		COALESCE((SELECT SUM(bytes) FROM counters WHERE dry_run=1), 0),
-		COALESCE((SELECT MAX(id) FROM events), 0),
-		COALESCE((SELECT SUM(batches) FROM streams), 0)`).Scan(&p, &b, &dp, &db, &ev, &bt)
+	var ev, bt int64
+	err := s.r.QueryRowContext(ctx, `SELECT COALESCE((SELECT MAX(id) FROM events), 0), COALESCE((SELECT SUM(batches) FROM streams), 0)`).Scan(&ev, &bt)
 	if err != nil {
 		return t, fmt.Errorf("totals: %w", err)
 	}
-	return Totals{Packets: uint64(p), Bytes: uint64(b), DryPackets: uint64(dp), DryBytes: uint64(db), Events: uint64(ev), Batches: uint64(bt)}, nil
+	t.Events, t.Batches = uint64(ev), uint64(bt)
+	rows, err := s.r.QueryContext(ctx, `SELECT kind, CAST(TOTAL(packets) AS INTEGER), CAST(TOTAL(bytes) AS INTEGER) FROM rule_counters GROUP BY kind`)
+	if err != nil {
+		return t, fmt.Errorf("totals: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kind string
+		var pk, by int64
+		if err := rows.Scan(&kind, &pk, &by); err != nil {
+			return t, fmt.Errorf("totals: %w", err)
+		}
+		switch kind {
+		case KindDrop:
+			t.Packets, t.Bytes = uint64(pk), uint64(by)
+		case KindWouldDrop:
+			t.DryPackets, t.DryBytes = uint64(pk), uint64(by)
+		case KindAllow:
+			t.AllowPackets, t.AllowBytes = uint64(pk), uint64(by)
+		}
+	}
+	return t, rows.Err()
 }
 
 // Prune implements Storage.
@@ -442,10 +601,24 @@ func (s *SQLite) Prune(ctx context.Context, r Retention, now time.Time) error {
 			return fmt.Errorf("prune events by count: %w", err)
 		}
 	}
+	if r.MaxEventsPerAgent > 0 {
+		if _, err := s.w.ExecContext(ctx, `DELETE FROM events WHERE id IN (SELECT id FROM
+			(SELECT id, ROW_NUMBER() OVER (PARTITION BY agent_id ORDER BY id DESC) AS n FROM events) WHERE n > ?)`, r.MaxEventsPerAgent); err != nil {
+			return fmt.Errorf("prune events by agent: %w", err)
+		}
+	}
 	if r.SampleAge > 0 {
-		if _, err := s.w.ExecContext(ctx, `DELETE FROM samples WHERE minute < ?`, now.Add(-r.SampleAge).Truncate(time.Minute).Unix()); err != nil {
+		if _, err := s.w.ExecContext(ctx, `DELETE FROM rule_samples WHERE minute < ?`, now.Add(-r.SampleAge).Truncate(time.Minute).Unix()); err != nil {
 			return fmt.Errorf("prune samples: %w", err)
 		}
+	}
+	if r.CounterAge > 0 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, err := s.w.ExecContext(ctx, `DELETE FROM rule_counters WHERE updated < ?`, ns(now.Add(-r.CounterAge))); err != nil {
+			return fmt.Errorf("prune counters: %w", err)
+		}
+		clear(s.nrows)
 	}
 	return nil
 }

@@ -61,10 +61,29 @@ type Agent struct {
 	EventsLost uint64 `json:"events_lost"`
 }
 
+// Counter kinds: what happened to the packets a rule matched.
+const (
+	KindDrop      = "drop"
+	KindAllow     = "allow"
+	KindWouldDrop = "would-drop" // log-only rule or dry-run mode
+)
+
+// Kinds lists the counter kinds in display order.
+var Kinds = []string{KindDrop, KindWouldDrop, KindAllow}
+
+// RuleKey identifies one rule of one agent: a drop rule and an allow rule
+// for the same CIDR, or the same rule in another slot, are different keys.
+type RuleKey struct {
+	Rule    string `json:"rule"`
+	Action  string `json:"action"` // drop or allow
+	LogOnly bool   `json:"log_only"`
+	Slot    uint32 `json:"slot"`
+	Kind    string `json:"kind"` // KindDrop, KindAllow or KindWouldDrop
+}
+
 // CounterDelta is one rule's counter change.
 type CounterDelta struct {
-	Rule    string `json:"rule"`
-	DryRun  bool   `json:"dry_run"`
+	RuleKey
 	Packets uint64 `json:"packets"`
 	Bytes   uint64 `json:"bytes"`
 }
@@ -95,13 +114,19 @@ type Batch struct {
 	Events   []Event
 	// Dropped counts events the agent lost before this batch.
 	Dropped uint64
+	// Refused is set by Apply: counter deltas not stored because the agent
+	// is at its MaxRules quota of distinct rule keys. Apply also leaves in
+	// Counters only the deltas it stored.
+	Refused int
 }
 
 // CounterTotal is a rule's cumulative counter for one agent, or for the
-// fleet when AgentID is empty.
+// fleet when AgentID is empty (then summed over agents and slots, so Slot
+// is 0).
 type CounterTotal struct {
-	AgentID string    `json:"agent,omitempty"`
-	Rule    string    `json:"rule"`
+	AgentID string `json:"agent,omitempty"`
+	RuleKey
+	// DryRun is Kind == KindWouldDrop, kept for older API clients.
 	DryRun  bool      `json:"dry_run"`
 	Packets uint64    `json:"packets"`
 	Bytes   uint64    `json:"bytes"`
@@ -115,12 +140,23 @@ type CounterQuery struct {
 	AgentID string
 	// Filter keeps rules containing this substring.
 	Filter string
-	// DryRun, when set, keeps only dry-run (true) or enforced (false) counts.
-	DryRun *bool
-	// Fleet sums over agents per rule.
+	// Kind keeps one kind (KindDrop, KindAllow, KindWouldDrop).
+	Kind string
+	// Fleet sums over agents (and slots) per rule, action and kind.
 	Fleet bool
-	// Limit caps the rows (0: no cap).
-	Limit int
+	// Limit caps the rows (0: MaxPage); Offset skips rows, for paging.
+	Limit, Offset int
+}
+
+// MaxPage is the most rows one Counters or Events call returns.
+const MaxPage = 10_000
+
+// KindTotal is the sum of one agent's counters of one kind.
+type KindTotal struct {
+	AgentID string
+	Kind    string
+	Packets uint64
+	Bytes   uint64
 }
 
 // Sample is one minute of a rule's counter.
@@ -144,17 +180,37 @@ type Retention struct {
 	MaxEvents int
 	EventAge  time.Duration
 	SampleAge time.Duration
+	// MaxEventsPerAgent bounds one agent's events, so one agent cannot push
+	// the fleet's events out.
+	MaxEventsPerAgent int
+	// CounterAge drops a rule's counter row (and its samples) once it has
+	// not changed for this long.
+	CounterAge time.Duration
 }
 
-// DefaultRetention keeps 100k events for a week and an hour of samples.
-var DefaultRetention = Retention{MaxEvents: 100_000, EventAge: 7 * 24 * time.Hour, SampleAge: time.Hour}
+// DefaultRetention keeps 100k events (10k per agent) for a week, an hour
+// of per-minute samples, and counter rows that changed in the last 30 days.
+var DefaultRetention = Retention{MaxEvents: 100_000, EventAge: 7 * 24 * time.Hour, SampleAge: time.Hour,
+	MaxEventsPerAgent: 10_000, CounterAge: 30 * 24 * time.Hour}
+
+// DefaultMaxRules is how many distinct rule keys one agent may store, and
+// DefaultMaxSampleRules how many of them get a per-minute sample in one
+// minute. With the hour of samples DefaultRetention keeps, one agent holds
+// at most 10,000 counter rows and 60,000 sample rows.
+const (
+	DefaultMaxRules       = 10_000
+	DefaultMaxSampleRules = 1_000
+)
 
 // Totals are fleet-wide sums, for checks and metrics.
 type Totals struct {
-	Packets, Bytes       uint64
-	DryPackets, DryBytes uint64
-	Events               uint64
-	Batches              uint64
+	// Packets and Bytes are drops; DryPackets and DryBytes would-drops;
+	// AllowPackets and AllowBytes allow hits.
+	Packets, Bytes           uint64
+	DryPackets, DryBytes     uint64
+	AllowPackets, AllowBytes uint64
+	Events                   uint64
+	Batches                  uint64
 }
 
 // Storage is the gateway's storage interface.
@@ -175,8 +231,12 @@ type Storage interface {
 	Apply(ctx context.Context, batches []Batch) ([]bool, error)
 	// Counters returns counter totals.
 	Counters(ctx context.Context, q CounterQuery) ([]CounterTotal, error)
-	// Series returns the per-minute samples of one rule since a time.
-	Series(ctx context.Context, agentID, rule string, dryRun bool, since time.Time) ([]Sample, error)
+	// Series returns the per-minute samples of one rule (empty agentID:
+	// summed over the fleet) of one kind since a time.
+	Series(ctx context.Context, agentID, rule, kind string, since time.Time) ([]Sample, error)
+	// KindTotals sums each agent's counters by kind, over the rows q
+	// selects (Fleet, Limit and Offset are ignored).
+	KindTotals(ctx context.Context, q CounterQuery) ([]KindTotal, error)
 	// Events returns events, newest first.
 	Events(ctx context.Context, q EventQuery) ([]Event, error)
 	// Totals returns fleet-wide sums.

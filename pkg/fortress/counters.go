@@ -28,11 +28,23 @@ type RuleCounter struct {
 	Bytes   uint64 `json:"bytes"`
 }
 
-// CounterDelta is what one rule matched since the previous read.
+// Counter kinds: what happened to the packets a rule matched.
+const (
+	CounterDrop      = "drop"
+	CounterAllow     = "allow"
+	CounterWouldDrop = "would-drop" // a log-only rule, or any drop rule in dry-run mode
+)
+
+// CounterDelta is what one rule matched since the previous read. A rule is
+// its prefix, action and log-only flag; Slot is its counter slot, kept for
+// as long as the rule stays in force.
 type CounterDelta struct {
 	Rule    string
-	Kind    string
-	DryRun  bool // counted, not dropped
+	Action  string // drop or allow
+	LogOnly bool
+	Slot    uint32
+	Kind    string // CounterDrop, CounterAllow or CounterWouldDrop
+	DryRun  bool   // counted, not dropped: Kind is CounterWouldDrop
 	Packets uint64
 	Bytes   uint64
 }
@@ -108,8 +120,8 @@ func (c *counterState) deltas(stats []shield.RuleStat, dryRun bool, top int, g c
 		if d.packets == 0 && d.bytes == 0 {
 			continue
 		}
-		out = append(out, CounterDelta{Rule: r.Rule.Prefix.String(), Kind: kind, DryRun: kind == "would-drop",
-			Packets: d.packets, Bytes: d.bytes})
+		out = append(out, CounterDelta{Rule: r.Rule.Prefix.String(), Action: r.Rule.Action.String(), LogOnly: r.Rule.LogOnly,
+			Slot: r.Slot, Kind: kind, DryRun: kind == CounterWouldDrop, Packets: d.packets, Bytes: d.bytes})
 	}
 	// RuleStats is sorted by packets, most first.
 	n := min(top, len(stats))
