@@ -166,7 +166,7 @@ func auditToken(t *testing.T, priv ed25519.PrivateKey, host string) string {
 	t.Helper()
 	now := time.Now()
 	tok, err := sentinel.SignToken(priv, sentinel.Token{Action: sentinel.ActionAudit, Host: host,
-		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Minute), Nonce: fmt.Sprint(now.UnixNano())})
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour), Nonce: fmt.Sprint(now.UnixNano())})
 	if err != nil {
 		t.Fatal(err)
 	}
