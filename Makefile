@@ -45,6 +45,6 @@ test-race:
 	FORTRESS_TEST_UNPRIVILEGED=1 CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 
 test-lab:
-	$(GO) tool vmlab test --kernel all
+	$(GO) tool vmlab test --kernel all --test-timeout 20m
 
 test: deps vet build check-generate test-host test-race test-lab

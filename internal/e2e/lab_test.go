@@ -521,21 +521,27 @@ func TestChrootedAgentGainsNothingInLab(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
 	defer func() {
 		cmd.Process.Kill()
-		cmd.Wait()
+		<-exited
 		t.Logf("chrooted agent log:\n%s", fakeLog.String())
 	}()
 	fakeSock := filepath.Join(fake, "run/fortress.sock")
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.After(90 * time.Second)
+wait:
 	for {
 		if _, err := os.Stat(fakeSock); err == nil {
 			break
 		}
-		if cmd.ProcessState != nil || time.Now().After(deadline) {
-			break
+		select {
+		case <-exited:
+			break wait
+		case <-deadline:
+			break wait
+		case <-time.After(300 * time.Millisecond):
 		}
-		time.Sleep(300 * time.Millisecond)
 	}
 	// Whatever the chrooted agent managed to start, root's token must open
 	// nothing in the real Sentinel.
