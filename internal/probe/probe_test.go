@@ -16,13 +16,19 @@ func TestReportConsistent(t *testing.T) {
 			t.Errorf("check %s has no reason", c.Name)
 		}
 	}
-	for _, name := range []string{BTF, XDP, RingBuf, LPMTrie, MapInMap, LSMListed, LSM} {
+	for _, name := range []string{BTF, XDP, RingBuf, LPMTrie, MapInMap, CapsShield, CapsSentinel, Memlock, Trampoline, LSMListed, LSM} {
 		if _, ok := r.Get(name); !ok {
 			t.Errorf("report lacks check %s", name)
 		}
 	}
 	if !r.OK(BTF) {
 		t.Errorf("btf: %+v", r)
+	}
+	// Root holds every capability, and raises RLIMIT_MEMLOCK where needed.
+	for _, name := range []string{CapsShield, CapsSentinel, Memlock} {
+		if c, _ := r.Get(name); !c.OK {
+			t.Errorf("%s as root: %s", name, c.Reason)
+		}
 	}
 	if testutil.InLab() {
 		if !r.OK(LSM) {
