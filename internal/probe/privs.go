@@ -52,16 +52,19 @@ func memlockCheck(err error) error {
 		"start the agent with LimitMEMLOCK=infinity or grant %s: %w", caps.SysResource.Name, err)
 }
 
-// trampolineCheck says whether the architecture's kernel has BPF
-// trampolines, which LSM and fentry programs (all of Sentinel) attach
-// through: x86-64 since 5.5, arm64 only since 6.0.
+// trampolineCheck says whether the architecture's kernel can attach BPF
+// trampolines to kernel functions, which LSM and fentry programs (all of
+// Sentinel) need: x86-64 since 5.5. arm64 got BPF trampolines in 6.0 but
+// can attach them to kernel functions only since 6.4 (ftrace direct
+// calls); before, the attach fails with ENOTSUPP (measured on Debian's
+// 6.1 arm64 cloud kernel).
 func trampolineCheck(goarch, release string) error {
 	var major, minor int
 	switch goarch {
 	case "amd64":
 		major, minor = 5, 5
 	case "arm64":
-		major, minor = 6, 0
+		major, minor = 6, 4
 	default:
 		return fmt.Errorf("fortress knows of no BPF trampoline on %s", goarch)
 	}
@@ -70,8 +73,8 @@ func trampolineCheck(goarch, release string) error {
 		return fmt.Errorf("kernel release %q: cannot tell whether %s has BPF trampolines (%d.%d+)", release, goarch, major, minor)
 	}
 	if maj < major || maj == major && min < minor {
-		return fmt.Errorf("kernel %s on %s has no BPF trampolines (they arrived there in %d.%d): LSM and fentry programs cannot attach, so Sentinel cannot run",
-			release, goarch, major, minor)
+		return fmt.Errorf("kernel %s on %s cannot attach BPF trampolines to kernel functions (%s: %d.%d+): LSM and fentry programs cannot attach, so Sentinel cannot run",
+			release, goarch, goarch, major, minor)
 	}
 	return nil
 }

@@ -15,11 +15,11 @@ func TestTrampolineCheck(t *testing.T) {
 		says          string
 	}{
 		{"amd64", "5.10.0-32-cloud-amd64", true, ""},
-		{"amd64", "5.4.0", false, "arrived there in 5.5"},
-		{"arm64", "5.10.0-32-cloud-arm64", false, "arrived there in 6.0"},
+		{"amd64", "5.4.0", false, "amd64: 5.5+"},
+		{"arm64", "5.10.0-32-cloud-arm64", false, "arm64: 6.4+"},
 		{"arm64", "5.19.17", false, "Sentinel cannot run"},
-		{"arm64", "6.0.0", true, ""},
-		{"arm64", "6.1.0-32-cloud-arm64", true, ""},
+		{"arm64", "6.1.0-50-cloud-arm64", false, "cannot attach BPF trampolines to kernel functions"},
+		{"arm64", "6.4.0", true, ""},
 		{"arm64", "6.12.48+deb13-cloud-arm64", true, ""},
 		{"arm64", "garbage", false, "cannot tell"},
 		{"riscv64", "6.12.0", false, "no BPF trampoline on riscv64"},

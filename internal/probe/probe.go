@@ -113,7 +113,7 @@ func Run() Report {
 	r.add(CapsSentinel, err, reason)
 	r.add(Memlock, memlockCheck(memErr), "BPF maps are not limited by RLIMIT_MEMLOCK here (5.11+, or the limit is raised)")
 	trampErr := trampolineCheck(runtime.GOARCH, r.Kernel)
-	r.add(Trampoline, trampErr, "BPF trampolines for LSM and fentry programs on "+runtime.GOARCH)
+	r.add(Trampoline, trampErr, "BPF trampolines attach to kernel functions (LSM, fentry) on "+runtime.GOARCH)
 
 	listed, listErr := lsmListed()
 	r.add(LSMListed, listErr, "bpf is in "+lsmListPath)

@@ -31,6 +31,13 @@ func TestReportConsistent(t *testing.T) {
 		}
 	}
 	if testutil.InLab() {
+		if !r.OK(Trampoline) {
+			// arm64 before 6.4: the probe must say why LSM cannot work.
+			if c, _ := r.Get(LSM); c.OK || !strings.Contains(c.Reason, "cannot attach BPF trampolines") {
+				t.Fatalf("no trampolines on this kernel, yet lsm ok=%v: %s", c.OK, c.Reason)
+			}
+			return
+		}
 		if !r.OK(LSM) {
 			c, _ := r.Get(LSM)
 			t.Fatalf("BPF LSM not usable inside vmlab: %s", c.Reason)
