@@ -102,7 +102,7 @@ type KernelReport struct {
 
 // ProbeKernel reports no checks: there is no eBPF to probe.
 func ProbeKernel() KernelReport {
-	return KernelReport{Release: runtime.GOOS, Checks: map[string]bool{}, Reasons: map[string]string{}}
+	return KernelReport{Checks: map[string]bool{}, Reasons: map[string]string{}}
 }
 
 // Kernel returns an empty report.
