@@ -3,6 +3,11 @@
 CLANG ?= clang-19
 STRIP ?= llvm-strip-19
 GO ?= go
+# ServiceRadar's module says go 1.25.0: the newest Go 1.25, fetched from the
+# module proxy (GOTOOLCHAIN), builds and tests Fortress besides $(GO).
+GO125 ?= go1.25.14
+# Where ServiceRadar's agent ships.
+PLATFORMS := linux/amd64 linux/arm64 darwin/arm64 windows/amd64
 
 # bpf2go reads these; every gen.go uses them, so one pinned toolchain
 # produces every committed object.
@@ -11,7 +16,7 @@ export BPF2GO_STRIP := $(STRIP)
 export BPF2GO_CFLAGS := -O2 -g -Wall -Werror -mcpu=v3
 export CGO_ENABLED := 0
 
-.PHONY: all deps generate check-generate build vet test test-host test-race test-lab
+.PHONY: all deps generate check-generate build vet cross test test-host test-go125 test-race test-lab
 
 all: build
 
@@ -35,6 +40,16 @@ vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
+# pkg/... builds and vets on every platform (off Linux, Start returns
+# ErrUnsupported); everything, the agent included, builds for linux/arm64.
+cross:
+	@set -e; for p in $(PLATFORMS); do \
+		echo "cross: ./pkg/... for $$p"; \
+		GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build ./pkg/...; \
+		GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) vet ./pkg/...; \
+	done
+	GOOS=linux GOARCH=arm64 $(GO) build ./...
+
 test-host:
 	$(GO) test -count=1 ./...
 
@@ -44,7 +59,14 @@ test-host:
 test-race:
 	FORTRESS_TEST_UNPRIVILEGED=1 CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 
+# Once with Go 1.25: build, vet and the tests that need no root (the
+# privileged ones run in test-host and in the lab with $(GO)).
+test-go125:
+	GOTOOLCHAIN=$(GO125) $(GO) build ./...
+	GOTOOLCHAIN=$(GO125) $(GO) vet ./...
+	FORTRESS_TEST_UNPRIVILEGED=1 GOTOOLCHAIN=$(GO125) $(GO) test -count=1 ./...
+
 test-lab:
 	$(GO) tool vmlab test --kernel all --test-timeout 20m
 
-test: deps vet build check-generate test-host test-race test-lab
+test: deps vet build cross check-generate test-host test-go125 test-race test-lab

@@ -152,6 +152,7 @@ func runAgent(ctx context.Context, cfg *config, log *slog.Logger, ready func(*ag
 	}
 	kernel := probeKernel()
 	fc.Kernel = &kernel
+	warnLacking(log, kernel)
 
 	fwd := &counterForwarder{}
 	fc.OnCounters = fwd.add
@@ -232,4 +233,15 @@ func containsAddr(list []netip.Addr, a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// warnLacking says once at start what this process or architecture lacks
+// (capabilities, memlock, BPF trampolines); the layers then report
+// degraded or unavailable with the kernel's own error.
+func warnLacking(log *slog.Logger, k fortress.KernelReport) {
+	for _, name := range []string{"caps_shield", "caps_sentinel", "memlock", "bpf_trampoline"} {
+		if ok, probed := k.Checks[name]; probed && !ok {
+			log.Warn("kernel check failed", "check", name, "reason", k.Reasons[name])
+		}
+	}
 }

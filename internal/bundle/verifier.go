@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -243,12 +242,12 @@ func checkProtected(file string) error {
 		if err != nil {
 			return fmt.Errorf("trust key: %w", err)
 		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
+		uid, ok := fileOwner(fi)
 		if !ok {
 			continue
 		}
-		if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
-			return fmt.Errorf("trust key: %s is owned by uid %d, not root", p, st.Uid)
+		if uid != 0 && int(uid) != os.Geteuid() {
+			return fmt.Errorf("trust key: %s is owned by uid %d, not root", p, uid)
 		}
 		if fi.Mode().Perm()&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0 {
 			return fmt.Errorf("trust key: %s is writable by group or others (mode %v)", p, fi.Mode().Perm())

@@ -14,6 +14,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/carverauto/fortress/internal/caps"
 )
 
 // Names of the checks in a Report.
@@ -85,7 +87,7 @@ func Run() Report {
 		r.Kernel = unix.ByteSliceToString(uts.Release[:])
 	}
 	// 5.10 charges maps to RLIMIT_MEMLOCK.
-	_ = rlimit.RemoveMemlock()
+	memErr := rlimit.RemoveMemlock()
 
 	r.add(BTF, checkBTF(), "/sys/kernel/btf/vmlinux parsed")
 
@@ -104,12 +106,25 @@ func Run() Report {
 	r.add(MapInMap, mim, "array-of-maps and hash-of-maps created")
 	r.add(BPFLink, linkErr, "XDP attached through a bpf_link")
 
+	eff, capErr := caps.Effective()
+	reason, err := capsCheck(eff, capErr, caps.Shield)
+	r.add(CapsShield, err, reason)
+	reason, err = capsCheck(eff, capErr, caps.Sentinel)
+	r.add(CapsSentinel, err, reason)
+	r.add(Memlock, memlockCheck(memErr), "BPF maps are not limited by RLIMIT_MEMLOCK here (5.11+, or the limit is raised)")
+	trampErr := trampolineCheck(runtime.GOARCH, r.Kernel)
+	r.add(Trampoline, trampErr, "BPF trampolines attach to kernel functions (LSM, fentry) on "+runtime.GOARCH)
+
 	listed, listErr := lsmListed()
 	r.add(LSMListed, listErr, "bpf is in "+lsmListPath)
 	if !listed {
 		r.add(LSM, fmt.Errorf("bpf LSM not active: %w", listErr), "")
 	} else {
-		r.add(LSM, trialLSM(), "trial lsm/file_open program loaded, attached and fired")
+		lsmErr := trialLSM()
+		if lsmErr != nil && trampErr != nil {
+			lsmErr = fmt.Errorf("%v: %w", trampErr, lsmErr)
+		}
+		r.add(LSM, lsmErr, "trial lsm/file_open program loaded, attached and fired")
 	}
 	return r
 }

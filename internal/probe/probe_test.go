@@ -16,7 +16,7 @@ func TestReportConsistent(t *testing.T) {
 			t.Errorf("check %s has no reason", c.Name)
 		}
 	}
-	for _, name := range []string{BTF, XDP, RingBuf, LPMTrie, MapInMap, LSMListed, LSM} {
+	for _, name := range []string{BTF, XDP, RingBuf, LPMTrie, MapInMap, CapsShield, CapsSentinel, Memlock, Trampoline, LSMListed, LSM} {
 		if _, ok := r.Get(name); !ok {
 			t.Errorf("report lacks check %s", name)
 		}
@@ -24,7 +24,20 @@ func TestReportConsistent(t *testing.T) {
 	if !r.OK(BTF) {
 		t.Errorf("btf: %+v", r)
 	}
+	// Root holds every capability, and raises RLIMIT_MEMLOCK where needed.
+	for _, name := range []string{CapsShield, CapsSentinel, Memlock} {
+		if c, _ := r.Get(name); !c.OK {
+			t.Errorf("%s as root: %s", name, c.Reason)
+		}
+	}
 	if testutil.InLab() {
+		if !r.OK(Trampoline) {
+			// arm64 before 6.4: the probe must say why LSM cannot work.
+			if c, _ := r.Get(LSM); c.OK || !strings.Contains(c.Reason, "cannot attach BPF trampolines") {
+				t.Fatalf("no trampolines on this kernel, yet lsm ok=%v: %s", c.OK, c.Reason)
+			}
+			return
+		}
 		if !r.OK(LSM) {
 			c, _ := r.Get(LSM)
 			t.Fatalf("BPF LSM not usable inside vmlab: %s", c.Reason)

@@ -22,6 +22,10 @@
 //
 // Every change of kernel state is appended to the hash-chained audit log.
 //
+// The package builds on every platform ServiceRadar's agent ships for. Off
+// Linux there is no eBPF: Start returns an error wrapping ErrUnsupported,
+// and the host agent reports Fortress as unsupported and keeps running.
+//
 // Nothing in this package's API exposes Fortress's internal packages; the
 // dependency runs one way, from the agent and tools to this package.
 package fortress

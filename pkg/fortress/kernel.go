@@ -1,3 +1,5 @@
+//go:build linux
+
 package fortress
 
 import "github.com/carverauto/fortress/internal/probe"
