@@ -19,9 +19,8 @@ import (
 func TestAdoptAfterRestart(t *testing.T) {
 	newShield(t, Config{}) // root and rlimit
 	root := pins.Root(testutil.TempBPFFS(t))
-	state := t.TempDir()
 	lab := newLab(t)
-	cfg := Config{PinRoot: root, StateDir: state, Gateways: []netip.Addr{netip.MustParseAddr("10.66.2.2")}}
+	cfg := Config{PinRoot: root, Gateways: []netip.Addr{netip.MustParseAddr("10.66.2.2")}}
 
 	s1, err := Open(cfg)
 	if err != nil {
@@ -69,7 +68,7 @@ func TestAdoptAfterRestart(t *testing.T) {
 	}
 
 	// With no agent running, the CLI's read-only view names rules and counts.
-	pinned, st, err := ReadPinned(root, state)
+	pinned, st, err := ReadPinned(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +100,7 @@ func TestAdoptAfterRestart(t *testing.T) {
 	if got := s2.Interfaces(); len(got) != 1 || got[0] != lab.B.Iface {
 		t.Fatalf("adopted links %v, want [%s]", got, lab.B.Iface)
 	}
-	m := countsBySlot(t, s2)
+	m := countsByRule(t, s2)
 	if m["10.66.0.0/16"].Packets != 20 {
 		t.Fatalf("adopted counter for 10.66.0.0/16 is %d, want 20 (rule state lost?)", m["10.66.0.0/16"].Packets)
 	}
@@ -110,8 +109,8 @@ func TestAdoptAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	send(5)
-	if !eventually(func() bool { return countsBySlot(t, s2)["10.66.0.0/16"].Packets == 25 }) {
-		t.Fatalf("counter after adoption and re-apply: %d, want 25", countsBySlot(t, s2)["10.66.0.0/16"].Packets)
+	if !eventually(func() bool { return countsByRule(t, s2)["10.66.0.0/16"].Packets == 25 }) {
+		t.Fatalf("counter after adoption and re-apply: %d, want 25", countsByRule(t, s2)["10.66.0.0/16"].Packets)
 	}
 }
 
@@ -123,7 +122,7 @@ func TestAdoptReplacesDifferentProgram(t *testing.T) {
 	root := pins.Root(testutil.TempBPFFS(t))
 	lab := newLab(t)
 	a := netip.MustParseAddr
-	cfg := Config{PinRoot: root, StateDir: t.TempDir(), Gateways: []netip.Addr{a("10.66.2.2")}}
+	cfg := Config{PinRoot: root, Gateways: []netip.Addr{a("10.66.2.2")}}
 	s1, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +210,7 @@ func TestGrowUnderTraffic(t *testing.T) {
 	if got := rx.Count(a("10.66.1.2")); got != 0 {
 		t.Fatalf("%d blocked datagrams passed while the maps grew", got)
 	}
-	if c := countsBySlot(t, s)["10.66.1.0/24"]; c.Packets < 7 {
+	if c := countsByRule(t, s)["10.66.1.0/24"]; c.Packets < 7 {
 		t.Fatalf("counter of a kept rule lost across growth: %d", c.Packets)
 	}
 }

@@ -242,7 +242,7 @@ func (s *Shield) loadBench(rules []lpm.Rule, opts BenchOptions) (*benchRig, erro
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	replace := map[string]*ebpf.Map{
-		"shield_state": s.objs.ShieldState, "rule_stats": s.objs.RuleStats,
+		"shield_state": s.objs.ShieldState, "rule_hits": s.objs.RuleHits,
 		"v4_dir": s.objs.V4Dir, "v4_blocks": s.objs.V4Blocks,
 		"v6_dir": s.objs.V6Dir, "v6_keys": s.objs.V6Keys, "v6_vals": s.objs.V6Vals,
 	}
@@ -350,11 +350,6 @@ func (b *benchRig) fill(v4, v6 []netip.Addr) error {
 // verdict's rule with the reference LPM's.
 func (b *benchRig) verify(rules []lpm.Rule, v4, v6 []netip.Addr) (checked, bad int, err error) {
 	ref := lpm.NewReference(rules)
-	// Verdict slot -> rule index, through the rule table in force.
-	b.s.mu.Lock()
-	bySlot := make(map[uint32]netip.Prefix, len(b.s.rules.slots))
-	b.s.rules.each(func(r lpm.Rule, slot uint32) { bySlot[slot] = r.Prefix })
-	b.s.mu.Unlock()
 	results := make([]uint64, max(len(v4), len(v6)))
 	mem, err := b.objs.Results.Memory()
 	if err != nil {
@@ -376,14 +371,12 @@ func (b *benchRig) verify(rules []lpm.Rule, v4, v6 []netip.Addr) (checked, bad i
 			return 0, 0, fmt.Errorf("bench results: %w", err)
 		}
 		for i, a := range fam.addrs {
-			var want netip.Prefix
+			var want lpm.Rule
 			if idx, ok := ref.Lookup(a); ok {
-				want = rules[idx].Prefix.Masked()
+				want = rules[idx]
+				want.Prefix = want.Prefix.Masked()
 			}
-			got := bySlot[uint32(out[i])&verdictSlot]
-			if out[i] == 0 {
-				got = netip.Prefix{}
-			}
+			got, _ := ruleFor(uint32(out[i]), a)
 			checked++
 			if got != want {
 				bad++

@@ -45,7 +45,7 @@ func TestDryRunSamples(t *testing.T) {
 }
 
 func TestBudgetRefusesAndKeepsRunningSet(t *testing.T) {
-	s := newShield(t, Config{Budget: 8 << 20})
+	s := newShield(t, Config{Budget: 8 << 20, TrackedRules: 1024})
 	keep := []lpm.Rule{rule("10.0.0.0/8", lpm.Drop, false)}
 	if _, err := s.Apply(keep, false); err != nil {
 		t.Fatal(err)

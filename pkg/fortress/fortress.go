@@ -315,7 +315,7 @@ func (f *Fortress) startShield(last *policy) {
 
 func (f *Fortress) shieldConfig(gws []netip.Addr) shield.Config {
 	return shield.Config{Gateways: gws, Budget: f.cfg.ShieldBudget, PinRoot: pins.Root(f.cfg.PinRoot),
-		StateDir: f.cfg.StateDir, Audit: f.audit, Logger: f.log}
+		Audit: f.audit, Logger: f.log}
 }
 
 // attachAll attaches Shield to every configured interface not yet attached
