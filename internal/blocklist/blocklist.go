@@ -147,11 +147,12 @@ func netipReason(err error) string {
 }
 
 // Builder accumulates rules and catches conflicts between them. Its index
-// of prefixes is an open-addressing table of rule numbers (4 bytes a slot),
-// so a million-rule list costs no per-rule allocation beyond the rule.
+// of prefixes is an open-addressing table of 8-byte slots (rule number and
+// a fingerprint of the prefix, so that a probe rarely reads a rule), so a
+// million-rule list costs no per-rule allocation beyond the rule itself.
 type Builder struct {
 	list  List
-	index []uint32 // rule number + 1 by hash of the prefix; 0 is empty
+	index []uint64 // fingerprint<<32 | rule number + 1; 0 is empty
 	lines []uint32
 }
 
@@ -175,36 +176,43 @@ func hashPrefix(p netip.Prefix) uint64 {
 	return h
 }
 
-// rehash sizes the index for n rules at most half full.
+// rehash sizes the index for n rules at most 3/4 full (the fingerprints
+// keep long probe runs cheap).
 func (b *Builder) rehash(n int) {
 	size := 1024
-	for size < 2*n {
+	for size < n+n/3 {
 		size *= 2
 	}
 	if size <= len(b.index) {
 		return
 	}
-	b.index = make([]uint32, size)
+	b.index = make([]uint64, size)
 	mask := uint64(size - 1)
 	for i, r := range b.list.Rules {
-		h := hashPrefix(r.Prefix) & mask
-		for b.index[h] != 0 {
-			h = (h + 1) & mask
+		h := hashPrefix(r.Prefix)
+		j := h & mask
+		for b.index[j] != 0 {
+			j = (j + 1) & mask
 		}
-		b.index[h] = uint32(i + 1)
+		b.index[j] = h&^0xffffffff | uint64(i+1)
 	}
 }
 
 // Add adds r, found at line (or item) number n. An exact repeat is counted
 // and skipped; the same prefix with another action or flag is an error.
 func (b *Builder) Add(n int, r lpm.Rule) error {
-	if 2*(len(b.list.Rules)+1) > len(b.index) {
-		b.rehash(max(len(b.list.Rules)+1, 2*len(b.list.Rules)))
+	if n := len(b.list.Rules) + 1; n+n/3 > len(b.index) {
+		b.rehash(max(n, 2*len(b.list.Rules)))
 	}
 	mask := uint64(len(b.index) - 1)
-	h := hashPrefix(r.Prefix) & mask
-	for ; b.index[h] != 0; h = (h + 1) & mask {
-		i := b.index[h] - 1
+	h := hashPrefix(r.Prefix)
+	fp := h &^ 0xffffffff
+	j := h & mask
+	for ; b.index[j] != 0; j = (j + 1) & mask {
+		if b.index[j]&^0xffffffff != fp {
+			continue
+		}
+		i := uint32(b.index[j]) - 1
 		if b.list.Rules[i].Prefix != r.Prefix {
 			continue
 		}
@@ -217,7 +225,7 @@ func (b *Builder) Add(n int, r lpm.Rule) error {
 	if len(b.list.Rules) >= math.MaxUint32-1 {
 		return errors.New("too many rules")
 	}
-	b.index[h] = uint32(len(b.list.Rules) + 1)
+	b.index[j] = fp | uint64(len(b.list.Rules)+1)
 	b.list.Rules = append(b.list.Rules, r)
 	b.lines = append(b.lines, uint32(min(n, math.MaxUint32)))
 	return nil
@@ -235,10 +243,15 @@ func Parse(r io.Reader) (*List, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), MaxLineBytes)
 	b := NewBuilder()
-	if s, ok := r.(interface{ Stat() (os.FileInfo, error) }); ok {
+	// Size the rules and the index once from the input's size where it is
+	// known: a line of a feed is 8-16 bytes for IPv4, more for IPv6.
+	switch s := r.(type) {
+	case interface{ Stat() (os.FileInfo, error) }:
 		if fi, err := s.Stat(); err == nil && fi.Mode().IsRegular() {
-			b.Grow(int(min(fi.Size()/12, 1<<24))) // a line of a feed is 8-19 bytes
+			b.Grow(int(min(fi.Size()/13, 1<<24)))
 		}
+	case interface{ Len() int }:
+		b.Grow(min(s.Len()/13, 1<<24))
 	}
 	n := 0
 	for sc.Scan() {
@@ -272,7 +285,8 @@ func Parse(r io.Reader) (*List, error) {
 		}
 		return nil, fmt.Errorf("read list: %w", err)
 	}
-	return b.List(), nil
+	b.index, b.lines = nil, nil
+	return &b.list, nil
 }
 
 // fastPrefix4 parses a line that is exactly a dotted-quad IPv4 address or

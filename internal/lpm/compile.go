@@ -305,23 +305,19 @@ func boundaries[K rangeKey[K]](spans []span[K], max K) ([]boundary[K], [32]byte,
 }
 
 func bucketV4(b []boundary[key32]) (dir []uint32, blocks []V4Block, ranges int) {
+	// Two passes: count the blocks, then fill an exactly sized array (the
+	// largest table of a feed-sized set; no slack to carry).
+	n := 0
+	eachBucketV4(b, func(bk uint64, i, count int) {
+		n += (count + V4BlockRanges - 1) / V4BlockRanges
+	})
 	dir = make([]uint32, DirBuckets)
-	blocks = make([]V4Block, 0, len(b)/V4BlockRanges+len(b)/8+1)
-	i := 0
-	for bk := uint64(0); bk < DirBuckets; bk++ {
-		bs, be := key32(bk<<16), key32(bk<<16|0xffff)
-		for i+1 < len(b) && b[i+1].start <= bs {
-			i++
-		}
-		j := i + 1
-		for j < len(b) && b[j].start <= be {
-			j++
-		}
-		if j == i+1 {
+	blocks = make([]V4Block, 0, n)
+	eachBucketV4(b, func(bk uint64, i, count int) {
+		if count == 1 {
 			dir[bk] = V4Leaf | b[i].verdict
-			continue
+			return
 		}
-		count := j - i
 		ranges += count
 		dir[bk] = uint32(len(blocks))
 		for k := 0; k < count; k++ {
@@ -334,9 +330,31 @@ func bucketV4(b []boundary[key32]) (dir []uint32, blocks []V4Block, ranges int) 
 			}
 			blk.Val[k%V4BlockRanges] = b[i+k].verdict
 		}
+	})
+	return dir, blocks, ranges
+}
+
+// eachBucketV4 calls f for every /16 with the index of the range it starts
+// in and the number of ranges that overlap it (1: the whole /16 is one
+// range).
+func eachBucketV4(b []boundary[key32], f func(bk uint64, i, count int)) {
+	i := 0
+	for bk := uint64(0); bk < DirBuckets; bk++ {
+		bs, be := key32(bk<<16), key32(bk<<16|0xffff)
+		for i+1 < len(b) && b[i+1].start <= bs {
+			i++
+		}
+		j := i + 1
+		for j < len(b) && b[j].start <= be {
+			j++
+		}
+		if j == i+1 {
+			f(bk, i, 1)
+			continue
+		}
+		f(bk, i, j-i)
 		i = j - 1
 	}
-	return dir, blocks, ranges
 }
 
 func bucketV6(b []boundary[Key128]) ([]Dir, []Key128, []uint32, error) {

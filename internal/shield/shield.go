@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 	"unsafe"
@@ -20,6 +21,10 @@ import (
 	"github.com/carverauto/fortress/internal/lpm"
 	"github.com/carverauto/fortress/internal/pins"
 )
+
+// largeSet is the rule count from which an apply collects garbage before it
+// compiles (a few tens of milliseconds against seconds of work).
+const largeSet = 100000
 
 // MaxGateways is the number of management gateways per family.
 const MaxGateways = 4
@@ -324,6 +329,12 @@ func (s *Shield) apply(rules []lpm.Rule, dryRun bool, id SetID) (ApplyResult, er
 	if len(rules) > 1<<30 {
 		return res, fmt.Errorf("%d rules: too many", len(rules))
 	}
+	if len(rules) >= largeSet {
+		// Collect what reading the list left behind before compiling, so
+		// that the heap's peak is the old and new sets plus the tables
+		// rather than twice that (the collector's default target).
+		runtime.GC()
+	}
 	tab, err := lpm.CompileRules(rules, verdictOf)
 	if err != nil {
 		return res, err
@@ -373,6 +384,12 @@ func (s *Shield) apply(rules []lpm.Rule, dryRun bool, id SetID) (ApplyResult, er
 	res.MapBytes = s.cap.MapBytes(s.ncpu)
 	res.Swap = time.Since(swapStart)
 	s.applied = res
+	if len(rules) >= largeSet {
+		// The compiler's working arrays are garbage now; collecting them
+		// here keeps the collector's next target at twice the sets, not
+		// twice the compile's peak.
+		runtime.GC()
+	}
 	return res, nil
 }
 
@@ -454,12 +471,8 @@ func (s *Shield) writeTables(gen uint32, tab *lpm.Tables) error {
 		if len(w.b) == 0 {
 			continue
 		}
-		mem, err := w.m.Memory()
-		if err != nil {
-			return fmt.Errorf("map %s memory: %w", w.m, err)
-		}
-		if _, err := mem.WriteAt(w.b, w.off); err != nil {
-			return fmt.Errorf("write map %s: %w", w.m, err)
+		if err := copyToMap(w.m, w.off, w.b); err != nil {
+			return fmt.Errorf("write table: %w", err)
 		}
 	}
 	return nil
@@ -544,25 +557,12 @@ func copyLive(from *shieldObjects, fc Capacity, to *shieldObjects, tc Capacity, 
 		{from.V6Keys, to.V6Keys, int64(gen) * int64(fc.V6Ranges) * v6KeyBytes, int64(gen) * int64(tc.V6Ranges) * v6KeyBytes, int64(fc.V6Ranges) * v6KeyBytes},
 		{from.V6Vals, to.V6Vals, int64(gen) * int64(fc.V6Ranges) * valBytes, int64(gen) * int64(tc.V6Ranges) * valBytes, int64(fc.V6Ranges) * valBytes},
 	}
-	buf := make([]byte, 0)
 	for _, r := range regions {
-		sm, err := r.src.Memory()
-		if err != nil {
+		if r.n == 0 {
+			continue
+		}
+		if err := copyBetweenMaps(r.src, r.srcOff, r.dst, r.dstOff, r.n); err != nil {
 			return fmt.Errorf("copy live tables: %w", err)
-		}
-		dm, err := r.dst.Memory()
-		if err != nil {
-			return fmt.Errorf("copy live tables: %w", err)
-		}
-		if int64(cap(buf)) < r.n {
-			buf = make([]byte, r.n)
-		}
-		b := buf[:r.n]
-		if _, err := sm.ReadAt(b, r.srcOff); err != nil {
-			return fmt.Errorf("copy live tables: read %s: %w", r.src, err)
-		}
-		if _, err := dm.WriteAt(b, r.dstOff); err != nil {
-			return fmt.Errorf("copy live tables: write %s: %w", r.dst, err)
 		}
 	}
 	return nil
