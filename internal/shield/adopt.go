@@ -16,7 +16,8 @@ import (
 )
 
 // tableMaps are the pinned maps a Shield is made of.
-var tableMaps = []string{"shield_state", "shield_stats", "shield_samples", "rule_hits",
+// The first two tell the layout.
+var tableMaps = []string{"shield_state", "rule_hits", "shield_stats", "shield_samples",
 	"v4_dir", "v4_blocks", "v6_dir", "v6_keys", "v6_vals"}
 
 // ErrPinnedLayout says the pinned Shield maps have another layout than this
@@ -78,9 +79,9 @@ func adopt(cfg Config) (_ *Shield, err error) {
 			return nil, fmt.Errorf("adopt shield map %s: %w", name, err)
 		}
 		maps[name] = m
-	}
-	if vs := maps["shield_state"].ValueSize(); vs != controlBytes {
-		return nil, fmt.Errorf("%w: shield_state holds %d bytes, this release %d", ErrPinnedLayout, vs, controlBytes)
+		if vs := m.ValueSize(); name == "shield_state" && vs != controlBytes {
+			return nil, fmt.Errorf("%w: shield_state holds %d bytes, this release %d", ErrPinnedLayout, vs, controlBytes)
+		}
 	}
 	var ctl control
 	if err := maps["shield_state"].Lookup(uint32(0), &ctl); err != nil {

@@ -44,17 +44,6 @@ func generator(shape string) (func(seed uint64, n4, n6 int) []lpm.Rule, error) {
 	return nil, fmt.Errorf("bench: unknown shape %q (want %s or %s)", shape, ShapeUniform, ShapeFeed)
 }
 
-// SetIDForList names the set a list_ref bundle section applies: the list's
-// digest and the mode. An agent that finds it in force after a restart
-// (Holds) need not read the list again.
-func SetIDForList(listSHA256 string, dryRun bool) SetID {
-	mode := "enforce"
-	if dryRun {
-		mode = "dry-run"
-	}
-	return sha256.Sum256([]byte("shield list " + listSHA256 + " " + mode))
-}
-
 // hashingFile reads a file while hashing what it reads; Stat lets the
 // parser size its tables from the file size.
 type hashingFile struct {

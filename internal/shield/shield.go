@@ -280,6 +280,10 @@ type ApplyResult struct {
 	Compile  time.Duration
 	Swap     time.Duration
 	Reloaded bool
+	// Reused: the named set was already in force (found in the pinned
+	// tables after a restart, or applied again): nothing was compiled or
+	// swapped.
+	Reused bool
 }
 
 // SetID names a rule set and mode. It is stored with the tables, so that a
@@ -294,13 +298,25 @@ func (s *Shield) Apply(rules []lpm.Rule, dryRun bool) (ApplyResult, error) {
 	return s.ApplyAs(rules, dryRun, SetID{})
 }
 
-// ApplyAs is Apply with the caller's name for the set (for example a digest
-// of the list it came from and the mode, known without compiling); the zero
-// SetID means the digest of rules and mode. Rules must not be changed
-// afterwards: Shield keeps the slice to name rules in RuleStats.
+// ApplyAs is Apply with the caller's name for the set (for example
+// SetIDForList, known without compiling); the zero SetID means the digest
+// of rules and mode. When the set in force already has that name, in the
+// same mode and with as many rules, nothing is compiled or swapped
+// (ApplyResult.Reused): a restarted agent re-applying its last policy over
+// adopted tables costs a comparison. Rules must not be changed afterwards:
+// Shield keeps the slice to name rules in RuleStats.
 func (s *Shield) ApplyAs(rules []lpm.Rule, dryRun bool, id SetID) (ApplyResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if id != (SetID{}) && SetID(s.ctl.Digest) == id && s.ctl.Layout == layoutVersion &&
+		(s.ctl.Flags&modeDryRun != 0) == dryRun && s.ctl.Rules == uint32(len(rules)) {
+		s.rules = rules
+		res := s.applied
+		res.Rules, res.DryRun, res.Reused, res.Compile, res.Swap, res.Reloaded = len(rules), dryRun, true, 0, 0, false
+		s.applied = res
+		s.cfg.Logger.Info("shield policy already in force", "rules", res.Rules, "generation", res.Generation, "digest", res.Digest)
+		return res, nil
+	}
 	res, err := s.apply(rules, dryRun, id)
 	details := map[string]any{"rules": res.Rules, "v4_ranges": res.V4Ranges, "v6_ranges": res.V6Ranges,
 		"generation": res.Generation, "serial": res.Serial, "dry_run": dryRun, "digest": res.Digest}
@@ -313,6 +329,16 @@ func (s *Shield) ApplyAs(rules []lpm.Rule, dryRun bool, id SetID) (ApplyResult, 
 		"v4_ranges", res.V4Ranges, "v6_ranges", res.V6Ranges, "dry_run", dryRun,
 		"compile", res.Compile, "swap", res.Swap)
 	return res, nil
+}
+
+// SetIDForList names the set a list_ref policy applies: the list's digest
+// (SHA-256, hex) and the mode.
+func SetIDForList(listSHA256 string, dryRun bool) SetID {
+	mode := "enforce"
+	if dryRun {
+		mode = "dry-run"
+	}
+	return sha256.Sum256([]byte("shield list " + listSHA256 + " " + mode))
 }
 
 // Holds reports whether the set in force was applied as id, by this

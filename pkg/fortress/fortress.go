@@ -538,14 +538,17 @@ func (f *Fortress) enforce(p *policy) (Ack, func(), error) {
 		f.shMu.RLock()
 		var prevRules []lpm.Rule
 		prevDry := false
+		var prevID shield.SetID
 		if prev != nil {
-			prevRules, prevDry = prev.rules, prev.dryRun
+			prevRules, prevDry, prevID = prev.rules, prev.dryRun, prev.shieldSetID()
 		} else if st, err := f.sh.RuleStats(); err == nil {
 			for _, r := range st {
 				prevRules = append(prevRules, r.Rule)
 			}
 		}
-		res, err := f.sh.Apply(p.rules, p.dryRun)
+		// A list policy already in force (pinned tables adopted after a
+		// restart) is not compiled or swapped again.
+		res, err := f.sh.ApplyAs(p.rules, p.dryRun, p.shieldSetID())
 		f.shMu.RUnlock()
 		if err != nil {
 			undoAll()
@@ -557,7 +560,7 @@ func (f *Fortress) enforce(p *policy) (Ack, func(), error) {
 			if f.sh == nil {
 				return
 			}
-			if _, err := f.sh.Apply(prevRules, prevDry); err != nil {
+			if _, err := f.sh.ApplyAs(prevRules, prevDry, prevID); err != nil {
 				f.critical("shield", "previous rule set not restored: "+err.Error())
 			}
 		})

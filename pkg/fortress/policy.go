@@ -40,6 +40,15 @@ type policy struct {
 	sentinel *bundle.Sentinel
 }
 
+// shieldSetID names the Shield set of a list policy (zero for inline
+// rules: Shield then names it by its rules).
+func (p *policy) shieldSetID() shield.SetID {
+	if p.listRef == "" {
+		return shield.SetID{}
+	}
+	return shield.SetIDForList(p.listRef, p.dryRun)
+}
+
 // listSource returns a referenced list's content.
 type listSource func(ctx context.Context, ref bundle.ListRef) ([]byte, error)
 
