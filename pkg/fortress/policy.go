@@ -34,6 +34,10 @@ type policy struct {
 	dryRun     bool
 	duplicates int
 	listRef    string // the list's sha256, when the rules came from a list
+	// list is the referenced list while its rules are not read (deferred
+	// at start, see deferList); rules is nil until loadList.
+	list       *bundle.ListRef
+	allowEmpty bool
 	// Gateways the bundle names (nil when it names none).
 	gateways []netip.Addr
 	// Sentinel; nil when the bundle has no sentinel section.
@@ -52,6 +56,38 @@ func (p *policy) shieldSetID() shield.SetID {
 // listSource returns a referenced list's content.
 type listSource func(ctx context.Context, ref bundle.ListRef) ([]byte, error)
 
+// errDeferList is what deferList returns: convert then leaves the list
+// unread, for loadList.
+var errDeferList = errors.New("list deferred")
+
+// deferList is the list source of the policy re-applied at start: its list
+// is read only if Shield does not hold its set already.
+func deferList(context.Context, bundle.ListRef) ([]byte, error) { return nil, errDeferList }
+
+// loadList reads the rules of a policy whose list was deferred.
+func (p *policy) loadList(ctx context.Context, lists listSource) error {
+	if p.list == nil {
+		return nil
+	}
+	ref := *p.list
+	if lists == nil {
+		return fmt.Errorf("payload.shield.list_ref %s: no way to fetch lists", ref.URL)
+	}
+	data, err := lists(ctx, ref)
+	if err != nil {
+		return fmt.Errorf("payload.shield.list_ref %s: %w", ref.URL, err)
+	}
+	l, err := blocklist.Parse(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("payload.shield.list_ref %s: %w", ref.URL, err)
+	}
+	if len(l.Rules) == 0 && !p.allowEmpty {
+		return fmt.Errorf("payload.shield.list_ref %s: the list has %w", ref.URL, bundle.ErrEmptyRules)
+	}
+	p.rules, p.duplicates, p.list = l.Rules, l.Duplicates, nil
+	return nil
+}
+
 // convert turns a verified bundle into layer policy. It changes nothing;
 // every error names the bundle field (and list line) at fault.
 func convert(ctx context.Context, b *bundle.Bundle, lists listSource) (*policy, error) {
@@ -60,21 +96,10 @@ func convert(ctx context.Context, b *bundle.Bundle, lists listSource) (*policy, 
 		p.dryRun = s.Mode == bundle.ShieldDryRun
 		switch {
 		case s.ListRef != nil:
-			if lists == nil {
-				return nil, fmt.Errorf("payload.shield.list_ref %s: no way to fetch lists", s.ListRef.URL)
+			p.list, p.listRef, p.allowEmpty = s.ListRef, s.ListRef.SHA256, s.AllowEmpty
+			if err := p.loadList(ctx, lists); err != nil && !errors.Is(err, errDeferList) {
+				return nil, err
 			}
-			data, err := lists(ctx, *s.ListRef)
-			if err != nil {
-				return nil, fmt.Errorf("payload.shield.list_ref %s: %w", s.ListRef.URL, err)
-			}
-			l, err := blocklist.Parse(bytes.NewReader(data))
-			if err != nil {
-				return nil, fmt.Errorf("payload.shield.list_ref %s: %w", s.ListRef.URL, err)
-			}
-			if len(l.Rules) == 0 && !s.AllowEmpty {
-				return nil, fmt.Errorf("payload.shield.list_ref %s: the list has %w", s.ListRef.URL, bundle.ErrEmptyRules)
-			}
-			p.rules, p.duplicates, p.listRef = l.Rules, l.Duplicates, s.ListRef.SHA256
 		default:
 			rules, dups, err := convertRules(s.Rules)
 			if err != nil {
