@@ -127,3 +127,37 @@ func TestRuleCounters(t *testing.T) {
 		t.Fatalf("a rule that left and came back kept its old count %d", c.Packets)
 	}
 }
+
+// TestMapBytesMatchesKernel: the memory formula agrees with what the
+// kernel charges for Shield's maps (memlock in fdinfo), within 1%.
+func TestMapBytesMatchesKernel(t *testing.T) {
+	s := newShield(t, Config{})
+	n4, n6 := 1000000, 100000
+	if testing.Short() {
+		n4, n6 = 20000, 2000
+	}
+	if _, err := s.Apply(lpm.GenerateFeed(1, n4, n6), false); err != nil {
+		t.Fatal(err)
+	}
+	var kernel uint64
+	for _, name := range append(tableMaps, "sample_last") {
+		m := s.mapByName(name)
+		if name == "sample_last" {
+			m = s.objs.SampleLast
+		}
+		info, err := m.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ml, ok := info.Memlock()
+		if !ok {
+			t.Skipf("the kernel does not report memlock for %s", name)
+		}
+		kernel += ml
+	}
+	formula := s.MapBytes()
+	t.Logf("kernel %d bytes, formula %d bytes for %+v", kernel, formula, s.Capacity())
+	if formula*100 < kernel*99 || formula*100 > kernel*101 {
+		t.Fatalf("formula %d bytes, kernel %d: more than 1%% apart", formula, kernel)
+	}
+}
