@@ -24,7 +24,7 @@ const (
 // Entry is a prefix with the opaque, non-zero verdict word the program
 // returns for addresses it is the longest match of. Tag is what the rule set
 // digest records of the rule besides its prefix (the verdict word also holds
-// assignment details, such as counter slots, that are not part of a policy).
+// details of the program's encoding that are not part of a policy).
 type Entry struct {
 	Prefix  netip.Prefix
 	Verdict uint32
