@@ -309,7 +309,9 @@ func bucketV4(b []boundary[key32]) (dir []uint32, blocks []V4Block, ranges int) 
 	// largest table of a feed-sized set; no slack to carry).
 	n := 0
 	eachBucketV4(b, func(bk uint64, i, count int) {
-		n += (count + V4BlockRanges - 1) / V4BlockRanges
+		if count > 1 {
+			n += (count + V4BlockRanges - 1) / V4BlockRanges
+		}
 	})
 	dir = make([]uint32, DirBuckets)
 	blocks = make([]V4Block, 0, n)
