@@ -245,13 +245,17 @@ func Parse(r io.Reader) (*List, error) {
 	b := NewBuilder()
 	// Size the rules and the index once from the input's size where it is
 	// known: a line of a feed is 8-16 bytes for IPv4, more for IPv6.
-	switch s := r.(type) {
-	case interface{ Stat() (os.FileInfo, error) }:
+	size := int64(-1)
+	if s, ok := r.(interface{ Stat() (os.FileInfo, error) }); ok {
 		if fi, err := s.Stat(); err == nil && fi.Mode().IsRegular() {
-			b.Grow(int(min(fi.Size()/13, 1<<24)))
+			size = fi.Size()
 		}
-	case interface{ Len() int }:
-		b.Grow(min(s.Len()/13, 1<<24))
+	}
+	if l, ok := r.(interface{ Len() int }); ok && size < 0 {
+		size = int64(l.Len())
+	}
+	if size > 0 {
+		b.Grow(int(min(size/13, 1<<24)))
 	}
 	n := 0
 	for sc.Scan() {

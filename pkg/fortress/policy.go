@@ -3,8 +3,11 @@ package fortress
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"net/netip"
@@ -53,8 +56,10 @@ func (p *policy) shieldSetID() shield.SetID {
 	return shield.SetIDForList(p.listRef, p.dryRun)
 }
 
-// listSource returns a referenced list's content.
-type listSource func(ctx context.Context, ref bundle.ListRef) ([]byte, error)
+// listSource returns a referenced list's content to read once (closed after
+// if it is an io.Closer). loadList checks it against the digest as it
+// parses it, so a source may stream.
+type listSource func(ctx context.Context, ref bundle.ListRef) (io.Reader, error)
 
 // errDeferList is what deferList returns: convert then leaves the list
 // unread, for loadList.
@@ -62,7 +67,34 @@ var errDeferList = errors.New("list deferred")
 
 // deferList is the list source of the policy re-applied at start: its list
 // is read only if Shield does not hold its set already.
-func deferList(context.Context, bundle.ListRef) ([]byte, error) { return nil, errDeferList }
+func deferList(context.Context, bundle.ListRef) (io.Reader, error) { return nil, errDeferList }
+
+// hashingReader hashes what it reads; Stat and Len (when the source has
+// them) let the parser size its tables once.
+type hashingReader struct {
+	r io.Reader
+	h hash.Hash
+}
+
+func (r *hashingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.h.Write(p[:n])
+	return n, err
+}
+
+func (r *hashingReader) Stat() (os.FileInfo, error) {
+	if s, ok := r.r.(interface{ Stat() (os.FileInfo, error) }); ok {
+		return s.Stat()
+	}
+	return nil, errors.New("not a file")
+}
+
+func (r *hashingReader) Len() int {
+	if l, ok := r.r.(interface{ Len() int }); ok {
+		return l.Len()
+	}
+	return 0
+}
 
 // loadList reads the rules of a policy whose list was deferred.
 func (p *policy) loadList(ctx context.Context, lists listSource) error {
@@ -73,11 +105,20 @@ func (p *policy) loadList(ctx context.Context, lists listSource) error {
 	if lists == nil {
 		return fmt.Errorf("payload.shield.list_ref %s: no way to fetch lists", ref.URL)
 	}
-	data, err := lists(ctx, ref)
+	r, err := lists(ctx, ref)
 	if err != nil {
 		return fmt.Errorf("payload.shield.list_ref %s: %w", ref.URL, err)
 	}
-	l, err := blocklist.Parse(bytes.NewReader(data))
+	if c, ok := r.(io.Closer); ok {
+		defer c.Close()
+	}
+	// Streamed: the list is parsed as it is read, and its digest checked
+	// before any of it is used.
+	hr := &hashingReader{r: r, h: sha256.New()}
+	l, err := blocklist.Parse(hr)
+	if got := hex.EncodeToString(hr.h.Sum(nil)); err == nil && got != ref.SHA256 {
+		err = fmt.Errorf("%w: %s has sha256 %s, bundle says %s", bundle.ErrListDigest, ref.URL, got, ref.SHA256)
+	}
 	if err != nil {
 		return fmt.Errorf("payload.shield.list_ref %s: %w", ref.URL, err)
 	}
@@ -196,11 +237,17 @@ type listCache struct {
 
 func (c listCache) path(sha string) string { return filepath.Join(c.dir, sha+".list") }
 
-func (c listCache) get(ctx context.Context, ref bundle.ListRef) ([]byte, error) {
-	if data, err := os.ReadFile(c.path(ref.SHA256)); err == nil {
-		if bundle.CheckList(data, ref) == nil {
-			return data, nil
+// get returns the cached list when its digest matches (an open file, read
+// as it is parsed), else fetches, checks and caches it.
+func (c listCache) get(ctx context.Context, ref bundle.ListRef) (io.Reader, error) {
+	if f, err := os.Open(c.path(ref.SHA256)); err == nil {
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err == nil && hex.EncodeToString(h.Sum(nil)) == ref.SHA256 {
+			if _, err := f.Seek(0, io.SeekStart); err == nil {
+				return f, nil
+			}
 		}
+		f.Close()
 	}
 	fetch := c.fetch
 	if fetch == nil {
@@ -217,7 +264,7 @@ func (c listCache) get(ctx context.Context, ref bundle.ListRef) ([]byte, error) 
 		// A failed cache write costs a refetch after restart, no more.
 		_ = bundle.WriteFileAtomic(c.path(ref.SHA256), data, 0o600)
 	}
-	return data, nil
+	return bytes.NewReader(data), nil
 }
 
 // prune removes cached lists other than keep.
