@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and the tests need, if missing.
 set -euo pipefail
-# gcc and libc6-dev: cgo for the race detector (test binaries only).
-pkgs=(gcc libc6-dev clang-19 llvm-19 libbpf-dev bpftool qemu-system-x86 busybox-static iproute2 xdp-tools protobuf-compiler chromium)
+# gcc and libc6-dev: cgo for the race detector (test binaries only). ipset:
+# the peer `fortressctl bench shield` measures Shield's apply against.
+pkgs=(gcc libc6-dev clang-19 llvm-19 libbpf-dev bpftool qemu-system-x86 busybox-static iproute2 xdp-tools ipset protobuf-compiler chromium)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

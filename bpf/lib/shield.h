@@ -3,12 +3,16 @@
 #ifndef FORTRESS_SHIELD_H
 #define FORTRESS_SHIELD_H
 
-/* A verdict word: 0 is "no rule matched"; otherwise the low 24 bits are the
- * rule's counter slot and the flags below say what the rule does. */
+/* A verdict word: 0 is "no rule matched"; otherwise SHIELD_V_MATCH is set,
+ * the low 8 bits are the prefix length of the longest matching rule and the
+ * flags say what the rule does. The rule itself is the packet's source
+ * address masked to that length: the verdict names it without a rule index,
+ * so adjacent ranges of rules of one length and kind share a verdict. */
 enum shield_verdict_bits {
-	SHIELD_SLOT_MASK = 0x00ffffff,
+	SHIELD_V_BITS_MASK = 0xff,
 	SHIELD_V_ALLOW = 1 << 24,    /* an exception: pass */
 	SHIELD_V_LOG_ONLY = 1 << 25, /* drop rule in dry run: count, sample, pass */
+	SHIELD_V_MATCH = 1 << 26,    /* a rule matched (keeps /0 verdicts non-zero) */
 };
 
 /* IPv6 directory entry, one per top-16-bit block of the address space.
@@ -54,8 +58,26 @@ struct shield_key128 {
 	__u64 lo;
 };
 
-/* Per rule slot, per CPU: packets and bytes the rule acted on (drops, or
- * would-drops for log-only rules and in dry run, or passes for allow rules). */
+/* A rule, as the key of its counters: the prefix (IPv4 in the low 32 bits
+ * of lo; both halves host order, masked to bits), its family and its kind
+ * (SHIELD_RULE_ALLOW, SHIELD_RULE_LOG_ONLY). */
+enum shield_rule_flags {
+	SHIELD_RULE_ALLOW = 1 << 0,
+	SHIELD_RULE_LOG_ONLY = 1 << 1,
+};
+
+struct shield_rule_key {
+	__u64 hi;
+	__u64 lo;
+	__u8 family; /* 4 or 6 */
+	__u8 bits;
+	__u8 flags;
+	__u8 pad[5];
+};
+
+/* Per rule that saw traffic, shared by all CPUs (atomic adds): packets and
+ * bytes the rule acted on (drops, or would-drops for log-only rules and in
+ * dry run, or passes for allow rules). */
 struct shield_counter {
 	__u64 packets;
 	__u64 bytes;
@@ -65,13 +87,23 @@ enum shield_mode_flags {
 	SHIELD_MODE_DRY_RUN = 1 << 0,
 };
 
+/* Version of the pinned map layout, stored in shield_control; a pinned
+ * Shield of another layout is not adopted. */
+enum shield_layout {
+	SHIELD_LAYOUT = 2,
+};
+
 /* The single element of the shield_state map: which generation of the
- * tables is live and the global mode. serial identifies the policy in force
- * so that a restarted agent can match its saved rule slots to the kernel's. */
+ * tables is live and the global mode. serial counts swaps; digest names the
+ * set in force (the caller's digest of rules and mode), so that a restarted
+ * agent holding the same set adopts the tables instead of rebuilding them. */
 struct shield_control {
 	__u32 gen;
 	__u32 flags;
 	__u64 serial;
+	__u32 layout;
+	__u32 rules; /* rules in the set in force */
+	__u8 digest[32];
 };
 
 /* Global per-CPU counters, index by enum shield_stat. */
@@ -85,6 +117,7 @@ enum shield_stat {
 	SHIELD_STAT_UNPARSED,
 	SHIELD_STAT_SAMPLE_SENT,
 	SHIELD_STAT_SAMPLE_LOST,
+	SHIELD_STAT_RULE_UNTRACKED, /* matched a rule the full rule_hits table could not take */
 	SHIELD_STAT_MAX,
 };
 

@@ -55,11 +55,14 @@ struct {
 	__type(value, struct shield_vals);
 } v6_vals SEC(".maps");
 
+/* Counters of the rules that saw traffic, keyed by the rule itself, so a
+ * rule keeps its counts across swaps for as long as it stays in the set.
+ * Shared by all CPUs: its memory does not grow with the CPU count. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
-	__type(key, __u32);
+	__type(key, struct shield_rule_key);
 	__type(value, struct shield_counter);
-} rule_stats SEC(".maps");
+} rule_hits SEC(".maps");
 
 #endif

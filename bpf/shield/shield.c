@@ -59,6 +59,8 @@ const struct shield_sample *unused_sample __attribute__((unused));
 const enum shield_verdict_bits *unused_bits __attribute__((unused));
 const enum shield_mode_flags *unused_flags __attribute__((unused));
 const enum shield_stat *unused_stat __attribute__((unused));
+const enum shield_rule_flags *unused_rule_flags __attribute__((unused));
+const enum shield_layout *unused_layout __attribute__((unused));
 
 struct vlan_tag {
 	__be16 tci;
@@ -106,18 +108,60 @@ static __always_inline void sample(struct xdp_md *ctx, __u32 verdict, __u8 famil
 	stat_inc(SHIELD_STAT_SAMPLE_SENT);
 }
 
-static __always_inline int act(struct xdp_md *ctx, __u32 verdict, __u32 mode, __u8 family, const void *addr)
+/* Counts a packet against the rule that matched it: the source address
+ * (hi, lo host order; IPv4 in lo) masked to the rule's length. The first
+ * packet of a rule inserts its counter; a full table is counted globally. */
+static __always_inline void count_rule(__u32 verdict, __u8 family, __u64 hi, __u64 lo, __u32 len)
+{
+	struct shield_rule_key k = {};
+	__u32 bits = verdict & SHIELD_V_BITS_MASK;
+	k.family = family;
+	k.bits = bits;
+	if (verdict & SHIELD_V_ALLOW)
+		k.flags |= SHIELD_RULE_ALLOW;
+	if (verdict & SHIELD_V_LOG_ONLY)
+		k.flags |= SHIELD_RULE_LOG_ONLY;
+	if (family == 4) {
+		__u32 a = (__u32)lo;
+		if (bits == 0)
+			a = 0;
+		else if (bits < 32)
+			a &= ~0u << (32 - bits);
+		k.lo = a;
+	} else if (bits == 0) {
+		k.hi = 0;
+		k.lo = 0;
+	} else if (bits <= 64) {
+		k.hi = bits == 64 ? hi : hi & (~0ull << (64 - bits));
+		k.lo = 0;
+	} else {
+		k.hi = hi;
+		k.lo = bits >= 128 ? lo : lo & (~0ull << (128 - bits));
+	}
+	struct shield_counter *c = bpf_map_lookup_elem(&rule_hits, &k);
+	if (!c) {
+		struct shield_counter first = {.packets = 1, .bytes = len};
+		if (bpf_map_update_elem(&rule_hits, &k, &first, BPF_NOEXIST) == 0)
+			return;
+		/* Another CPU inserted it first, or the table is full. */
+		c = bpf_map_lookup_elem(&rule_hits, &k);
+		if (!c) {
+			stat_inc(SHIELD_STAT_RULE_UNTRACKED);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&c->packets, 1);
+	__sync_fetch_and_add(&c->bytes, len);
+}
+
+static __always_inline int act(struct xdp_md *ctx, __u32 verdict, __u32 mode, __u8 family, const void *addr, __u64 hi,
+			       __u64 lo)
 {
 	if (!verdict)
 		return pass(SHIELD_STAT_PASS);
 
 	__u32 len = ctx->data_end - ctx->data;
-	__u32 slot = verdict & SHIELD_SLOT_MASK;
-	struct shield_counter *c = bpf_map_lookup_elem(&rule_stats, &slot);
-	if (c) {
-		c->packets += 1;
-		c->bytes += len;
-	}
+	count_rule(verdict, family, hi, lo, len);
 	if (verdict & SHIELD_V_ALLOW)
 		return pass(SHIELD_STAT_ALLOW_HIT);
 	if ((verdict & SHIELD_V_LOG_ONLY) || (mode & SHIELD_MODE_DRY_RUN)) {
@@ -167,7 +211,8 @@ int xdp_shield(struct xdp_md *ctx)
 		for (int i = 0; i < SHIELD_MAX_GATEWAYS; i++)
 			if (i < gw_v4_count && src == gw_v4[i])
 				return pass(SHIELD_STAT_BYPASS);
-		return act(ctx, shield_lookup_v4(gen, bpf_ntohl(src)), mode, 4, &ip->saddr);
+		__u32 h = bpf_ntohl(src);
+		return act(ctx, shield_lookup_v4(gen, h), mode, 4, &ip->saddr, 0, h);
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = cur;
@@ -179,7 +224,7 @@ int xdp_shield(struct xdp_md *ctx)
 		for (int i = 0; i < SHIELD_MAX_GATEWAYS; i++)
 			if (i < gw_v6_count && hi == gw_v6[i].hi && lo == gw_v6[i].lo)
 				return pass(SHIELD_STAT_BYPASS);
-		return act(ctx, shield_lookup_v6(gen, hi, lo), mode, 6, &ip6->saddr);
+		return act(ctx, shield_lookup_v6(gen, hi, lo), mode, 6, &ip6->saddr, hi, lo);
 	}
 	return pass(SHIELD_STAT_NON_IP);
 }

@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	register("bench", "run a benchmark: bench shield [--cidrs-v4 N --cidrs-v6 M --json] | bench sentinel [--json] (BPF LSM: lab only)", runBench)
+	register("bench", "run a benchmark: bench shield [--shape uniform|feed --cidrs-v4 N --cidrs-v6 M --json] | bench sentinel [--json] (BPF LSM: lab only)", runBench)
 }
 
 // benchTargets are the bench sub-commands; other layers add theirs.
@@ -35,6 +35,7 @@ func runBench(ctx context.Context, args []string) (int, error) {
 func benchShield(_ context.Context, args []string, out io.Writer) (int, error) {
 	fs := newFlagSet("bench shield")
 	var o shield.BenchOptions
+	fs.StringVar(&o.Shape, "shape", shield.ShapeUniform, "rule set shape: uniform (IPv4 /8-/32, IPv6 /16-/128) or feed (mostly single addresses)")
 	fs.IntVar(&o.CIDRsV4, "cidrs-v4", 100000, "number of IPv4 CIDRs")
 	fs.IntVar(&o.CIDRsV6, "cidrs-v6", 100000, "number of IPv6 CIDRs")
 	fs.IntVar(&o.Addrs, "addrs", 1<<16, "distinct random addresses per family for timing (power of two >= 65536)")
@@ -57,13 +58,20 @@ func benchShield(_ context.Context, args []string, out io.Writer) (int, error) {
 	if *asJSON {
 		return 0, json.NewEncoder(out).Encode(r)
 	}
-	fmt.Fprintf(out, "rules: %d IPv4 + %d IPv6 (%d + %d ranges), map memory %.1f MiB\n", r.CIDRsV4, r.CIDRsV6, r.V4Ranges, r.V6Ranges, float64(r.MapBytes)/(1<<20))
+	fmt.Fprintf(out, "rules: %d IPv4 + %d IPv6, %s shape (%d + %d ranges)\n", r.CIDRsV4, r.CIDRsV6, r.Shape, r.V4Ranges, r.V6Ranges)
+	fmt.Fprintf(out, "map memory         %.1f MiB here, %.1f MiB on 64 CPUs, %.1f MiB on 256 CPUs\n", float64(r.MapBytes)/(1<<20), float64(r.MapBytes64)/(1<<20), float64(r.MapBytes256)/(1<<20))
 	fmt.Fprintf(out, "empty program      %6.2f ns/run\n", r.EmptyNs)
 	fmt.Fprintf(out, "LPM_TRIE  IPv4     %6.2f ns/lookup   IPv6 %6.2f ns/lookup\n", r.TrieV4Ns, r.TrieV6Ns)
 	fmt.Fprintf(out, "Shield    IPv4     %6.2f ns/lookup   IPv6 %6.2f ns/lookup\n", r.ShieldV4Ns, r.ShieldV6Ns)
 	fmt.Fprintf(out, "speed-up  IPv4     %6.2fx             IPv6 %6.2fx\n", r.RatioV4, r.RatioV6)
 	fmt.Fprintf(out, "whole program      %6.2f ns/packet\n", r.ProgramNs)
 	fmt.Fprintf(out, "build+swap         %6.2f ms (compile %.2f ms)\n", r.SwapMs, r.CompileMs)
+	fmt.Fprintf(out, "apply (bundle to set in force) %.0f ms, two disjoint sets in turn: %v; peak RSS %.0f MiB\n", r.ApplyMs, r.SecondSetApplied, float64(r.PeakRSSBytes)/(1<<20))
+	fmt.Fprintf(out, "adopt after restart %.1f ms (%.3f of an apply)\n", r.AdoptMs, r.AdoptRatio)
+	if r.IpsetRestoreMs > 0 {
+		fmt.Fprintf(out, "ipset restore      %.0f ms for %d addresses (apply / ipset %.2f)\n", r.IpsetRestoreMs, r.IpsetEntries, r.ApplyIpsetRatio)
+	}
+	fmt.Fprintf(out, "rule hit           %.2f ns/packet on one CPU, %.2f ns/packet with %d CPUs on one rule\n", r.RuleHitNs, r.RuleHitAllCPUsNs, r.HitCPUs)
 	fmt.Fprintf(out, "checked %d addresses against the reference LPM: %d mismatches\n", r.Checked, r.Mismatches)
 	if r.Mismatches != 0 {
 		return 1, fmt.Errorf("%d mismatches against the reference LPM", r.Mismatches)

@@ -2,10 +2,15 @@ package blocklist
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -141,29 +146,88 @@ func netipReason(err error) string {
 	return msg
 }
 
-// Builder accumulates rules and catches conflicts between them.
+// Builder accumulates rules and catches conflicts between them. Its index
+// of prefixes is an open-addressing table of 8-byte slots (rule number and
+// a fingerprint of the prefix, so that a probe rarely reads a rule), so a
+// million-rule list costs no per-rule allocation beyond the rule itself.
 type Builder struct {
 	list  List
-	where map[netip.Prefix]int // prefix -> index in list.Rules
-	lines []int
+	index []uint64 // fingerprint<<32 | rule number + 1; 0 is empty
+	lines []uint32
 }
 
 // NewBuilder returns an empty builder.
-func NewBuilder() *Builder { return &Builder{where: map[netip.Prefix]int{}} }
+func NewBuilder() *Builder { return &Builder{} }
+
+// Grow makes room for n more rules.
+func (b *Builder) Grow(n int) {
+	b.list.Rules = slices.Grow(b.list.Rules, n)
+	b.lines = slices.Grow(b.lines, n)
+	b.rehash(len(b.list.Rules) + n)
+}
+
+func hashPrefix(p netip.Prefix) uint64 {
+	a := p.Addr().As16()
+	h := binary.LittleEndian.Uint64(a[:8])*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(a[8:])
+	h ^= uint64(p.Bits()) << 57
+	h ^= h >> 31
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 29
+	return h
+}
+
+// rehash sizes the index for n rules at most 3/4 full (the fingerprints
+// keep long probe runs cheap).
+func (b *Builder) rehash(n int) {
+	size := 1024
+	for size < n+n/3 {
+		size *= 2
+	}
+	if size <= len(b.index) {
+		return
+	}
+	b.index = make([]uint64, size)
+	mask := uint64(size - 1)
+	for i, r := range b.list.Rules {
+		h := hashPrefix(r.Prefix)
+		j := h & mask
+		for b.index[j] != 0 {
+			j = (j + 1) & mask
+		}
+		b.index[j] = h&^0xffffffff | uint64(i+1)
+	}
+}
 
 // Add adds r, found at line (or item) number n. An exact repeat is counted
 // and skipped; the same prefix with another action or flag is an error.
 func (b *Builder) Add(n int, r lpm.Rule) error {
-	if i, ok := b.where[r.Prefix]; ok {
+	if n := len(b.list.Rules) + 1; n+n/3 > len(b.index) {
+		b.rehash(max(n, 2*len(b.list.Rules)))
+	}
+	mask := uint64(len(b.index) - 1)
+	h := hashPrefix(r.Prefix)
+	fp := h &^ 0xffffffff
+	j := h & mask
+	for ; b.index[j] != 0; j = (j + 1) & mask {
+		if b.index[j]&^0xffffffff != fp {
+			continue
+		}
+		i := uint32(b.index[j]) - 1
+		if b.list.Rules[i].Prefix != r.Prefix {
+			continue
+		}
 		if b.list.Rules[i] == r {
 			b.list.Duplicates++
 			return nil
 		}
 		return fmt.Errorf("conflicts with line %d (%s)", b.lines[i], b.list.Rules[i])
 	}
-	b.where[r.Prefix] = len(b.list.Rules)
+	if len(b.list.Rules) >= math.MaxUint32-1 {
+		return errors.New("too many rules")
+	}
+	b.index[j] = fp | uint64(len(b.list.Rules)+1)
 	b.list.Rules = append(b.list.Rules, r)
-	b.lines = append(b.lines, n)
+	b.lines = append(b.lines, uint32(min(n, math.MaxUint32)))
 	return nil
 }
 
@@ -172,29 +236,51 @@ func (b *Builder) List() *List { return &b.list }
 
 // Parse reads a plain-text list. Each line holds a CIDR or address, then
 // optionally an action (drop, allow) and the word log-only; '#' and ';'
-// start comments; blank lines are skipped.
+// start comments; blank lines are skipped. It streams: the list is read
+// through a small buffer, and a line that is a lone IPv4 address or CIDR
+// (most lines of threat feeds) is parsed without allocating.
 func Parse(r io.Reader) (*List, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), MaxLineBytes)
 	b := NewBuilder()
+	// Size the rules and the index once from the input's size where it is
+	// known: a line of a feed is 8-16 bytes for IPv4, more for IPv6.
+	size := int64(-1)
+	if s, ok := r.(interface{ Stat() (os.FileInfo, error) }); ok {
+		if fi, err := s.Stat(); err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
+	}
+	if l, ok := r.(interface{ Len() int }); ok && size < 0 {
+		size = int64(l.Len())
+	}
+	if size > 0 {
+		b.Grow(int(min(size/13, 1<<24)))
+	}
 	n := 0
 	for sc.Scan() {
 		n++
-		raw := sc.Text()
+		raw := sc.Bytes()
 		line := raw
-		if i := strings.IndexAny(line, "#;"); i >= 0 {
+		if i := bytes.IndexAny(line, "#;"); i >= 0 {
 			line = line[:i]
 		}
-		fields := strings.Fields(line)
-		if len(fields) == 0 {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
 			continue
 		}
-		rule, err := parseFields(fields)
+		var rule lpm.Rule
+		var err error
+		if p, ok := fastPrefix4(line); ok {
+			rule.Prefix = p
+		} else {
+			rule, err = parseFields(strings.Fields(string(line)))
+		}
 		if err == nil {
 			err = b.Add(n, rule)
 		}
 		if err != nil {
-			return nil, &LineError{Line: n, Text: strings.TrimSpace(raw), Err: err}
+			return nil, &LineError{Line: n, Text: string(bytes.TrimSpace(raw)), Err: err}
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -203,7 +289,56 @@ func Parse(r io.Reader) (*List, error) {
 		}
 		return nil, fmt.Errorf("read list: %w", err)
 	}
-	return b.List(), nil
+	b.index, b.lines = nil, nil
+	return &b.list, nil
+}
+
+// fastPrefix4 parses a line that is exactly a dotted-quad IPv4 address or
+// IPv4 CIDR in canonical form (no leading zeros, no host bits). Anything
+// else reports false, and the line takes the general path, which gives the
+// same result or names the error.
+func fastPrefix4(s []byte) (netip.Prefix, bool) {
+	var a [4]byte
+	i := 0
+	for part := 0; part < 4; part++ {
+		if part > 0 {
+			if i >= len(s) || s[i] != '.' {
+				return netip.Prefix{}, false
+			}
+			i++
+		}
+		v, digits := 0, 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' && digits < 4 {
+			v = v*10 + int(s[i]-'0')
+			i++
+			digits++
+		}
+		if digits == 0 || digits > 3 || v > 255 || (digits > 1 && s[i-digits] == '0') {
+			return netip.Prefix{}, false
+		}
+		a[part] = byte(v)
+	}
+	bits := 32
+	if i < len(s) {
+		if s[i] != '/' || len(s)-i < 2 || len(s)-i > 3 {
+			return netip.Prefix{}, false
+		}
+		bits = 0
+		for _, c := range s[i+1:] {
+			if c < '0' || c > '9' {
+				return netip.Prefix{}, false
+			}
+			bits = bits*10 + int(c-'0')
+		}
+		if bits > 32 || (len(s)-i == 3 && s[i+1] == '0') {
+			return netip.Prefix{}, false
+		}
+	}
+	p := netip.PrefixFrom(netip.AddrFrom4(a), bits)
+	if p.Masked() != p {
+		return netip.Prefix{}, false
+	}
+	return p, true
 }
 
 func parseFields(f []string) (lpm.Rule, error) {

@@ -24,7 +24,7 @@ const (
 // Entry is a prefix with the opaque, non-zero verdict word the program
 // returns for addresses it is the longest match of. Tag is what the rule set
 // digest records of the rule besides its prefix (the verdict word also holds
-// assignment details, such as counter slots, that are not part of a policy).
+// details of the program's encoding that are not part of a policy).
 type Entry struct {
 	Prefix  netip.Prefix
 	Verdict uint32
@@ -81,6 +81,8 @@ type Tables struct {
 	V6Dir    []Dir
 	V6Keys   []Key128
 	V6Vals   []uint32
+	// Prefixes per family.
+	Prefixes4, Prefixes6 int
 	// Digest identifies the rule set (prefixes and tags) independently of
 	// the order rules were given in: SHA-256 over the sorted rules.
 	Digest [32]byte
@@ -89,22 +91,39 @@ type Tables struct {
 // Ranges returns the number of stored (searched) ranges per family.
 func (t *Tables) Ranges() (v4, v6 int) { return t.v4Ranges, len(t.V6Keys) }
 
-type span struct {
-	start, end Key128
-	bits       int
-	verdict    uint32
-	tag        byte
+// rangeKey is an address as the compiler orders it: IPv4 as a 32-bit word
+// (so that the large IPv4 sets of threat feeds sort and bucket in compact
+// arrays), IPv6 as a Key128.
+type rangeKey[K any] interface {
+	comparable
+	cmp(K) int
+	next() K
+	words() (hi, lo uint64)
 }
 
-type boundary struct {
-	start   Key128
+type key32 uint32
+
+func (a key32) cmp(b key32) int         { return cmp.Compare(a, b) }
+func (a key32) next() key32             { return a + 1 }
+func (a key32) words() (hi, lo uint64)  { return 0, uint64(a) }
+func (a Key128) words() (hi, lo uint64) { return a.Hi, a.Lo }
+
+type span[K rangeKey[K]] struct {
+	start, end K
+	verdict    uint32
+	bits, tag  uint8
+}
+
+type boundary[K rangeKey[K]] struct {
+	start   K
 	verdict uint32
 }
 
 // Compile builds the tables for entries. Prefixes must be unique per family
 // after masking, and verdicts non-zero.
 func Compile(entries []Entry) (*Tables, error) {
-	var v4, v6 []span
+	var v4 []span[key32]
+	var v6 []span[Key128]
 	for _, e := range entries {
 		if e.Verdict == 0 || e.Verdict&V4Leaf != 0 {
 			return nil, fmt.Errorf("compile %s: verdict %#x out of range (0 means no match; bit 31 is reserved)", e.Prefix, e.Verdict)
@@ -112,14 +131,48 @@ func Compile(entries []Entry) (*Tables, error) {
 		if !e.Prefix.IsValid() {
 			return nil, fmt.Errorf("compile: invalid prefix")
 		}
-		s := toSpan(e.Prefix.Masked(), e.Verdict)
-		s.tag = e.Tag
-		if e.Prefix.Addr().Is4() {
-			v4 = append(v4, s)
+		p := e.Prefix.Masked()
+		if p.Addr().Is4() {
+			v4 = append(v4, span4(p, e.Verdict, e.Tag))
 		} else {
-			v6 = append(v6, s)
+			v6 = append(v6, span6(p, e.Verdict, e.Tag))
 		}
 	}
+	return compile(v4, v6)
+}
+
+// CompileRules builds the tables for rules, the verdict of each given by
+// verdict (non-zero, bit 31 clear) and its digest tag by Rule.Flags. It
+// holds one 16-byte record per IPv4 rule and one 40-byte record per IPv6
+// rule while it works: no per-rule allocations.
+func CompileRules(rules []Rule, verdict func(Rule) uint32) (*Tables, error) {
+	n4 := 0
+	for i := range rules {
+		if !rules[i].Prefix.IsValid() {
+			return nil, fmt.Errorf("compile: rule %d: invalid prefix", i+1)
+		}
+		if rules[i].Prefix.Addr().Is4() {
+			n4++
+		}
+	}
+	v4 := make([]span[key32], 0, n4)
+	v6 := make([]span[Key128], 0, len(rules)-n4)
+	for _, r := range rules {
+		v := verdict(r)
+		if v == 0 || v&V4Leaf != 0 {
+			return nil, fmt.Errorf("compile %s: verdict %#x out of range (0 means no match; bit 31 is reserved)", r.Prefix, v)
+		}
+		p := r.Prefix.Masked()
+		if p.Addr().Is4() {
+			v4 = append(v4, span4(p, v, r.Flags()))
+		} else {
+			v6 = append(v6, span6(p, v, r.Flags()))
+		}
+	}
+	return compile(v4, v6)
+}
+
+func compile(v4 []span[key32], v6 []span[Key128]) (*Tables, error) {
 	// The families are independent: build them in parallel.
 	t := &Tables{}
 	var err4 error
@@ -127,8 +180,8 @@ func Compile(entries []Entry) (*Tables, error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		var b4 []boundary
-		if b4, d4, err4 = boundaries(v4, Key128{0, 0xffffffff}); err4 == nil {
+		var b4 []boundary[key32]
+		if b4, d4, err4 = boundaries(v4, key32(0xffffffff)); err4 == nil {
 			t.V4Dir, t.V4Blocks, t.v4Ranges = bucketV4(b4)
 		}
 	}()
@@ -141,16 +194,18 @@ func Compile(entries []Entry) (*Tables, error) {
 		return nil, err
 	}
 	t.Digest = sha256.Sum256(append(d4[:], d6[:]...))
+	t.Prefixes4, t.Prefixes6 = len(v4), len(v6)
 	return t, nil
 }
 
-func toSpan(p netip.Prefix, verdict uint32) span {
-	if p.Addr().Is4() {
-		a4 := p.Addr().As4()
-		start := uint64(binary.BigEndian.Uint32(a4[:]))
-		host := uint64(1)<<(32-p.Bits()) - 1
-		return span{start: Key128{0, start}, end: Key128{0, start | host}, bits: p.Bits(), verdict: verdict}
-	}
+func span4(p netip.Prefix, verdict uint32, tag byte) span[key32] {
+	a4 := p.Addr().As4()
+	start := binary.BigEndian.Uint32(a4[:])
+	host := uint32(uint64(1)<<(32-p.Bits()) - 1)
+	return span[key32]{start: key32(start), end: key32(start | host), bits: uint8(p.Bits()), verdict: verdict, tag: tag}
+}
+
+func span6(p netip.Prefix, verdict uint32, tag byte) span[Key128] {
 	a16 := p.Addr().As16()
 	start := Key128{binary.BigEndian.Uint64(a16[:8]), binary.BigEndian.Uint64(a16[8:])}
 	end := start
@@ -160,7 +215,7 @@ func toSpan(p netip.Prefix, verdict uint32) span {
 	} else {
 		end.Lo |= hostMask(128 - b)
 	}
-	return span{start: start, end: end, bits: p.Bits(), verdict: verdict}
+	return span[Key128]{start: start, end: end, bits: uint8(p.Bits()), verdict: verdict, tag: tag}
 }
 
 func hostMask(n int) uint64 {
@@ -173,13 +228,10 @@ func hostMask(n int) uint64 {
 // boundaries turns possibly nested prefixes into the sorted starts of
 // disjoint ranges covering [0, max], each with its longest-match verdict,
 // and digests the sorted prefixes with their tags.
-func boundaries(spans []span, max Key128) ([]boundary, [32]byte, error) {
-	slices.SortFunc(spans, func(a, b span) int {
-		if a.start.Hi != b.start.Hi {
-			return cmp.Compare(a.start.Hi, b.start.Hi)
-		}
-		if a.start.Lo != b.start.Lo {
-			return cmp.Compare(a.start.Lo, b.start.Lo)
+func boundaries[K rangeKey[K]](spans []span[K], max K) ([]boundary[K], [32]byte, error) {
+	slices.SortFunc(spans, func(a, b span[K]) int {
+		if c := a.start.cmp(b.start); c != 0 {
+			return c
 		}
 		return cmp.Compare(a.bits, b.bits)
 	})
@@ -187,11 +239,13 @@ func boundaries(spans []span, max Key128) ([]boundary, [32]byte, error) {
 	rec := make([]byte, 0, 18*1024)
 	for i := range spans {
 		if i > 0 && spans[i].start == spans[i-1].start && spans[i].bits == spans[i-1].bits {
-			return nil, [32]byte{}, fmt.Errorf("compile: duplicate prefix (start %x:%x /%d)", spans[i].start.Hi, spans[i].start.Lo, spans[i].bits)
+			hi, lo := spans[i].start.words()
+			return nil, [32]byte{}, fmt.Errorf("compile: duplicate prefix (start %x:%x /%d)", hi, lo, spans[i].bits)
 		}
-		rec = binary.BigEndian.AppendUint64(rec, spans[i].start.Hi)
-		rec = binary.BigEndian.AppendUint64(rec, spans[i].start.Lo)
-		rec = append(rec, byte(spans[i].bits), spans[i].tag)
+		hi, lo := spans[i].start.words()
+		rec = binary.BigEndian.AppendUint64(rec, hi)
+		rec = binary.BigEndian.AppendUint64(rec, lo)
+		rec = append(rec, spans[i].bits, spans[i].tag)
 		if len(rec) >= 18*1023 {
 			h.Write(rec)
 			rec = rec[:0]
@@ -200,21 +254,21 @@ func boundaries(spans []span, max Key128) ([]boundary, [32]byte, error) {
 	h.Write(rec)
 	var digest [32]byte
 	h.Sum(digest[:0])
-	out := make([]boundary, 0, 2*len(spans)+1)
-	emit := func(start Key128, v uint32) {
+	out := make([]boundary[K], 0, 2*len(spans)+1)
+	emit := func(start K, v uint32) {
 		if n := len(out); n > 0 && out[n-1].verdict == v {
 			return
 		}
-		out = append(out, boundary{start, v})
+		out = append(out, boundary[K]{start, v})
 	}
-	var stack []span
+	var stack []span[K]
 	top := func() uint32 {
 		if len(stack) == 0 {
 			return 0
 		}
 		return stack[len(stack)-1].verdict
 	}
-	cur := Key128{}
+	var cur K
 	done := false
 	// pop closes the innermost open prefix: everything from cur to its end
 	// belongs to it, since all prefixes nested in it have been closed.
@@ -250,24 +304,22 @@ func boundaries(spans []span, max Key128) ([]boundary, [32]byte, error) {
 	return out, digest, nil
 }
 
-func bucketV4(b []boundary) (dir []uint32, blocks []V4Block, ranges int) {
+func bucketV4(b []boundary[key32]) (dir []uint32, blocks []V4Block, ranges int) {
+	// Two passes: count the blocks, then fill an exactly sized array (the
+	// largest table of a feed-sized set; no slack to carry).
+	n := 0
+	eachBucketV4(b, func(bk uint64, i, count int) {
+		if count > 1 {
+			n += (count + V4BlockRanges - 1) / V4BlockRanges
+		}
+	})
 	dir = make([]uint32, DirBuckets)
-	blocks = make([]V4Block, 0, len(b)/V4BlockRanges+len(b)/8+1)
-	i := 0
-	for bk := uint64(0); bk < DirBuckets; bk++ {
-		bs, be := bk<<16, bk<<16|0xffff
-		for i+1 < len(b) && b[i+1].start.Lo <= bs {
-			i++
-		}
-		j := i + 1
-		for j < len(b) && b[j].start.Lo <= be {
-			j++
-		}
-		if j == i+1 {
+	blocks = make([]V4Block, 0, n)
+	eachBucketV4(b, func(bk uint64, i, count int) {
+		if count == 1 {
 			dir[bk] = V4Leaf | b[i].verdict
-			continue
+			return
 		}
-		count := j - i
 		ranges += count
 		dir[bk] = uint32(len(blocks))
 		for k := 0; k < count; k++ {
@@ -276,16 +328,38 @@ func bucketV4(b []boundary) (dir []uint32, blocks []V4Block, ranges int) {
 			}
 			blk := &blocks[len(blocks)-1]
 			if k > 0 {
-				blk.Key[k%V4BlockRanges] = uint16(b[i+k].start.Lo)
+				blk.Key[k%V4BlockRanges] = uint16(b[i+k].start)
 			}
 			blk.Val[k%V4BlockRanges] = b[i+k].verdict
 		}
-		i = j - 1
-	}
+	})
 	return dir, blocks, ranges
 }
 
-func bucketV6(b []boundary) ([]Dir, []Key128, []uint32, error) {
+// eachBucketV4 calls f for every /16 with the index of the range it starts
+// in and the number of ranges that overlap it (1: the whole /16 is one
+// range).
+func eachBucketV4(b []boundary[key32], f func(bk uint64, i, count int)) {
+	i := 0
+	for bk := uint64(0); bk < DirBuckets; bk++ {
+		bs, be := key32(bk<<16), key32(bk<<16|0xffff)
+		for i+1 < len(b) && b[i+1].start <= bs {
+			i++
+		}
+		j := i + 1
+		for j < len(b) && b[j].start <= be {
+			j++
+		}
+		if j == i+1 {
+			f(bk, i, 1)
+			continue
+		}
+		f(bk, i, j-i)
+		i = j - 1
+	}
+}
+
+func bucketV6(b []boundary[Key128]) ([]Dir, []Key128, []uint32, error) {
 	dir := make([]Dir, DirBuckets)
 	keys := make([]Key128, 0, len(b)+len(b)/4)
 	vals := make([]uint32, 0, cap(keys))

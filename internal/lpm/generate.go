@@ -46,6 +46,60 @@ func Generate(seed uint64, n4, n6 int) []Rule {
 	return rules
 }
 
+// GenerateFeed returns n4 distinct IPv4 and n6 distinct IPv6 rules shaped
+// like real threat feeds: IPv4 mostly single addresses (96% /32), some
+// networks (3.9% /16-/24) and a few large blocks (0.1% /8-/15); IPv6 in
+// 2000::/3, 60% /128, 30% /64, 10% /32-/56. One rule in a thousand is an
+// allow exception. Different seeds give sets that share almost no rule.
+func GenerateFeed(seed uint64, n4, n6 int) []Rule {
+	rng := rand.New(rand.NewPCG(seed, seed^0x6a09e667f3bcc909))
+	seen := make(map[netip.Prefix]struct{}, n4+n6)
+	rules := make([]Rule, 0, n4+n6)
+	add := func(p netip.Prefix) bool {
+		p = p.Masked()
+		if _, dup := seen[p]; dup {
+			return false
+		}
+		seen[p] = struct{}{}
+		r := Rule{Prefix: p}
+		if len(rules)%1000 == 999 {
+			r.Action = Allow
+		}
+		rules = append(rules, r)
+		return true
+	}
+	for n := 0; n < n4; {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], rng.Uint32())
+		bits := 32
+		switch x := rng.IntN(1000); {
+		case x < 1:
+			bits = 8 + rng.IntN(8)
+		case x < 40:
+			bits = 16 + rng.IntN(9)
+		}
+		if add(netip.PrefixFrom(netip.AddrFrom4(b), bits)) {
+			n++
+		}
+	}
+	for n := 0; n < n6; {
+		var b [16]byte
+		binary.BigEndian.PutUint64(b[:8], rng.Uint64()&^(7<<61)|1<<61)
+		binary.BigEndian.PutUint64(b[8:], rng.Uint64())
+		bits := 128
+		switch x := rng.IntN(10); {
+		case x == 0:
+			bits = 32 + rng.IntN(25)
+		case x < 4:
+			bits = 64
+		}
+		if add(netip.PrefixFrom(netip.AddrFrom16(b), bits)) {
+			n++
+		}
+	}
+	return rules
+}
+
 // RandomAddrs returns n addresses of the given family (4 or 6). Half of them
 // are drawn inside rules (uniformly inside a random rule's prefix), half
 // uniformly from the family's space (for IPv6: from 2000::/3).

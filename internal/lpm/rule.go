@@ -45,6 +45,26 @@ type Rule struct {
 	LogOnly bool
 }
 
+// Rule flags, as Flags reports them.
+const (
+	FlagAllow   = 1 << 0
+	FlagLogOnly = 1 << 1
+)
+
+// Flags is the rule's kind as a byte: FlagAllow, FlagLogOnly. With the
+// prefix it identifies the rule (the rule set digest and Shield's counters
+// are keyed by both).
+func (r Rule) Flags() byte {
+	var f byte
+	if r.Action == Allow {
+		f |= FlagAllow
+	}
+	if r.LogOnly {
+		f |= FlagLogOnly
+	}
+	return f
+}
+
 func (r Rule) String() string {
 	s := r.Prefix.String() + " " + r.Action.String()
 	if r.LogOnly {

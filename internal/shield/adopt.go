@@ -2,6 +2,7 @@ package shield
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -15,8 +16,13 @@ import (
 )
 
 // tableMaps are the pinned maps a Shield is made of.
-var tableMaps = []string{"shield_state", "shield_stats", "shield_samples", "rule_stats",
+// The first two tell the layout.
+var tableMaps = []string{"shield_state", "rule_hits", "shield_stats", "shield_samples",
 	"v4_dir", "v4_blocks", "v6_dir", "v6_keys", "v6_vals"}
+
+// ErrPinnedLayout says the pinned Shield maps have another layout than this
+// release's (an older release's per-CPU counters by slot, for example).
+var ErrPinnedLayout = errors.New("pinned shield maps have another layout")
 
 // Open returns a Shield for cfg. When cfg.PinRoot holds a pinned Shield, it
 // is adopted: its maps (rule set, counters) and links stay as they are, so
@@ -30,6 +36,9 @@ func Open(cfg Config) (*Shield, error) {
 		if _, err := os.Stat(cfg.PinRoot.Path(pins.Shield, "xdp_shield")); err == nil {
 			s, err := adopt(cfg)
 			cfg.Audit.Record("adopt", "shield", err, nil)
+			if errors.Is(err, ErrPinnedLayout) {
+				return migrate(cfg, err)
+			}
 			return s, err
 		}
 	}
@@ -49,8 +58,7 @@ func adopt(cfg Config) (_ *Shield, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("possible cpus: %w", err)
 	}
-	s := &Shield{cfg: cfg, ncpu: ncpu, links: map[string]link.Link{}, offsets: map[uint32]counter{}}
-	s.rules.init()
+	s := &Shield{cfg: cfg, ncpu: ncpu, links: map[string]link.Link{}}
 	maps := map[string]*ebpf.Map{}
 	defer func() {
 		for _, m := range maps {
@@ -64,15 +72,28 @@ func adopt(cfg Config) (_ *Shield, err error) {
 	}()
 	for _, name := range tableMaps {
 		m, err := ebpf.LoadPinnedMap(cfg.PinRoot.Path(pins.Shield, name), nil)
+		if errors.Is(err, os.ErrNotExist) && name == "rule_hits" {
+			return nil, fmt.Errorf("%w: no rule_hits map (an older release's pins)", ErrPinnedLayout)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("adopt shield map %s: %w", name, err)
 		}
 		maps[name] = m
+		if vs := m.ValueSize(); name == "shield_state" && vs != controlBytes {
+			return nil, fmt.Errorf("%w: shield_state holds %d bytes, this release %d", ErrPinnedLayout, vs, controlBytes)
+		}
+	}
+	var ctl control
+	if err := maps["shield_state"].Lookup(uint32(0), &ctl); err != nil {
+		return nil, fmt.Errorf("adopt shield state: %w", err)
+	}
+	if ctl.Layout != layoutVersion {
+		return nil, fmt.Errorf("%w: layout %d, this release %d", ErrPinnedLayout, ctl.Layout, layoutVersion)
 	}
 	s.cap = Capacity{
 		V4Blocks: maps["v4_blocks"].MaxEntries() / 2,
 		V6Ranges: maps["v6_keys"].MaxEntries() / 2,
-		Slots:    maps["rule_stats"].MaxEntries(),
+		Tracked:  maps["rule_hits"].MaxEntries(),
 	}
 	// Load the embedded program over the pinned maps; the map specs must be
 	// compatible, which also checks the layout of every pinned map.
@@ -114,16 +135,10 @@ func adopt(cfg Config) (_ *Shield, err error) {
 		}
 		cfg.Audit.Record("replace", "shield xdp_shield", nil, map[string]any{"reason": why, "links": len(s.links)})
 	}
-	if err := s.loadRuleState(); err != nil {
-		cfg.Logger.Warn("shield: rule counters cannot be matched to rules after restart; counting afresh", "err", err)
-		if err := s.zeroAll(); err != nil {
-			cfg.Logger.Warn("shield: reset counters", "err", err)
-		}
-	}
 	s.adopted = true
-	s.applied = ApplyResult{Rules: len(s.rules.slots), Generation: s.ctl.Gen, Serial: s.ctl.Serial,
-		DryRun: s.ctl.Flags&modeDryRun != 0, MapBytes: s.cap.MapBytes(s.ncpu)}
-	cfg.Logger.Info("shield adopted", "links", len(s.links), "rules", len(s.rules.slots),
+	s.applied = ApplyResult{Rules: int(s.ctl.Rules), Generation: s.ctl.Gen, Serial: s.ctl.Serial,
+		DryRun: s.ctl.Flags&modeDryRun != 0, MapBytes: s.cap.MapBytes(s.ncpu), Digest: hex.EncodeToString(s.ctl.Digest[:])}
+	cfg.Logger.Info("shield adopted", "links", len(s.links), "rules", s.ctl.Rules,
 		"generation", s.ctl.Gen, "serial", s.ctl.Serial, "replaced_program", !same)
 	return s, nil
 }
@@ -212,14 +227,6 @@ func (s *Shield) adoptLinks() error {
 	return nil
 }
 
-func (s *Shield) zeroAll() error {
-	slots := make([]uint32, s.cap.Slots)
-	for i := range slots {
-		slots[i] = uint32(i)
-	}
-	return s.zeroSlots(slots)
-}
-
 // Unpin removes Shield's pins; the program stays attached only as long as
 // this process holds it. Used by maintenance (removal) only.
 func (s *Shield) Unpin() error {
@@ -231,4 +238,39 @@ func (s *Shield) Unpin() error {
 	return err
 }
 
-var errNoState = errors.New("no saved rule state")
+// migrate takes over the pins of a Shield whose maps have another layout:
+// it loads a fresh Shield, switches every pinned link to it in one step and
+// pins it in place of the old one. The old rule set cannot be read into the
+// new layout, so the fresh Shield starts empty and passes traffic (Shield
+// fails open) until the caller applies its policy again; the old counters
+// are gone.
+func migrate(cfg Config, why error) (*Shield, error) {
+	cfg.Logger.Warn("shield: pinned maps are not this release's; replacing them, traffic passes unfiltered until the policy is applied again", "reason", why)
+	s, err := New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("migrate shield (%v): %w", why, err)
+	}
+	if err := s.adoptLinks(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("migrate shield (%v): %w", why, err)
+	}
+	for iface, l := range s.links {
+		if err := l.Update(s.objs.XdpShield); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("migrate shield (%v): switch %s: %w", why, iface, err)
+		}
+	}
+	dir := cfg.PinRoot.Dir(pins.Shield)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if _, isLink := ifaceOfPin(e.Name()); !isLink {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+	if err := s.pinAll(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("migrate shield (%v): %w", why, err)
+	}
+	cfg.Audit.Record("replace", "shield", nil, map[string]any{"reason": why.Error(), "links": len(s.links)})
+	return s, nil
+}

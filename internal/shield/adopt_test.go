@@ -1,7 +1,10 @@
 package shield
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,9 +22,8 @@ import (
 func TestAdoptAfterRestart(t *testing.T) {
 	newShield(t, Config{}) // root and rlimit
 	root := pins.Root(testutil.TempBPFFS(t))
-	state := t.TempDir()
 	lab := newLab(t)
-	cfg := Config{PinRoot: root, StateDir: state, Gateways: []netip.Addr{netip.MustParseAddr("10.66.2.2")}}
+	cfg := Config{PinRoot: root, Gateways: []netip.Addr{netip.MustParseAddr("10.66.2.2")}}
 
 	s1, err := Open(cfg)
 	if err != nil {
@@ -69,7 +71,7 @@ func TestAdoptAfterRestart(t *testing.T) {
 	}
 
 	// With no agent running, the CLI's read-only view names rules and counts.
-	pinned, st, err := ReadPinned(root, state)
+	pinned, st, err := ReadPinned(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +103,7 @@ func TestAdoptAfterRestart(t *testing.T) {
 	if got := s2.Interfaces(); len(got) != 1 || got[0] != lab.B.Iface {
 		t.Fatalf("adopted links %v, want [%s]", got, lab.B.Iface)
 	}
-	m := countsBySlot(t, s2)
+	m := countsByRule(t, s2)
 	if m["10.66.0.0/16"].Packets != 20 {
 		t.Fatalf("adopted counter for 10.66.0.0/16 is %d, want 20 (rule state lost?)", m["10.66.0.0/16"].Packets)
 	}
@@ -110,8 +112,8 @@ func TestAdoptAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	send(5)
-	if !eventually(func() bool { return countsBySlot(t, s2)["10.66.0.0/16"].Packets == 25 }) {
-		t.Fatalf("counter after adoption and re-apply: %d, want 25", countsBySlot(t, s2)["10.66.0.0/16"].Packets)
+	if !eventually(func() bool { return countsByRule(t, s2)["10.66.0.0/16"].Packets == 25 }) {
+		t.Fatalf("counter after adoption and re-apply: %d, want 25", countsByRule(t, s2)["10.66.0.0/16"].Packets)
 	}
 }
 
@@ -123,7 +125,7 @@ func TestAdoptReplacesDifferentProgram(t *testing.T) {
 	root := pins.Root(testutil.TempBPFFS(t))
 	lab := newLab(t)
 	a := netip.MustParseAddr
-	cfg := Config{PinRoot: root, StateDir: t.TempDir(), Gateways: []netip.Addr{a("10.66.2.2")}}
+	cfg := Config{PinRoot: root, Gateways: []netip.Addr{a("10.66.2.2")}}
 	s1, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +213,118 @@ func TestGrowUnderTraffic(t *testing.T) {
 	if got := rx.Count(a("10.66.1.2")); got != 0 {
 		t.Fatalf("%d blocked datagrams passed while the maps grew", got)
 	}
-	if c := countsBySlot(t, s)["10.66.1.0/24"]; c.Packets < 7 {
+	if c := countsByRule(t, s)["10.66.1.0/24"]; c.Packets < 7 {
 		t.Fatalf("counter of a kept rule lost across growth: %d", c.Packets)
 	}
+}
+
+// TestRestartReusesNamedSet: a set applied under a name is found in the
+// pinned tables by a restarted process, which then neither compiles nor
+// swaps when told to apply it again; another mode or name is applied.
+func TestRestartReusesNamedSet(t *testing.T) {
+	newShield(t, Config{}) // root and rlimit
+	root := pins.Root(testutil.TempBPFFS(t))
+	cfg := Config{PinRoot: root}
+	s1, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := []lpm.Rule{rule("10.0.0.0/8", lpm.Drop, false), rule("2001:db8::/32", lpm.Drop, false)}
+	id := SetIDForList("00ff", false)
+	first, err := s1.ApplyAs(rules, false, id)
+	if err != nil || first.Reused {
+		t.Fatalf("first apply: %+v, %v", first, err)
+	}
+	if again, err := s1.ApplyAs(rules, false, id); err != nil || !again.Reused || again.Generation != first.Generation {
+		t.Fatalf("same named set again: %+v, %v; want reused, generation %d", again, err, first.Generation)
+	}
+	s1.Close() // the agent exits; pins stay
+
+	s2, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if !s2.Adopted() || !s2.Holds(id) || s2.Holds(SetIDForList("00ff", true)) || s2.Applied().Rules != 2 {
+		t.Fatalf("adopted %v, holds %v, applied %+v", s2.Adopted(), s2.Holds(id), s2.Applied())
+	}
+	res, err := s2.ApplyAs(rules, false, id)
+	if err != nil || !res.Reused || res.Generation != first.Generation {
+		t.Fatalf("re-apply after restart: %+v, %v; want reused in generation %d", res, err, first.Generation)
+	}
+	if got := run(t, s2, Frame(netip.MustParseAddr("10.1.2.3"), dst)); got != xdpDrop {
+		t.Fatal("adopted set does not drop")
+	}
+	if st, err := s2.RuleStats(); err != nil || len(st) != 2 {
+		t.Fatalf("rule stats after reuse: %+v, %v; want both rules named", st, err)
+	}
+	res, err = s2.ApplyAs(rules, true, SetIDForList("00ff", true))
+	if err != nil || res.Reused || res.Generation == first.Generation || !s2.Holds(SetIDForList("00ff", true)) {
+		t.Fatalf("other mode: %+v, %v; want a swap", res, err)
+	}
+}
+
+// TestOlderPinsMigrate: pins of an older layout (per-CPU counters by
+// slot, a shorter control word) are not adopted; the pinned link is
+// switched to a fresh program and the pins replaced, and the reason is
+// recorded.
+func TestOlderPinsMigrate(t *testing.T) {
+	s0 := newShield(t, Config{}) // root and rlimit
+	root := pins.Root(testutil.TempBPFFS(t))
+	if err := root.Ensure(pins.Shield); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 16, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	stats, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 16, MaxEntries: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stats.Close()
+	for name, o := range map[string]pinner{"xdp_shield": s0.Program(), "shield_state": old, "rule_stats": stats} {
+		if err := o.Pin(root.Path(pins.Shield, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rec recorder
+	s, err := Open(Config{PinRoot: root, Audit: &rec})
+	if err != nil {
+		t.Fatalf("open over older pins: %v", err)
+	}
+	defer s.Close()
+	if s.Adopted() {
+		t.Fatal("older pins adopted")
+	}
+	if _, err := os.Stat(root.Path(pins.Shield, "rule_stats")); !os.IsNotExist(err) {
+		t.Fatalf("older counter pin left behind: %v", err)
+	}
+	if _, err := os.Stat(root.Path(pins.Shield, "rule_hits")); err != nil {
+		t.Fatalf("new pins missing: %v", err)
+	}
+	if !rec.has("replace", "another layout") {
+		t.Fatalf("no audit record of the replacement with its reason: %+v", rec.records)
+	}
+	if _, err := s.Apply([]lpm.Rule{rule("10.0.0.0/8", lpm.Drop, false)}, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type recorder struct {
+	records []string
+}
+
+func (r *recorder) Record(action, object string, err error, details map[string]any) {
+	r.records = append(r.records, fmt.Sprintf("%s %s %v %v", action, object, err, details))
+}
+
+func (r *recorder) has(action, text string) bool {
+	for _, x := range r.records {
+		if strings.HasPrefix(x, action+" ") && strings.Contains(x, text) {
+			return true
+		}
+	}
+	return false
 }

@@ -152,7 +152,7 @@ func (s *Shield) pinAll() error {
 		"shield_state":   s.objs.ShieldState,
 		"shield_stats":   s.objs.ShieldStats,
 		"shield_samples": s.objs.ShieldSamples,
-		"rule_stats":     s.objs.RuleStats,
+		"rule_hits":      s.objs.RuleHits,
 		"v4_dir":         s.objs.V4Dir,
 		"v4_blocks":      s.objs.V4Blocks,
 		"v6_dir":         s.objs.V6Dir,

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"time"
@@ -34,6 +36,8 @@ var BenchObject = bytecode.Embedded{Name: "shield-bench", Load: loadBench, Allow
 // BenchOptions configures Bench.
 type BenchOptions struct {
 	CIDRsV4, CIDRsV6 int
+	// Shape is ShapeUniform (the default) or ShapeFeed.
+	Shape string
 	// Addrs is the number of distinct random addresses per family for the
 	// timing runs (a power of two, at least 65536).
 	Addrs int
@@ -50,6 +54,7 @@ type BenchOptions struct {
 // BenchResult is the output of `fortressctl bench shield --json`. All
 // per-address figures are medians over Rounds, in nanoseconds.
 type BenchResult struct {
+	Shape      string  `json:"shape"`
 	CIDRsV4    int     `json:"cidrs_v4"`
 	CIDRsV6    int     `json:"cidrs_v6"`
 	Addrs      int     `json:"addrs"`
@@ -72,6 +77,34 @@ type BenchResult struct {
 	V6Ranges   int     `json:"v6_ranges"`
 	Checked    int     `json:"checked"`
 	Mismatches int     `json:"mismatches"`
+
+	// End to end: a signed bundle whose list_ref names a list file,
+	// verified, the list streamed through the parser and checked against
+	// its digest, compiled and swapped in. Two disjoint sets of the same
+	// shape and size replace each other; medians over Rounds.
+	ApplyMs          float64 `json:"apply_ms"`
+	SecondSetApplied bool    `json:"second_set_applied"`
+	// Peak RSS of the process from just before the first apply to the end
+	// of the last (VmHWM).
+	PeakRSSBytes uint64 `json:"peak_rss_bytes"`
+	// Restart: open the pinned Shield and find the last set in force.
+	AdoptMs    float64 `json:"adopt_ms"`
+	AdoptRatio float64 `json:"adopt_ms_per_apply_ms"`
+	// Map memory of that Shield for 64 and 256 CPUs (map_bytes is for the
+	// CPUs of this machine).
+	MapBytes64  uint64 `json:"map_bytes_64cpu"`
+	MapBytes256 uint64 `json:"map_bytes_256cpu"`
+	// ipset restore (hash:ip) of the same set's single IPv4 drop addresses,
+	// in a private network namespace; 0 when ipset is not installed.
+	IpsetEntries    int     `json:"ipset_entries"`
+	IpsetRestoreMs  float64 `json:"ipset_restore_ms"`
+	ApplyIpsetRatio float64 `json:"apply_ms_per_ipset_restore_ms"`
+	// The whole program on a packet that matches one drop rule: on one CPU,
+	// and per CPU while every CPU hits that rule at once (one shared
+	// counter).
+	RuleHitNs        float64 `json:"rule_hit_ns"`
+	RuleHitAllCPUsNs float64 `json:"rule_hit_all_cpus_ns"`
+	HitCPUs          int     `json:"rule_hit_cpus"`
 }
 
 // Bench measures Shield against the kernel LPM trie on the same rule set.
@@ -102,10 +135,24 @@ func Bench(opts BenchOptions) (*BenchResult, error) {
 	if opts.Seed == 0 {
 		opts.Seed = 1
 	}
-	res := &BenchResult{CIDRsV4: opts.CIDRsV4, CIDRsV6: opts.CIDRsV6, Addrs: opts.Addrs, Rounds: opts.Rounds}
+	if opts.Shape == "" {
+		opts.Shape = ShapeUniform
+	}
+	gen, err := generator(opts.Shape)
+	if err != nil {
+		return nil, err
+	}
+	res := &BenchResult{Shape: opts.Shape, CIDRsV4: opts.CIDRsV4, CIDRsV6: opts.CIDRsV6, Addrs: opts.Addrs, Rounds: opts.Rounds}
 
-	rules := lpm.Generate(opts.Seed, opts.CIDRsV4, opts.CIDRsV6)
-	s, err := New(Config{Budget: opts.Budget})
+	// First, while nothing else is in memory: end-to-end applies, peak
+	// RSS, adoption, ipset.
+	if err := applyBench(opts, gen, res); err != nil {
+		return nil, err
+	}
+	applyMapBytes := res.MapBytes
+
+	rules := gen(opts.Seed, opts.CIDRsV4, opts.CIDRsV6)
+	s, err := New(Config{Budget: opts.Budget, Logger: quietLogger()})
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +174,7 @@ func Bench(opts BenchOptions) (*BenchResult, error) {
 		res.V4Ranges, res.V6Ranges = ar.V4Ranges, ar.V6Ranges
 	}
 	res.SwapMs, res.CompileMs = median(swaps), median(compiles)
-	res.MapBytes = s.MapBytes()
+	res.MapBytes = max(s.MapBytes(), applyMapBytes)
 
 	b, err := s.loadBench(rules, opts)
 	if err != nil {
@@ -197,6 +244,17 @@ func Bench(opts BenchOptions) (*BenchResult, error) {
 		res.RatioV6 = round2(res.TrieV6Ns / res.ShieldV6Ns)
 	}
 
+	for _, r := range rules {
+		if r.Action == lpm.Drop && !r.LogOnly && r.Prefix.Addr().Is4() {
+			one, all, cpus, err := hitContention(s, Frame(r.Prefix.Addr(), netip.MustParseAddr("192.0.2.1")), opts.Rounds)
+			if err != nil {
+				return nil, err
+			}
+			res.RuleHitNs, res.RuleHitAllCPUsNs, res.HitCPUs = round2(one), round2(all), cpus
+			break
+		}
+	}
+
 	checked, bad, err := b.verify(rules, v4, v6)
 	if err != nil {
 		return nil, err
@@ -242,7 +300,7 @@ func (s *Shield) loadBench(rules []lpm.Rule, opts BenchOptions) (*benchRig, erro
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	replace := map[string]*ebpf.Map{
-		"shield_state": s.objs.ShieldState, "rule_stats": s.objs.RuleStats,
+		"shield_state": s.objs.ShieldState, "rule_hits": s.objs.RuleHits,
 		"v4_dir": s.objs.V4Dir, "v4_blocks": s.objs.V4Blocks,
 		"v6_dir": s.objs.V6Dir, "v6_keys": s.objs.V6Keys, "v6_vals": s.objs.V6Vals,
 	}
@@ -350,11 +408,6 @@ func (b *benchRig) fill(v4, v6 []netip.Addr) error {
 // verdict's rule with the reference LPM's.
 func (b *benchRig) verify(rules []lpm.Rule, v4, v6 []netip.Addr) (checked, bad int, err error) {
 	ref := lpm.NewReference(rules)
-	// Verdict slot -> rule index, through the rule table in force.
-	b.s.mu.Lock()
-	bySlot := make(map[uint32]netip.Prefix, len(b.s.rules.slots))
-	b.s.rules.each(func(r lpm.Rule, slot uint32) { bySlot[slot] = r.Prefix })
-	b.s.mu.Unlock()
 	results := make([]uint64, max(len(v4), len(v6)))
 	mem, err := b.objs.Results.Memory()
 	if err != nil {
@@ -376,14 +429,12 @@ func (b *benchRig) verify(rules []lpm.Rule, v4, v6 []netip.Addr) (checked, bad i
 			return 0, 0, fmt.Errorf("bench results: %w", err)
 		}
 		for i, a := range fam.addrs {
-			var want netip.Prefix
+			var want lpm.Rule
 			if idx, ok := ref.Lookup(a); ok {
-				want = rules[idx].Prefix.Masked()
+				want = rules[idx]
+				want.Prefix = want.Prefix.Masked()
 			}
-			got := bySlot[uint32(out[i])&verdictSlot]
-			if out[i] == 0 {
-				got = netip.Prefix{}
-			}
+			got, _ := ruleFor(uint32(out[i]), a)
 			checked++
 			if got != want {
 				bad++
@@ -392,6 +443,8 @@ func (b *benchRig) verify(rules []lpm.Rule, v4, v6 []netip.Addr) (checked, bad i
 	}
 	return checked, bad, nil
 }
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func ms(d time.Duration) float64 { return round2(float64(d.Microseconds()) / 1000) }
 

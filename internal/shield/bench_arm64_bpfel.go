@@ -18,6 +18,9 @@ type benchShieldControl struct {
 	Gen    uint32
 	Flags  uint32
 	Serial uint64
+	Layout uint32
+	Rules  uint32
+	Digest [32]uint8
 }
 
 type benchShieldCounter struct {
@@ -41,6 +44,16 @@ type benchShieldKey128 struct {
 	_  structs.HostLayout
 	Hi uint64
 	Lo uint64
+}
+
+type benchShieldRuleKey struct {
+	_      structs.HostLayout
+	Hi     uint64
+	Lo     uint64
+	Family uint8
+	Bits   uint8
+	Flags  uint8
+	Pad    [5]uint8
 }
 
 type benchShieldV4Block struct {
@@ -75,7 +88,7 @@ const (
 	benchMapAddrsV6        = "addrs_v6"
 	benchMapCursor         = "cursor"
 	benchMapResults        = "results"
-	benchMapRuleStats      = "rule_stats"
+	benchMapRuleHits       = "rule_hits"
 	benchMapShieldState    = "shield_state"
 	benchMapTrieV4         = "trie_v4"
 	benchMapTrieV6         = "trie_v6"
@@ -160,7 +173,7 @@ type benchMapSpecs struct {
 	AddrsV6     *ebpf.MapSpec `ebpf:"addrs_v6"`
 	Cursor      *ebpf.MapSpec `ebpf:"cursor"`
 	Results     *ebpf.MapSpec `ebpf:"results"`
-	RuleStats   *ebpf.MapSpec `ebpf:"rule_stats"`
+	RuleHits    *ebpf.MapSpec `ebpf:"rule_hits"`
 	ShieldState *ebpf.MapSpec `ebpf:"shield_state"`
 	TrieV4      *ebpf.MapSpec `ebpf:"trie_v4"`
 	TrieV6      *ebpf.MapSpec `ebpf:"trie_v6"`
@@ -205,7 +218,7 @@ type benchMaps struct {
 	AddrsV6     *ebpf.Map `ebpf:"addrs_v6"`
 	Cursor      *ebpf.Map `ebpf:"cursor"`
 	Results     *ebpf.Map `ebpf:"results"`
-	RuleStats   *ebpf.Map `ebpf:"rule_stats"`
+	RuleHits    *ebpf.Map `ebpf:"rule_hits"`
 	ShieldState *ebpf.Map `ebpf:"shield_state"`
 	TrieV4      *ebpf.Map `ebpf:"trie_v4"`
 	TrieV6      *ebpf.Map `ebpf:"trie_v6"`
@@ -222,7 +235,7 @@ func (m *benchMaps) Close() error {
 		m.AddrsV6,
 		m.Cursor,
 		m.Results,
-		m.RuleStats,
+		m.RuleHits,
 		m.ShieldState,
 		m.TrieV4,
 		m.TrieV6,

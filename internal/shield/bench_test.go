@@ -9,15 +9,21 @@ import (
 // figures must be present.
 func TestBenchSmall(t *testing.T) {
 	newShield(t, Config{}) // root and feature checks
-	r, err := Bench(BenchOptions{CIDRsV4: 5000, CIDRsV6: 2000, Verify: 1 << 16, Rounds: 1})
-	if err != nil {
-		t.Fatal(err)
+	for _, shape := range []string{ShapeUniform, ShapeFeed} {
+		r, err := Bench(BenchOptions{Shape: shape, CIDRsV4: 5000, CIDRsV6: 2000, Verify: 1 << 16, Rounds: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Checked < 2<<16 || r.Mismatches != 0 {
+			t.Fatalf("%s: checked %d addresses, %d mismatches", shape, r.Checked, r.Mismatches)
+		}
+		if r.TrieV4Ns <= 0 || r.ShieldV4Ns <= 0 || r.ProgramNs <= 0 || r.MapBytes == 0 {
+			t.Fatalf("%s: implausible figures: %+v", shape, r)
+		}
+		if r.ApplyMs <= 0 || !r.SecondSetApplied || r.AdoptMs <= 0 || r.PeakRSSBytes == 0 || r.RuleHitNs <= 0 ||
+			r.RuleHitAllCPUsNs <= 0 || r.MapBytes64 < r.MapBytes || r.MapBytes256 < r.MapBytes64 {
+			t.Fatalf("%s: implausible apply figures: %+v", shape, r)
+		}
+		t.Logf("%+v", r)
 	}
-	if r.Checked < 2<<16 || r.Mismatches != 0 {
-		t.Fatalf("checked %d addresses, %d mismatches", r.Checked, r.Mismatches)
-	}
-	if r.TrieV4Ns <= 0 || r.ShieldV4Ns <= 0 || r.ProgramNs <= 0 || r.MapBytes == 0 {
-		t.Fatalf("implausible figures: %+v", r)
-	}
-	t.Logf("%+v", r)
 }

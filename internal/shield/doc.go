@@ -5,8 +5,13 @@
 // the idle generation, flips the live generation in one 4-byte store, and
 // waits for an RCU grace period before the old generation may be reused, so
 // every packet sees the old rule set or the new one, never a mix and never an
-// empty one. Per-rule counters are per-CPU and indexed by a slot that a rule
-// keeps for as long as it stays in the policy.
+// empty one. A verdict holds the matching rule's prefix length and kind, so
+// the rule is the source address masked to that length. Rules that see
+// traffic are counted in one hash shared by all CPUs and keyed by the rule
+// (atomic adds): its memory does not grow with the CPU count or the set, and
+// a rule keeps its counts for as long as it stays in the set. The set's
+// name (SetID) is stored with the tables, so a restarted agent that finds
+// its last set in force adopts it without compiling or swapping.
 //
 // Shield fails open: when the program cannot be loaded or attached, traffic
 // flows and the error says why; callers report "shield: degraded".

@@ -68,7 +68,7 @@ func (s *Shield) replaceProgram() error {
 func (s *Shield) mapByName(name string) *ebpf.Map {
 	return map[string]*ebpf.Map{
 		"shield_state": s.objs.ShieldState, "shield_stats": s.objs.ShieldStats,
-		"shield_samples": s.objs.ShieldSamples, "rule_stats": s.objs.RuleStats,
+		"shield_samples": s.objs.ShieldSamples, "rule_hits": s.objs.RuleHits,
 		"v4_dir": s.objs.V4Dir, "v4_blocks": s.objs.V4Blocks,
 		"v6_dir": s.objs.V6Dir, "v6_keys": s.objs.V6Keys, "v6_vals": s.objs.V6Vals,
 	}[name]

@@ -18,7 +18,6 @@ import (
 type Sample struct {
 	Time    time.Time
 	Rule    lpm.Rule
-	Slot    uint32
 	Source  netip.Addr
 	IfIndex uint32
 	Length  uint32
@@ -68,15 +67,13 @@ func (s *Shield) decodeSample(raw []byte) (Sample, bool) {
 	if _, err := binary.Decode(raw, binary.NativeEndian, &d); err != nil {
 		return Sample{}, false
 	}
-	smp := Sample{Slot: d.Verdict & verdictSlot, IfIndex: d.Ifindex, Length: d.PktLen, Time: bootTime(d.TsNs)}
+	smp := Sample{IfIndex: d.Ifindex, Length: d.PktLen, Time: bootTime(d.TsNs)}
 	if d.Family == 4 {
 		smp.Source = netip.AddrFrom4([4]byte(d.Addr[:4]))
 	} else {
 		smp.Source = netip.AddrFrom16(d.Addr)
 	}
-	s.mu.Lock()
-	smp.Rule, _ = s.rules.ruleOf(smp.Slot)
-	s.mu.Unlock()
+	smp.Rule, _ = ruleFor(d.Verdict, smp.Source)
 	return smp, true
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 	"unsafe"
@@ -21,13 +22,17 @@ import (
 	"github.com/carverauto/fortress/internal/pins"
 )
 
+// largeSet is the rule count from which an apply collects garbage before it
+// compiles (a few tens of milliseconds against seconds of work).
+const largeSet = 100000
+
 // MaxGateways is the number of management gateways per family.
 const MaxGateways = 4
 
 // Allow is the helper allowlist of the embedded Shield object.
 var Allow = bytecode.Allowlist{
 	"xdp_shield": {Helpers: []asm.BuiltinFunc{
-		asm.FnMapLookupElem, asm.FnKtimeGetNs, asm.FnRingbufReserve, asm.FnRingbufSubmit,
+		asm.FnMapLookupElem, asm.FnMapUpdateElem, asm.FnKtimeGetNs, asm.FnRingbufReserve, asm.FnRingbufSubmit,
 	}},
 }
 
@@ -53,17 +58,24 @@ type Config struct {
 	// SampleGap is the minimum time between two dry-run samples per CPU;
 	// 0 means 10ms.
 	SampleGap time.Duration
+	// TrackedRules is how many distinct rules keep exact counters: rules
+	// that see traffic, whatever the size of the set. A rule that first
+	// matches when all are taken is counted in Stats().Untracked only,
+	// until a swap removes rules that left the set. 0 means
+	// DefaultTrackedRules.
+	TrackedRules uint32
 	// PinRoot, if set, pins maps, program and links under PinRoot/shield.
 	PinRoot pins.Root
-	// StateDir keeps the rule-to-counter-slot table across restarts.
-	StateDir string
-	Audit    Recorder
-	Logger   *slog.Logger
+	Audit   Recorder
+	Logger  *slog.Logger
 }
 
 func (c *Config) defaults() {
 	if c.Budget == 0 {
 		c.Budget = DefaultBudget
+	}
+	if c.TrackedRules == 0 {
+		c.TrackedRules = DefaultTrackedRules
 	}
 	if c.SampleGap == 0 {
 		c.SampleGap = 10 * time.Millisecond
@@ -88,9 +100,8 @@ type Shield struct {
 	syncIn  *ebpf.Map
 	links   map[string]link.Link // by interface name
 	ctl     control
-	rules   ruleTable
+	rules   []lpm.Rule // the set in force, as applied; nil after adoption
 	applied ApplyResult
-	offsets map[uint32]counter // counts carried over from replaced counter maps
 	adopted bool
 }
 
@@ -102,9 +113,8 @@ func New(cfg Config) (*Shield, error) {
 	if err != nil {
 		return nil, fmt.Errorf("possible cpus: %w", err)
 	}
-	s := &Shield{cfg: cfg, ncpu: ncpu, links: map[string]link.Link{}, offsets: map[uint32]counter{}}
-	s.rules.init()
-	c, err := plan(0, 0, 0, ncpu, cfg.Budget)
+	s := &Shield{cfg: cfg, ncpu: ncpu, links: map[string]link.Link{}}
+	c, err := plan(0, 0, 0, 0, cfg.TrackedRules, ncpu, cfg.Budget)
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +123,11 @@ func New(cfg Config) (*Shield, error) {
 		return nil, err
 	}
 	s.objs, s.cap = objs, c
+	s.ctl = control{Layout: layoutVersion}
+	if err := objs.ShieldState.Put(uint32(0), s.ctl); err != nil {
+		objs.Close()
+		return nil, fmt.Errorf("init shield state: %w", err)
+	}
 	if err := s.initSync(); err != nil {
 		objs.Close()
 		return nil, err
@@ -181,10 +196,10 @@ func (s *Shield) spec(c Capacity) (*ebpf.CollectionSpec, error) {
 		return nil, err
 	}
 	sizes := map[string]uint32{
-		"v4_blocks":  2 * c.V4Blocks,
-		"v6_keys":    2 * c.V6Ranges,
-		"v6_vals":    2 * c.V6Ranges / valsPerElem,
-		"rule_stats": c.Slots,
+		"v4_blocks": 2 * c.V4Blocks,
+		"v6_keys":   2 * c.V6Ranges,
+		"v6_vals":   2 * c.V6Ranges / valsPerElem,
+		"rule_hits": c.Tracked,
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
@@ -220,7 +235,7 @@ func (s *Shield) load(c Capacity, replace map[string]*ebpf.Map) (*shieldObjects,
 	}
 	var objs shieldObjects
 	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: replace})
-	details := map[string]any{"v4_blocks": c.V4Blocks, "v6_ranges": c.V6Ranges, "slots": c.Slots, "map_bytes": c.MapBytes(s.ncpu)}
+	details := map[string]any{"v4_blocks": c.V4Blocks, "v6_ranges": c.V6Ranges, "tracked_rules": c.Tracked, "map_bytes": c.MapBytes(s.ncpu)}
 	if err != nil {
 		err = fmt.Errorf("load shield: %w", err)
 		s.cfg.Audit.Record("load", "shield", err, details)
@@ -260,18 +275,49 @@ type ApplyResult struct {
 	Serial     uint64
 	DryRun     bool
 	MapBytes   uint64
-	Digest     string
-	Compile    time.Duration
-	Swap       time.Duration
-	Reloaded   bool
+	// Digest names the set in force (SetID, hex).
+	Digest   string
+	Compile  time.Duration
+	Swap     time.Duration
+	Reloaded bool
+	// Reused: the named set was already in force (found in the pinned
+	// tables after a restart, or applied again): nothing was compiled or
+	// swapped.
+	Reused bool
 }
 
+// SetID names a rule set and mode. It is stored with the tables, so that a
+// restarted agent that would apply the same set finds it in force (Holds)
+// and adopts the tables instead of compiling and swapping them again.
+type SetID [32]byte
+
 // Apply makes rules the rule set in force, in one atomic step. On error the
-// rule set in force is unchanged.
+// rule set in force is unchanged. The set is named by the digest of its
+// rules and mode.
 func (s *Shield) Apply(rules []lpm.Rule, dryRun bool) (ApplyResult, error) {
+	return s.ApplyAs(rules, dryRun, SetID{})
+}
+
+// ApplyAs is Apply with the caller's name for the set (for example
+// SetIDForList, known without compiling); the zero SetID means the digest
+// of rules and mode. When the set in force already has that name, in the
+// same mode and with as many rules, nothing is compiled or swapped
+// (ApplyResult.Reused): a restarted agent re-applying its last policy over
+// adopted tables costs a comparison. Rules must not be changed afterwards:
+// Shield keeps the slice to name rules in RuleStats.
+func (s *Shield) ApplyAs(rules []lpm.Rule, dryRun bool, id SetID) (ApplyResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	res, err := s.apply(rules, dryRun)
+	if id != (SetID{}) && SetID(s.ctl.Digest) == id && s.ctl.Layout == layoutVersion &&
+		(s.ctl.Flags&modeDryRun != 0) == dryRun && s.ctl.Rules == uint32(len(rules)) {
+		s.rules = rules
+		res := s.applied
+		res.Rules, res.DryRun, res.Reused, res.Compile, res.Swap, res.Reloaded = len(rules), dryRun, true, 0, 0, false
+		s.applied = res
+		s.cfg.Logger.Info("shield policy already in force", "rules", res.Rules, "generation", res.Generation, "digest", res.Digest)
+		return res, nil
+	}
+	res, err := s.apply(rules, dryRun, id)
 	details := map[string]any{"rules": res.Rules, "v4_ranges": res.V4Ranges, "v6_ranges": res.V6Ranges,
 		"generation": res.Generation, "serial": res.Serial, "dry_run": dryRun, "digest": res.Digest}
 	s.cfg.Audit.Record("map_update", "shield policy", err, details)
@@ -285,25 +331,50 @@ func (s *Shield) Apply(rules []lpm.Rule, dryRun bool) (ApplyResult, error) {
 	return res, nil
 }
 
-func (s *Shield) apply(rules []lpm.Rule, dryRun bool) (ApplyResult, error) {
+// SetIDForList names the set a list_ref policy applies: the list's digest
+// (SHA-256, hex) and the mode.
+func SetIDForList(listSHA256 string, dryRun bool) SetID {
+	mode := "enforce"
+	if dryRun {
+		mode = "dry-run"
+	}
+	return sha256.Sum256([]byte("shield list " + listSHA256 + " " + mode))
+}
+
+// Holds reports whether the set in force was applied as id, by this
+// process or by an earlier one whose pinned tables this one adopted.
+func (s *Shield) Holds(id SetID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return id != SetID{} && SetID(s.ctl.Digest) == id && s.ctl.Layout == layoutVersion
+}
+
+func (s *Shield) apply(rules []lpm.Rule, dryRun bool, id SetID) (ApplyResult, error) {
 	start := time.Now()
 	res := ApplyResult{Rules: len(rules), DryRun: dryRun}
-	next, entries, err := s.rules.assign(rules)
+	if len(rules) > 1<<30 {
+		return res, fmt.Errorf("%d rules: too many", len(rules))
+	}
+	if len(rules) >= largeSet {
+		// Collect what reading the list left behind before compiling, so
+		// that the heap's peak is the old and new sets plus the tables
+		// rather than twice that (the collector's default target).
+		runtime.GC()
+	}
+	tab, err := lpm.CompileRules(rules, verdictOf)
 	if err != nil {
 		return res, err
 	}
-	tab, err := lpm.Compile(entries)
-	if err != nil {
-		return res, err
+	if id == (SetID{}) {
+		id = digest(tab.Digest, dryRun)
 	}
-	res.Digest = digest(tab.Digest, dryRun)
+	res.Digest = hex.EncodeToString(id[:])
 	res.V4Ranges, res.V6Ranges = tab.Ranges()
 	res.Compile = time.Since(start)
 	swapStart := time.Now()
 
-	used := next.slotsInUse(&s.rules)
-	if !s.cap.Fits(len(tab.V4Blocks), res.V6Ranges, used) {
-		c, err := plan(len(tab.V4Blocks), res.V6Ranges, used, s.ncpu, s.cfg.Budget)
+	if !s.cap.Fits(len(tab.V4Blocks), res.V6Ranges) {
+		c, err := plan(len(tab.V4Blocks), res.V6Ranges, tab.Prefixes4, tab.Prefixes6, s.cap.Tracked, s.ncpu, s.cfg.Budget)
 		if err != nil {
 			return res, err
 		}
@@ -316,7 +387,8 @@ func (s *Shield) apply(rules []lpm.Rule, dryRun bool) (ApplyResult, error) {
 	if err := s.writeTables(gen, tab); err != nil {
 		return res, err
 	}
-	ctl := control{Gen: gen, Serial: s.ctl.Serial + 1}
+	tab = nil // the tables are in the maps; let the copy go before pruning
+	ctl := control{Gen: gen, Serial: s.ctl.Serial + 1, Layout: layoutVersion, Rules: uint32(len(rules)), Digest: id}
 	if dryRun {
 		ctl.Flags |= modeDryRun
 	}
@@ -324,28 +396,62 @@ func (s *Shield) apply(rules []lpm.Rule, dryRun bool) (ApplyResult, error) {
 		return res, fmt.Errorf("switch generation: %w", err)
 	}
 	s.ctl = ctl
+	s.rules = rules
 	// From here the new set is in force. Wait until no packet can still be
-	// reading the old generation before its slots and tables are reused.
+	// reading the old generation before its tables are reused or the
+	// counters of rules that left are removed.
 	if err := s.rcuSync(); err != nil {
 		return res, err
 	}
-	retired := s.rules.commit(next)
-	for _, slot := range retired {
-		delete(s.offsets, slot)
-	}
-	if err := s.zeroSlots(retired); err != nil {
-		s.cfg.Logger.Warn("shield: reset retired counters", "err", err)
-	}
-	if err := s.saveRuleState(); err != nil {
-		// Enforcement is unaffected; only counter attribution after a
-		// restart is at stake.
-		s.cfg.Logger.Warn("shield: save rule state", "err", err)
+	if err := s.pruneCounters(rules); err != nil {
+		s.cfg.Logger.Warn("shield: remove counters of rules that left the set", "err", err)
 	}
 	res.Generation, res.Serial = gen, ctl.Serial
 	res.MapBytes = s.cap.MapBytes(s.ncpu)
 	res.Swap = time.Since(swapStart)
 	s.applied = res
+	if len(rules) >= largeSet {
+		// The compiler's working arrays are garbage now; collecting them
+		// here keeps the collector's next target at twice the sets, not
+		// twice the compile's peak.
+		runtime.GC()
+	}
 	return res, nil
+}
+
+// pruneCounters removes the counters of rules that are not in rules, so
+// that a rule that comes back starts from zero and the tracked entries go
+// to rules in force. Only rules that saw traffic have counters: the walk
+// over rules is one small-map probe per rule, and nothing when no rule has
+// counters.
+func (s *Shield) pruneCounters(rules []lpm.Rule) error {
+	hits, err := readHits(s.objs.RuleHits)
+	if err != nil || len(hits) == 0 {
+		return err
+	}
+	kept := 0
+	for _, r := range rules {
+		k := keyOf(r)
+		if h, ok := hits[k]; ok && !h.keep {
+			h.keep = true
+			hits[k] = h
+			if kept++; kept == len(hits) {
+				return nil
+			}
+		}
+	}
+	var gone []ruleKey
+	for k, h := range hits {
+		if !h.keep {
+			gone = append(gone, k)
+		}
+	}
+	for _, k := range gone {
+		if err := s.objs.RuleHits.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete rule counter: %w", err)
+		}
+	}
+	return nil
 }
 
 // Applied returns the result of the last successful Apply.
@@ -355,15 +461,14 @@ func (s *Shield) Applied() ApplyResult {
 	return s.applied
 }
 
-// digest identifies the policy: the rule set's digest (sorted prefixes with
-// action and log-only flag) and the mode.
-func digest(rules [32]byte, dryRun bool) string {
+// digest names a set by its rules' digest (sorted prefixes with action and
+// log-only flag) and the mode.
+func digest(rules [32]byte, dryRun bool) SetID {
 	mode := []byte("enforce")
 	if dryRun {
 		mode = []byte("dry-run")
 	}
-	sum := sha256.Sum256(append(rules[:], mode...))
-	return hex.EncodeToString(sum[:])
+	return sha256.Sum256(append(rules[:], mode...))
 }
 
 func asBytes[T any](s []T) []byte {
@@ -392,47 +497,23 @@ func (s *Shield) writeTables(gen uint32, tab *lpm.Tables) error {
 		if len(w.b) == 0 {
 			continue
 		}
-		mem, err := w.m.Memory()
-		if err != nil {
-			return fmt.Errorf("map %s memory: %w", w.m, err)
-		}
-		if _, err := mem.WriteAt(w.b, w.off); err != nil {
-			return fmt.Errorf("write map %s: %w", w.m, err)
+		if err := copyToMap(w.m, w.off, w.b); err != nil {
+			return fmt.Errorf("write table: %w", err)
 		}
 	}
 	return nil
 }
 
-// zeroSlots resets the counters of slots that are about to be reused.
-func (s *Shield) zeroSlots(slots []uint32) error {
-	if len(slots) == 0 {
-		return nil
-	}
-	zeros := make([]counter, len(slots)*s.ncpu)
-	_, err := s.objs.RuleStats.BatchUpdate(slots, zeros, nil)
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		for _, slot := range slots {
-			if err := s.objs.RuleStats.Put(slot, zeros[:s.ncpu]); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return err
-}
-
 // grow replaces maps and program with larger ones, switching every attached
 // interface atomically (link update). The generation in force is copied into
 // the new maps first, so no packet ever meets an empty table; global counters and the
-// sample ring are carried over as they are, rule counters by offset.
+// sample ring and the rule counters are carried over as they are.
 func (s *Shield) grow(c Capacity) error {
 	keep := map[string]*ebpf.Map{
 		"shield_stats":   s.objs.ShieldStats,
 		"shield_samples": s.objs.ShieldSamples,
 		"sample_last":    s.objs.SampleLast,
-	}
-	if c.Slots == s.cap.Slots {
-		keep["rule_stats"] = s.objs.RuleStats
+		"rule_hits":      s.objs.RuleHits,
 	}
 	objs, err := s.load(c, keep)
 	if err != nil {
@@ -451,12 +532,6 @@ func (s *Shield) grow(c Capacity) error {
 	if err := objs.ShieldState.Put(uint32(0), s.ctl); err != nil {
 		return fail(fmt.Errorf("init grown shield state: %w", err))
 	}
-	var before []counter
-	if keep["rule_stats"] == nil {
-		if before, err = readCounters(old.RuleStats, oldCap.Slots, s.ncpu); err != nil {
-			return fail(err)
-		}
-	}
 	for iface, l := range s.links {
 		if err := l.Update(objs.XdpShield); err != nil {
 			// Interfaces already switched keep running the new program
@@ -469,28 +544,10 @@ func (s *Shield) grow(c Capacity) error {
 	if err := s.rcuSync(); err != nil {
 		return err
 	}
-	if before != nil {
-		// Counts the old program made after the snapshot was taken.
-		after, err := readCounters(old.RuleStats, oldCap.Slots, s.ncpu)
-		if err != nil {
-			return err
-		}
-		for slot := range after {
-			s.offsets[uint32(slot)] = counter{
-				Packets: s.offsets[uint32(slot)].Packets + after[slot].Packets,
-				Bytes:   s.offsets[uint32(slot)].Bytes + after[slot].Bytes,
-			}
-		}
-		for slot, o := range s.offsets {
-			if o == (counter{}) {
-				delete(s.offsets, slot)
-			}
-		}
-	}
 	if err := s.pinAll(); err != nil {
 		s.cfg.Logger.Warn("shield: re-pin after grow", "err", err)
 	}
-	s.cfg.Audit.Record("replace", "shield", nil, map[string]any{"v4_blocks": c.V4Blocks, "v6_ranges": c.V6Ranges, "slots": c.Slots, "links": len(s.links)})
+	s.cfg.Audit.Record("replace", "shield", nil, map[string]any{"v4_blocks": c.V4Blocks, "v6_ranges": c.V6Ranges, "tracked_rules": c.Tracked, "links": len(s.links)})
 	return old.Close()
 }
 
@@ -526,25 +583,12 @@ func copyLive(from *shieldObjects, fc Capacity, to *shieldObjects, tc Capacity, 
 		{from.V6Keys, to.V6Keys, int64(gen) * int64(fc.V6Ranges) * v6KeyBytes, int64(gen) * int64(tc.V6Ranges) * v6KeyBytes, int64(fc.V6Ranges) * v6KeyBytes},
 		{from.V6Vals, to.V6Vals, int64(gen) * int64(fc.V6Ranges) * valBytes, int64(gen) * int64(tc.V6Ranges) * valBytes, int64(fc.V6Ranges) * valBytes},
 	}
-	buf := make([]byte, 0)
 	for _, r := range regions {
-		sm, err := r.src.Memory()
-		if err != nil {
+		if r.n == 0 {
+			continue
+		}
+		if err := copyBetweenMaps(r.src, r.srcOff, r.dst, r.dstOff, r.n); err != nil {
 			return fmt.Errorf("copy live tables: %w", err)
-		}
-		dm, err := r.dst.Memory()
-		if err != nil {
-			return fmt.Errorf("copy live tables: %w", err)
-		}
-		if int64(cap(buf)) < r.n {
-			buf = make([]byte, r.n)
-		}
-		b := buf[:r.n]
-		if _, err := sm.ReadAt(b, r.srcOff); err != nil {
-			return fmt.Errorf("copy live tables: read %s: %w", r.src, err)
-		}
-		if _, err := dm.WriteAt(b, r.dstOff); err != nil {
-			return fmt.Errorf("copy live tables: write %s: %w", r.dst, err)
 		}
 	}
 	return nil

@@ -18,6 +18,9 @@ type shieldShieldControl struct {
 	Gen    uint32
 	Flags  uint32
 	Serial uint64
+	Layout uint32
+	Rules  uint32
+	Digest [32]uint8
 }
 
 type shieldShieldCounter struct {
@@ -43,11 +46,34 @@ type shieldShieldKey128 struct {
 	Lo uint64
 }
 
+type shieldShieldLayout uint32
+
+const (
+	shieldShieldLayoutSHIELD_LAYOUT shieldShieldLayout = 2
+)
+
 type shieldShieldModeFlags uint32
 
 const (
 	shieldShieldModeFlagsSHIELD_MODE_DRY_RUN shieldShieldModeFlags = 1
 )
+
+type shieldShieldRuleFlags uint32
+
+const (
+	shieldShieldRuleFlagsSHIELD_RULE_ALLOW    shieldShieldRuleFlags = 1
+	shieldShieldRuleFlagsSHIELD_RULE_LOG_ONLY shieldShieldRuleFlags = 2
+)
+
+type shieldShieldRuleKey struct {
+	_      structs.HostLayout
+	Hi     uint64
+	Lo     uint64
+	Family uint8
+	Bits   uint8
+	Flags  uint8
+	Pad    [5]uint8
+}
 
 type shieldShieldSample struct {
 	_       structs.HostLayout
@@ -63,16 +89,17 @@ type shieldShieldSample struct {
 type shieldShieldStat uint32
 
 const (
-	shieldShieldStatSHIELD_STAT_PASS        shieldShieldStat = 0
-	shieldShieldStatSHIELD_STAT_DROP        shieldShieldStat = 1
-	shieldShieldStatSHIELD_STAT_WOULD_DROP  shieldShieldStat = 2
-	shieldShieldStatSHIELD_STAT_ALLOW_HIT   shieldShieldStat = 3
-	shieldShieldStatSHIELD_STAT_BYPASS      shieldShieldStat = 4
-	shieldShieldStatSHIELD_STAT_NON_IP      shieldShieldStat = 5
-	shieldShieldStatSHIELD_STAT_UNPARSED    shieldShieldStat = 6
-	shieldShieldStatSHIELD_STAT_SAMPLE_SENT shieldShieldStat = 7
-	shieldShieldStatSHIELD_STAT_SAMPLE_LOST shieldShieldStat = 8
-	shieldShieldStatSHIELD_STAT_MAX         shieldShieldStat = 9
+	shieldShieldStatSHIELD_STAT_PASS           shieldShieldStat = 0
+	shieldShieldStatSHIELD_STAT_DROP           shieldShieldStat = 1
+	shieldShieldStatSHIELD_STAT_WOULD_DROP     shieldShieldStat = 2
+	shieldShieldStatSHIELD_STAT_ALLOW_HIT      shieldShieldStat = 3
+	shieldShieldStatSHIELD_STAT_BYPASS         shieldShieldStat = 4
+	shieldShieldStatSHIELD_STAT_NON_IP         shieldShieldStat = 5
+	shieldShieldStatSHIELD_STAT_UNPARSED       shieldShieldStat = 6
+	shieldShieldStatSHIELD_STAT_SAMPLE_SENT    shieldShieldStat = 7
+	shieldShieldStatSHIELD_STAT_SAMPLE_LOST    shieldShieldStat = 8
+	shieldShieldStatSHIELD_STAT_RULE_UNTRACKED shieldShieldStat = 9
+	shieldShieldStatSHIELD_STAT_MAX            shieldShieldStat = 10
 )
 
 type shieldShieldV4Block struct {
@@ -90,37 +117,40 @@ type shieldShieldVals struct {
 type shieldShieldVerdictBits uint32
 
 const (
-	shieldShieldVerdictBitsSHIELD_SLOT_MASK  shieldShieldVerdictBits = 16777215
-	shieldShieldVerdictBitsSHIELD_V_ALLOW    shieldShieldVerdictBits = 16777216
-	shieldShieldVerdictBitsSHIELD_V_LOG_ONLY shieldShieldVerdictBits = 33554432
+	shieldShieldVerdictBitsSHIELD_V_BITS_MASK shieldShieldVerdictBits = 255
+	shieldShieldVerdictBitsSHIELD_V_ALLOW     shieldShieldVerdictBits = 16777216
+	shieldShieldVerdictBitsSHIELD_V_LOG_ONLY  shieldShieldVerdictBits = 33554432
+	shieldShieldVerdictBitsSHIELD_V_MATCH     shieldShieldVerdictBits = 67108864
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	shieldMapRuleStats     = "rule_stats"
-	shieldMapSampleLast    = "sample_last"
-	shieldMapShieldSamples = "shield_samples"
-	shieldMapShieldState   = "shield_state"
-	shieldMapShieldStats   = "shield_stats"
-	shieldMapV4Blocks      = "v4_blocks"
-	shieldMapV4Dir         = "v4_dir"
-	shieldMapV6Dir         = "v6_dir"
-	shieldMapV6Keys        = "v6_keys"
-	shieldMapV6Vals        = "v6_vals"
-	shieldProgXdpShield    = "xdp_shield"
-	shieldVarGwV4          = "gw_v4"
-	shieldVarGwV4Count     = "gw_v4_count"
-	shieldVarGwV6          = "gw_v6"
-	shieldVarGwV6Count     = "gw_v6_count"
-	shieldVarSampleGapNs   = "sample_gap_ns"
-	shieldVarUnusedBits    = "unused_bits"
-	shieldVarUnusedFlags   = "unused_flags"
-	shieldVarUnusedSample  = "unused_sample"
-	shieldVarUnusedStat    = "unused_stat"
-	shieldVarV4GenStride   = "v4_gen_stride"
-	shieldVarV6GenStride   = "v6_gen_stride"
+	shieldMapRuleHits        = "rule_hits"
+	shieldMapSampleLast      = "sample_last"
+	shieldMapShieldSamples   = "shield_samples"
+	shieldMapShieldState     = "shield_state"
+	shieldMapShieldStats     = "shield_stats"
+	shieldMapV4Blocks        = "v4_blocks"
+	shieldMapV4Dir           = "v4_dir"
+	shieldMapV6Dir           = "v6_dir"
+	shieldMapV6Keys          = "v6_keys"
+	shieldMapV6Vals          = "v6_vals"
+	shieldProgXdpShield      = "xdp_shield"
+	shieldVarGwV4            = "gw_v4"
+	shieldVarGwV4Count       = "gw_v4_count"
+	shieldVarGwV6            = "gw_v6"
+	shieldVarGwV6Count       = "gw_v6_count"
+	shieldVarSampleGapNs     = "sample_gap_ns"
+	shieldVarUnusedBits      = "unused_bits"
+	shieldVarUnusedFlags     = "unused_flags"
+	shieldVarUnusedLayout    = "unused_layout"
+	shieldVarUnusedRuleFlags = "unused_rule_flags"
+	shieldVarUnusedSample    = "unused_sample"
+	shieldVarUnusedStat      = "unused_stat"
+	shieldVarV4GenStride     = "v4_gen_stride"
+	shieldVarV6GenStride     = "v6_gen_stride"
 )
 
 // loadShield returns the embedded CollectionSpec for shield.
@@ -172,7 +202,7 @@ type shieldProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type shieldMapSpecs struct {
-	RuleStats     *ebpf.MapSpec `ebpf:"rule_stats"`
+	RuleHits      *ebpf.MapSpec `ebpf:"rule_hits"`
 	SampleLast    *ebpf.MapSpec `ebpf:"sample_last"`
 	ShieldSamples *ebpf.MapSpec `ebpf:"shield_samples"`
 	ShieldState   *ebpf.MapSpec `ebpf:"shield_state"`
@@ -188,17 +218,19 @@ type shieldMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type shieldVariableSpecs struct {
-	GwV4         *ebpf.VariableSpec `ebpf:"gw_v4"`
-	GwV4Count    *ebpf.VariableSpec `ebpf:"gw_v4_count"`
-	GwV6         *ebpf.VariableSpec `ebpf:"gw_v6"`
-	GwV6Count    *ebpf.VariableSpec `ebpf:"gw_v6_count"`
-	SampleGapNs  *ebpf.VariableSpec `ebpf:"sample_gap_ns"`
-	UnusedBits   *ebpf.VariableSpec `ebpf:"unused_bits"`
-	UnusedFlags  *ebpf.VariableSpec `ebpf:"unused_flags"`
-	UnusedSample *ebpf.VariableSpec `ebpf:"unused_sample"`
-	UnusedStat   *ebpf.VariableSpec `ebpf:"unused_stat"`
-	V4GenStride  *ebpf.VariableSpec `ebpf:"v4_gen_stride"`
-	V6GenStride  *ebpf.VariableSpec `ebpf:"v6_gen_stride"`
+	GwV4            *ebpf.VariableSpec `ebpf:"gw_v4"`
+	GwV4Count       *ebpf.VariableSpec `ebpf:"gw_v4_count"`
+	GwV6            *ebpf.VariableSpec `ebpf:"gw_v6"`
+	GwV6Count       *ebpf.VariableSpec `ebpf:"gw_v6_count"`
+	SampleGapNs     *ebpf.VariableSpec `ebpf:"sample_gap_ns"`
+	UnusedBits      *ebpf.VariableSpec `ebpf:"unused_bits"`
+	UnusedFlags     *ebpf.VariableSpec `ebpf:"unused_flags"`
+	UnusedLayout    *ebpf.VariableSpec `ebpf:"unused_layout"`
+	UnusedRuleFlags *ebpf.VariableSpec `ebpf:"unused_rule_flags"`
+	UnusedSample    *ebpf.VariableSpec `ebpf:"unused_sample"`
+	UnusedStat      *ebpf.VariableSpec `ebpf:"unused_stat"`
+	V4GenStride     *ebpf.VariableSpec `ebpf:"v4_gen_stride"`
+	V6GenStride     *ebpf.VariableSpec `ebpf:"v6_gen_stride"`
 }
 
 // shieldObjects contains all objects after they have been loaded into the kernel.
@@ -221,7 +253,7 @@ func (o *shieldObjects) Close() error {
 //
 // It can be passed to loadShieldObjects or ebpf.CollectionSpec.LoadAndAssign.
 type shieldMaps struct {
-	RuleStats     *ebpf.Map `ebpf:"rule_stats"`
+	RuleHits      *ebpf.Map `ebpf:"rule_hits"`
 	SampleLast    *ebpf.Map `ebpf:"sample_last"`
 	ShieldSamples *ebpf.Map `ebpf:"shield_samples"`
 	ShieldState   *ebpf.Map `ebpf:"shield_state"`
@@ -235,7 +267,7 @@ type shieldMaps struct {
 
 func (m *shieldMaps) Close() error {
 	return _ShieldClose(
-		m.RuleStats,
+		m.RuleHits,
 		m.SampleLast,
 		m.ShieldSamples,
 		m.ShieldState,
@@ -252,17 +284,19 @@ func (m *shieldMaps) Close() error {
 //
 // It can be passed to loadShieldObjects or ebpf.CollectionSpec.LoadAndAssign.
 type shieldVariables struct {
-	GwV4         *ebpf.Variable `ebpf:"gw_v4"`
-	GwV4Count    *ebpf.Variable `ebpf:"gw_v4_count"`
-	GwV6         *ebpf.Variable `ebpf:"gw_v6"`
-	GwV6Count    *ebpf.Variable `ebpf:"gw_v6_count"`
-	SampleGapNs  *ebpf.Variable `ebpf:"sample_gap_ns"`
-	UnusedBits   *ebpf.Variable `ebpf:"unused_bits"`
-	UnusedFlags  *ebpf.Variable `ebpf:"unused_flags"`
-	UnusedSample *ebpf.Variable `ebpf:"unused_sample"`
-	UnusedStat   *ebpf.Variable `ebpf:"unused_stat"`
-	V4GenStride  *ebpf.Variable `ebpf:"v4_gen_stride"`
-	V6GenStride  *ebpf.Variable `ebpf:"v6_gen_stride"`
+	GwV4            *ebpf.Variable `ebpf:"gw_v4"`
+	GwV4Count       *ebpf.Variable `ebpf:"gw_v4_count"`
+	GwV6            *ebpf.Variable `ebpf:"gw_v6"`
+	GwV6Count       *ebpf.Variable `ebpf:"gw_v6_count"`
+	SampleGapNs     *ebpf.Variable `ebpf:"sample_gap_ns"`
+	UnusedBits      *ebpf.Variable `ebpf:"unused_bits"`
+	UnusedFlags     *ebpf.Variable `ebpf:"unused_flags"`
+	UnusedLayout    *ebpf.Variable `ebpf:"unused_layout"`
+	UnusedRuleFlags *ebpf.Variable `ebpf:"unused_rule_flags"`
+	UnusedSample    *ebpf.Variable `ebpf:"unused_sample"`
+	UnusedStat      *ebpf.Variable `ebpf:"unused_stat"`
+	V4GenStride     *ebpf.Variable `ebpf:"v4_gen_stride"`
+	V6GenStride     *ebpf.Variable `ebpf:"v6_gen_stride"`
 }
 
 // shieldPrograms contains all programs after they have been loaded into the kernel.

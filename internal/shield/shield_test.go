@@ -47,7 +47,7 @@ func run(t *testing.T, s *Shield, frame []byte) uint32 {
 	return ret
 }
 
-func countsBySlot(t *testing.T, s *Shield) map[string]RuleStat {
+func countsByRule(t *testing.T, s *Shield) map[string]RuleStat {
 	t.Helper()
 	st, err := s.RuleStats()
 	if err != nil {
@@ -104,11 +104,11 @@ func TestVerdicts(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			before := countsBySlot(t, s)
+			before := countsByRule(t, s)
 			if got := run(t, s, c.frame); got != c.want {
 				t.Fatalf("verdict %d, want %d", got, c.want)
 			}
-			after := countsBySlot(t, s)
+			after := countsByRule(t, s)
 			for p, r := range after {
 				d := r.Packets - before[p].Packets
 				db := r.Bytes - before[p].Bytes
@@ -177,7 +177,7 @@ func TestDryRun(t *testing.T) {
 	if st.WouldDrop != 1 || st.Drop != 0 {
 		t.Fatalf("dry run stats %+v", st)
 	}
-	if r := countsBySlot(t, s)["10.0.0.0/8"]; r.Packets != 1 || r.Kind(true) != "would-drop" {
+	if r := countsByRule(t, s)["10.0.0.0/8"]; r.Packets != 1 || r.Kind(true) != "would-drop" {
 		t.Fatalf("dry run rule counter %+v", r)
 	}
 	// Enforce: the same rule keeps its counter and now drops.
@@ -187,7 +187,7 @@ func TestDryRun(t *testing.T) {
 	if got := run(t, s, f); got != xdpDrop {
 		t.Fatalf("enforce: verdict %d, want drop", got)
 	}
-	if r := countsBySlot(t, s)["10.0.0.0/8"]; r.Packets != 2 {
+	if r := countsByRule(t, s)["10.0.0.0/8"]; r.Packets != 2 {
 		t.Fatalf("counter not kept across update: %+v", r)
 	}
 }
@@ -205,7 +205,7 @@ func TestCountersKeptAndRetired(t *testing.T) {
 	if _, err := s.Apply([]lpm.Rule{a, c}, false); err != nil {
 		t.Fatal(err)
 	}
-	m := countsBySlot(t, s)
+	m := countsByRule(t, s)
 	if m["10.0.0.0/8"].Packets != 1 {
 		t.Fatalf("kept rule lost its counter: %+v", m["10.0.0.0/8"])
 	}

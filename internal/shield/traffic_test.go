@@ -130,7 +130,7 @@ func TestRealTrafficOnVeth(t *testing.T) {
 			t.Errorf("from blocked %s: %d datagrams arrived", x.src, rx.Count(x.src))
 		}
 	}
-	m := countsBySlot(t, s)
+	m := countsByRule(t, s)
 	for p, want := range map[string]uint64{"10.66.1.0/24": n, "fd66::1:0/112": n, "10.66.3.0/24": n} {
 		if m[p].Packets != want {
 			t.Errorf("rule %s counted %d packets, sent %d", p, m[p].Packets, want)
@@ -294,7 +294,7 @@ func TestNetlinkDetachRefused(t *testing.T) {
 	if n := rx.Count(a("10.66.1.2")); n != 0 {
 		t.Fatalf("%d blocked datagrams arrived after the detach attempts", n)
 	}
-	if got := countsBySlot(t, s)["10.66.1.0/24"].Packets; got != 50 {
+	if got := countsByRule(t, s)["10.66.1.0/24"].Packets; got != 50 {
 		t.Fatalf("rule counted %d of 50 drops", got)
 	}
 }

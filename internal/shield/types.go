@@ -17,10 +17,12 @@ type (
 
 const (
 	statMax        = uint32(shieldShieldStatSHIELD_STAT_MAX)
-	verdictSlot    = uint32(shieldShieldVerdictBitsSHIELD_SLOT_MASK)
+	verdictBits    = uint32(shieldShieldVerdictBitsSHIELD_V_BITS_MASK)
+	verdictMatch   = uint32(shieldShieldVerdictBitsSHIELD_V_MATCH)
 	verdictAllow   = uint32(shieldShieldVerdictBitsSHIELD_V_ALLOW)
 	verdictLogOnly = uint32(shieldShieldVerdictBitsSHIELD_V_LOG_ONLY)
 	modeDryRun     = uint32(shieldShieldModeFlagsSHIELD_MODE_DRY_RUN)
+	layoutVersion  = uint32(shieldShieldLayoutSHIELD_LAYOUT)
 )
 
 // The compiled tables are copied into the maps byte for byte, so the Go and
@@ -30,6 +32,10 @@ var (
 	_ [dirBytes - unsafe.Sizeof(dirEntry{})]struct{}
 	_ [unsafe.Sizeof(key128{}) - v6KeyBytes]struct{}
 	_ [v6KeyBytes - unsafe.Sizeof(key128{})]struct{}
+	_ [unsafe.Sizeof(control{}) - controlBytes]struct{}
+	_ [controlBytes - unsafe.Sizeof(control{})]struct{}
+	_ [unsafe.Sizeof(ruleKey{}) - ruleKeyBytes]struct{}
+	_ [ruleKeyBytes - unsafe.Sizeof(ruleKey{})]struct{}
 	_ [unsafe.Sizeof(counter{}) - counterBytes]struct{}
 	_ [counterBytes - unsafe.Sizeof(counter{})]struct{}
 	_ [unsafe.Sizeof(shieldShieldV4Block{}) - v4BlockBytes]struct{}
@@ -38,4 +44,8 @@ var (
 	_ [v4BlockBytes - unsafe.Sizeof(lpm.V4Block{})]struct{}
 	_ [unsafe.Sizeof(shieldShieldDir16{}) - elemBytes]struct{}
 	_ [unsafe.Sizeof(shieldShieldVals{}) - elemBytes]struct{}
+	_ [uint32(shieldShieldRuleFlagsSHIELD_RULE_ALLOW) - lpm.FlagAllow]struct{}
+	_ [lpm.FlagAllow - uint32(shieldShieldRuleFlagsSHIELD_RULE_ALLOW)]struct{}
+	_ [uint32(shieldShieldRuleFlagsSHIELD_RULE_LOG_ONLY) - lpm.FlagLogOnly]struct{}
+	_ [lpm.FlagLogOnly - uint32(shieldShieldRuleFlagsSHIELD_RULE_LOG_ONLY)]struct{}
 )

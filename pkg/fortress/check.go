@@ -3,9 +3,11 @@
 package fortress
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"io"
 
 	"github.com/carverauto/fortress/internal/bundle"
 )
@@ -65,12 +67,12 @@ func CheckBundle(ctx context.Context, raw []byte, opt CheckOptions) (*CheckResul
 	if fetch == nil {
 		fetch = defaultFetch
 	}
-	p, err := convert(ctx, b, func(ctx context.Context, ref bundle.ListRef) ([]byte, error) {
+	p, err := convert(ctx, b, func(ctx context.Context, ref bundle.ListRef) (io.Reader, error) {
 		data, err := fetch(ctx, ref.URL)
 		if err != nil {
 			return nil, fmt.Errorf("fetch: %w", err)
 		}
-		return data, bundle.CheckList(data, ref)
+		return bytes.NewReader(data), bundle.CheckList(data, ref)
 	})
 	if err != nil {
 		return nil, err

@@ -141,7 +141,7 @@ func Start(ctx context.Context, cfg Config) (*Fortress, error) {
 	var last *policy
 	var lastErr error
 	if b := v.Last(); b != nil {
-		last, lastErr = convert(f.ctx, b, f.lists.get)
+		last, lastErr = convert(f.ctx, b, deferList)
 		if lastErr != nil {
 			f.log.Error("last applied bundle cannot be converted", "version", b.Version, "err", lastErr)
 		}
@@ -149,6 +149,14 @@ func Start(ctx context.Context, cfg Config) (*Fortress, error) {
 
 	f.startSentinel(last)
 	f.startShield(last)
+	// The last policy's list is read only when Shield does not hold its
+	// set already (pinned tables adopted): a restart then neither reads
+	// nor compiles a large list.
+	if last != nil && last.list != nil && (f.sh == nil || !f.sh.Holds(last.shieldSetID())) {
+		if lastErr = last.loadList(f.ctx, f.lists.get); lastErr != nil {
+			f.log.Error("last applied bundle cannot be converted", "version", last.version, "err", lastErr)
+		}
+	}
 
 	if b := v.Last(); b != nil {
 		_, err := v.Reapply(func(*bundle.Bundle) error {
@@ -317,7 +325,7 @@ func (f *Fortress) startShield(last *policy) {
 
 func (f *Fortress) shieldConfig(gws []netip.Addr) shield.Config {
 	return shield.Config{Gateways: gws, Budget: f.cfg.ShieldBudget, PinRoot: pins.Root(f.cfg.PinRoot),
-		StateDir: f.cfg.StateDir, Audit: f.audit, Logger: f.log}
+		Audit: f.audit, Logger: f.log}
 }
 
 // attachAll attaches Shield to every configured interface not yet attached
@@ -537,29 +545,53 @@ func (f *Fortress) enforce(p *policy) (Ack, func(), error) {
 				}
 			})
 		}
+		canUndo := true
+		if prev != nil && prev.list != nil {
+			// Adopted at start without reading its list: read it now, so
+			// that it can be put back if this policy is undone.
+			if err := prev.loadList(f.ctx, f.lists.get); err != nil {
+				canUndo = false
+				f.log.Warn("shield: the set in force cannot be restored if this policy is undone", "err", err)
+			}
+		}
 		f.shMu.RLock()
 		var prevRules []lpm.Rule
 		prevDry := false
+		var prevID shield.SetID
 		if prev != nil {
-			prevRules, prevDry = prev.rules, prev.dryRun
+			prevRules, prevDry, prevID = prev.rules, prev.dryRun, prev.shieldSetID()
 		} else if st, err := f.sh.RuleStats(); err == nil {
 			for _, r := range st {
 				prevRules = append(prevRules, r.Rule)
 			}
 		}
-		res, err := f.sh.Apply(p.rules, p.dryRun)
+		// A list policy already in force (pinned tables adopted after a
+		// restart) is not compiled or swapped again; with its list unread
+		// (deferred at start) the set in force is it.
+		var res shield.ApplyResult
+		var err error
+		if p.list != nil {
+			res = f.sh.Applied()
+			ack.Rules = res.Rules
+		} else {
+			res, err = f.sh.ApplyAs(p.rules, p.dryRun, p.shieldSetID())
+		}
 		f.shMu.RUnlock()
 		if err != nil {
 			undoAll()
 			return ack, nil, fmt.Errorf("shield: %w", err)
 		}
 		undos = append(undos, func() {
+			if !canUndo {
+				f.critical("shield", "previous rule set not restored: its list could not be read")
+				return
+			}
 			f.shMu.RLock()
 			defer f.shMu.RUnlock()
 			if f.sh == nil {
 				return
 			}
-			if _, err := f.sh.Apply(prevRules, prevDry); err != nil {
+			if _, err := f.sh.ApplyAs(prevRules, prevDry, prevID); err != nil {
 				f.critical("shield", "previous rule set not restored: "+err.Error())
 			}
 		})

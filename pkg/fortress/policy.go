@@ -5,8 +5,11 @@ package fortress
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"net/netip"
@@ -36,14 +39,97 @@ type policy struct {
 	dryRun     bool
 	duplicates int
 	listRef    string // the list's sha256, when the rules came from a list
+	// list is the referenced list while its rules are not read (deferred
+	// at start, see deferList); rules is nil until loadList.
+	list       *bundle.ListRef
+	allowEmpty bool
 	// Gateways the bundle names (nil when it names none).
 	gateways []netip.Addr
 	// Sentinel; nil when the bundle has no sentinel section.
 	sentinel *bundle.Sentinel
 }
 
-// listSource returns a referenced list's content.
-type listSource func(ctx context.Context, ref bundle.ListRef) ([]byte, error)
+// shieldSetID names the Shield set of a list policy (zero for inline
+// rules: Shield then names it by its rules).
+func (p *policy) shieldSetID() shield.SetID {
+	if p.listRef == "" {
+		return shield.SetID{}
+	}
+	return shield.SetIDForList(p.listRef, p.dryRun)
+}
+
+// listSource returns a referenced list's content to read once (closed after
+// if it is an io.Closer). loadList checks it against the digest as it
+// parses it, so a source may stream.
+type listSource func(ctx context.Context, ref bundle.ListRef) (io.Reader, error)
+
+// errDeferList is what deferList returns: convert then leaves the list
+// unread, for loadList.
+var errDeferList = errors.New("list deferred")
+
+// deferList is the list source of the policy re-applied at start: its list
+// is read only if Shield does not hold its set already.
+func deferList(context.Context, bundle.ListRef) (io.Reader, error) { return nil, errDeferList }
+
+// hashingReader hashes what it reads; Stat and Len (when the source has
+// them) let the parser size its tables once.
+type hashingReader struct {
+	r io.Reader
+	h hash.Hash
+}
+
+func (r *hashingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.h.Write(p[:n])
+	return n, err
+}
+
+func (r *hashingReader) Stat() (os.FileInfo, error) {
+	if s, ok := r.r.(interface{ Stat() (os.FileInfo, error) }); ok {
+		return s.Stat()
+	}
+	return nil, errors.New("not a file")
+}
+
+func (r *hashingReader) Len() int {
+	if l, ok := r.r.(interface{ Len() int }); ok {
+		return l.Len()
+	}
+	return 0
+}
+
+// loadList reads the rules of a policy whose list was deferred.
+func (p *policy) loadList(ctx context.Context, lists listSource) error {
+	if p.list == nil {
+		return nil
+	}
+	ref := *p.list
+	if lists == nil {
+		return fmt.Errorf("payload.shield.list_ref %s: no way to fetch lists", ref.URL)
+	}
+	r, err := lists(ctx, ref)
+	if err != nil {
+		return fmt.Errorf("payload.shield.list_ref %s: %w", ref.URL, err)
+	}
+	if c, ok := r.(io.Closer); ok {
+		defer c.Close()
+	}
+	// Streamed: the list is parsed as it is read, and its digest checked
+	// before any of it is used.
+	hr := &hashingReader{r: r, h: sha256.New()}
+	l, err := blocklist.Parse(hr)
+	if got := hex.EncodeToString(hr.h.Sum(nil)); err == nil && got != ref.SHA256 {
+		err = fmt.Errorf("%w: %s has sha256 %s, bundle says %s", bundle.ErrListDigest, ref.URL, got, ref.SHA256)
+	}
+	if err != nil {
+		return fmt.Errorf("payload.shield.list_ref %s: %w", ref.URL, err)
+	}
+	if len(l.Rules) == 0 && !p.allowEmpty {
+		return fmt.Errorf("payload.shield.list_ref %s: the list has %w", ref.URL, bundle.ErrEmptyRules)
+	}
+	p.rules, p.duplicates, p.list = l.Rules, l.Duplicates, nil
+	return nil
+}
 
 // convert turns a verified bundle into layer policy. It changes nothing;
 // every error names the bundle field (and list line) at fault.
@@ -53,21 +139,10 @@ func convert(ctx context.Context, b *bundle.Bundle, lists listSource) (*policy, 
 		p.dryRun = s.Mode == bundle.ShieldDryRun
 		switch {
 		case s.ListRef != nil:
-			if lists == nil {
-				return nil, fmt.Errorf("payload.shield.list_ref %s: no way to fetch lists", s.ListRef.URL)
+			p.list, p.listRef, p.allowEmpty = s.ListRef, s.ListRef.SHA256, s.AllowEmpty
+			if err := p.loadList(ctx, lists); err != nil && !errors.Is(err, errDeferList) {
+				return nil, err
 			}
-			data, err := lists(ctx, *s.ListRef)
-			if err != nil {
-				return nil, fmt.Errorf("payload.shield.list_ref %s: %w", s.ListRef.URL, err)
-			}
-			l, err := blocklist.Parse(bytes.NewReader(data))
-			if err != nil {
-				return nil, fmt.Errorf("payload.shield.list_ref %s: %w", s.ListRef.URL, err)
-			}
-			if len(l.Rules) == 0 && !s.AllowEmpty {
-				return nil, fmt.Errorf("payload.shield.list_ref %s: the list has %w", s.ListRef.URL, bundle.ErrEmptyRules)
-			}
-			p.rules, p.duplicates, p.listRef = l.Rules, l.Duplicates, s.ListRef.SHA256
 		default:
 			rules, dups, err := convertRules(s.Rules)
 			if err != nil {
@@ -164,11 +239,17 @@ type listCache struct {
 
 func (c listCache) path(sha string) string { return filepath.Join(c.dir, sha+".list") }
 
-func (c listCache) get(ctx context.Context, ref bundle.ListRef) ([]byte, error) {
-	if data, err := os.ReadFile(c.path(ref.SHA256)); err == nil {
-		if bundle.CheckList(data, ref) == nil {
-			return data, nil
+// get returns the cached list when its digest matches (an open file, read
+// as it is parsed), else fetches, checks and caches it.
+func (c listCache) get(ctx context.Context, ref bundle.ListRef) (io.Reader, error) {
+	if f, err := os.Open(c.path(ref.SHA256)); err == nil {
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err == nil && hex.EncodeToString(h.Sum(nil)) == ref.SHA256 {
+			if _, err := f.Seek(0, io.SeekStart); err == nil {
+				return f, nil
+			}
 		}
+		f.Close()
 	}
 	fetch := c.fetch
 	if fetch == nil {
@@ -185,7 +266,7 @@ func (c listCache) get(ctx context.Context, ref bundle.ListRef) ([]byte, error) 
 		// A failed cache write costs a refetch after restart, no more.
 		_ = bundle.WriteFileAtomic(c.path(ref.SHA256), data, 0o600)
 	}
-	return data, nil
+	return bytes.NewReader(data), nil
 }
 
 // prune removes cached lists other than keep.
