@@ -18,39 +18,6 @@ import (
 	"github.com/carverauto/fortress/internal/shield"
 )
 
-// RuleCounter is one rule with what it matched.
-type RuleCounter struct {
-	// Rule is the rule's prefix; prefixes are unique within a policy.
-	Rule    string `json:"rule"`
-	Action  string `json:"action"`
-	LogOnly bool   `json:"log_only,omitempty"`
-	// Kind is drop, would-drop (log-only rules and dry run) or allow.
-	Kind    string `json:"kind"`
-	Packets uint64 `json:"packets"`
-	Bytes   uint64 `json:"bytes"`
-}
-
-// Counter kinds: what happened to the packets a rule matched.
-const (
-	CounterDrop      = "drop"
-	CounterAllow     = "allow"
-	CounterWouldDrop = "would-drop" // a log-only rule, or any drop rule in dry-run mode
-)
-
-// CounterDelta is what one rule matched since the previous read. A rule is
-// its prefix, action and log-only flag; Slot is its counter slot, kept for
-// as long as the rule stays in force.
-type CounterDelta struct {
-	Rule    string
-	Action  string // drop or allow
-	LogOnly bool
-	Slot    uint32
-	Kind    string // CounterDrop, CounterAllow or CounterWouldDrop
-	DryRun  bool   // counted, not dropped: Kind is CounterWouldDrop
-	Packets uint64
-	Bytes   uint64
-}
-
 type count struct{ packets, bytes uint64 }
 
 // counterState keeps the previous read (only rules that matched anything,
@@ -123,7 +90,7 @@ func (c *counterState) deltas(stats []shield.RuleStat, dryRun bool, top int, g c
 			continue
 		}
 		out = append(out, CounterDelta{Rule: r.Rule.Prefix.String(), Action: r.Rule.Action.String(), LogOnly: r.Rule.LogOnly,
-			Slot: r.Slot, Kind: kind, DryRun: kind == CounterWouldDrop, Packets: d.packets, Bytes: d.bytes})
+			Kind: kind, DryRun: kind == CounterWouldDrop, Packets: d.packets, Bytes: d.bytes})
 	}
 	// RuleStats is sorted by packets, most first.
 	n := min(top, len(stats))

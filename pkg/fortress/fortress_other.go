@@ -63,25 +63,6 @@ func RefusalReason(err error) string { return bundle.Reason(err) }
 // Status is empty: nothing runs.
 func (f *Fortress) Status() Status { return Status{} }
 
-// RuleCounter is what one rule matched so far.
-type RuleCounter struct {
-	Rule    string `json:"rule"`
-	Action  string `json:"action"`
-	LogOnly bool   `json:"log_only,omitempty"`
-	Kind    string `json:"kind"`
-	Packets uint64 `json:"packets"`
-	Bytes   uint64 `json:"bytes"`
-}
-
-// CounterDelta is what one rule matched since the previous read.
-type CounterDelta struct {
-	Rule    string
-	Kind    string
-	DryRun  bool
-	Packets uint64
-	Bytes   uint64
-}
-
 // Counters refuses: there are no counters.
 func (f *Fortress) Counters() ([]RuleCounter, error) { return nil, unsupported() }
 

@@ -194,8 +194,8 @@ func TestCounterDeltas(t *testing.T) {
 	}
 }
 
-// TestCounterDeltaIdentity: a delta carries its rule's action, log-only
-// flag and slot, so a drop rule and a later allow rule for the same CIDR
+// TestCounterDeltaIdentity: a delta carries its rule's action and log-only
+// flag, so a drop rule and a later allow rule for the same CIDR
 // arrive as two rules, and allow hits are never drops.
 func TestCounterDeltaIdentity(t *testing.T) {
 	var c counterState
@@ -204,12 +204,12 @@ func TestCounterDeltaIdentity(t *testing.T) {
 	drop := lpm.Rule{Prefix: p}
 	allow := lpm.Rule{Prefix: p, Action: lpm.Allow}
 	logOnly := lpm.Rule{Prefix: netip.MustParsePrefix("fd77::55:0/112"), LogOnly: true}
-	d := c.deltas([]shield.RuleStat{{Rule: drop, Slot: 3, Packets: 7, Bytes: 700}, {Rule: allow, Slot: 9, Packets: 5, Bytes: 500},
-		{Rule: logOnly, Slot: 4, Packets: 2, Bytes: 200}}, false, 10, counterSnapshot{})
+	d := c.deltas([]shield.RuleStat{{Rule: drop, Packets: 7, Bytes: 700}, {Rule: allow, Packets: 5, Bytes: 500},
+		{Rule: logOnly, Packets: 2, Bytes: 200}}, false, 10, counterSnapshot{})
 	want := []CounterDelta{
-		{Rule: "10.77.99.0/24", Action: "drop", Slot: 3, Kind: CounterDrop, Packets: 7, Bytes: 700},
-		{Rule: "10.77.99.0/24", Action: "allow", Slot: 9, Kind: CounterAllow, Packets: 5, Bytes: 500},
-		{Rule: "fd77::55:0/112", Action: "drop", LogOnly: true, Slot: 4, Kind: CounterWouldDrop, DryRun: true, Packets: 2, Bytes: 200},
+		{Rule: "10.77.99.0/24", Action: "drop", Kind: CounterDrop, Packets: 7, Bytes: 700},
+		{Rule: "10.77.99.0/24", Action: "allow", Kind: CounterAllow, Packets: 5, Bytes: 500},
+		{Rule: "fd77::55:0/112", Action: "drop", LogOnly: true, Kind: CounterWouldDrop, DryRun: true, Packets: 2, Bytes: 200},
 	}
 	if len(d) != len(want) {
 		t.Fatalf("deltas %+v", d)
@@ -221,7 +221,7 @@ func TestCounterDeltaIdentity(t *testing.T) {
 	}
 	// Dry-run mode: the drop rule's matches are would-drops, the allow
 	// rule's stay allow hits.
-	d = c.deltas([]shield.RuleStat{{Rule: drop, Slot: 3, Packets: 8, Bytes: 800}, {Rule: allow, Slot: 9, Packets: 6, Bytes: 600}}, true, 10, counterSnapshot{})
+	d = c.deltas([]shield.RuleStat{{Rule: drop, Packets: 8, Bytes: 800}, {Rule: allow, Packets: 6, Bytes: 600}}, true, 10, counterSnapshot{})
 	if len(d) != 2 || d[0].Kind != CounterWouldDrop || !d[0].DryRun || d[1].Kind != CounterAllow || d[1].DryRun {
 		t.Fatalf("dry-run deltas %+v", d)
 	}
