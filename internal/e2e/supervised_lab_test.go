@@ -45,9 +45,12 @@ func seccompLaunch(argv []string) error {
 // supervised is a program started under a seccomp supervisor in this
 // process.
 type supervised struct {
-	cmd  *exec.Cmd
-	out  *lockedBuffer
-	done chan int // substitutions, when the supervisor ends
+	cmd    *exec.Cmd
+	out    *lockedBuffer
+	done   chan int      // substitutions, when the supervisor ends
+	halt   chan struct{} // closed by stop: the supervisor ends
+	halted bool
+	exited chan struct{} // closed when the program has exited
 }
 
 // superviseStart runs argv under the supervisor; decide answers each
@@ -68,7 +71,7 @@ func superviseStart(t *testing.T, decide func(pid int, n *testutil.SeccompNotif)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &supervised{cmd: cmd, out: &lockedBuffer{}, done: make(chan int, 1)}
+	s := &supervised{cmd: cmd, out: &lockedBuffer{}, done: make(chan int, 1), halt: make(chan struct{}), exited: make(chan struct{})}
 	cmd.Stderr = s.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -85,7 +88,7 @@ func superviseStart(t *testing.T, decide func(pid int, n *testutil.SeccompNotif)
 	}
 	go func() {
 		defer unix.Close(listener)
-		got, _ := testutil.SeccompSupervise(listener, func(req *testutil.SeccompNotif) int {
+		got, _ := testutil.SeccompSupervise(listener, s.halt, func(req *testutil.SeccompNotif) int {
 			if req.Nr != unix.SYS_OPENAT {
 				return -1
 			}
@@ -99,13 +102,18 @@ func superviseStart(t *testing.T, decide func(pid int, n *testutil.SeccompNotif)
 			s.out.Write(append(sc.Bytes(), '\n'))
 		}
 	}()
+	go func() { cmd.Wait(); close(s.exited) }()
 	fmt.Fprintln(stdin, "go")
 	return s
 }
 
 func (s *supervised) stop() {
 	s.cmd.Process.Signal(syscall.SIGKILL)
-	s.cmd.Wait()
+	<-s.exited
+	if !s.halted {
+		s.halted = true
+		close(s.halt)
+	}
 }
 
 // TestSupervisedRestartInLab is the supervised-restart attack on the
@@ -182,17 +190,12 @@ func TestSupervisedRestartInLab(t *testing.T) {
 		return -1
 	}, agentBin, "--config", cfgFile)
 	defer victim.stop()
-	exited := make(chan struct{})
-	go func() { victim.cmd.Wait(); close(exited) }()
 	select {
-	case <-exited:
+	case <-victim.exited:
 	case <-time.After(60 * time.Second):
 	}
-	got := 0
-	select {
-	case got = <-victim.done:
-	case <-time.After(5 * time.Second):
-	}
+	victim.stop()
+	got := <-victim.done
 	log := victim.out.String()
 	t.Logf("supervised agent (%d substitutions):\n%s", got, log)
 	if got == 0 {
@@ -225,7 +228,6 @@ func TestSupervisedRestartInLab(t *testing.T) {
 
 	// The real agent, started cleanly, adopts Sentinel and reports the
 	// refused role.
-	victim.stop()
 	r.startAgent(fortress.SentinelEnforcing)
 	if _, ok := r.waitLog(30*time.Second, "role_refused", "seccomp filter at exec"); !ok {
 		t.Errorf("the restarted agent logged no role_refused event naming the seccomp filter")

@@ -144,8 +144,8 @@ func execByFD(bin, mode string, args []string) error {
 // of substitute (as a supervisor that hands the agent root's trust key
 // would), every other one goes on unchanged. It returns how many it
 // substituted.
-func supervise(listener int, substitute int, all bool) (int, error) {
-	return testutil.SeccompSupervise(listener, func(n *testutil.SeccompNotif) int {
+func supervise(listener int, stop <-chan struct{}, substitute int, all bool) (int, error) {
+	return testutil.SeccompSupervise(listener, stop, func(n *testutil.SeccompNotif) int {
 		if n.Nr == unix.SYS_OPENAT && (all || n.Args[2]&unix.O_NOCTTY != 0) {
 			return substitute
 		}

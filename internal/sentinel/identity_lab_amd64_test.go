@@ -462,6 +462,8 @@ func seccompRun(t *testing.T, mode, launcher, bin, substitute string, target ...
 		t.Fatalf("seccomp launcher: %v (%q)", err, first)
 	}
 	done := make(chan error, 1)
+	stop := make(chan struct{})
+	defer close(stop)
 	if mode == "notify" {
 		lfd, err := parseListener(first)
 		must(t, err)
@@ -471,7 +473,7 @@ func seccompRun(t *testing.T, mode, launcher, bin, substitute string, target ...
 		}
 		go func() {
 			defer unix.Close(listener)
-			n, err := supervise(listener, int(sub.Fd()), target[0] == "readinput")
+			n, err := supervise(listener, stop, int(sub.Fd()), target[0] == "readinput")
 			if n == 0 {
 				done <- fmt.Errorf("the supervisor substituted nothing: %v", err)
 				return

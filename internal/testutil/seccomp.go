@@ -79,17 +79,34 @@ type seccompNotifAddfd struct {
 	NewFDFlags uint32
 }
 
-// SeccompSupervise answers the notifications of listener until it fails
-// (the target exited). For each, substitute returns an fd of the
+// SeccompSupervise answers the notifications of listener until stop is
+// closed or the listener hangs up (the target exited; older kernels never
+// say so, hence stop). For each, substitute returns an fd of the
 // supervisor's to hand the target as the call's result (a copy is
 // installed in the target), or -1 to let the call go on unchanged. It
 // returns how many calls it answered with an fd.
-func SeccompSupervise(listener int, substitute func(*SeccompNotif) int) (int, error) {
+func SeccompSupervise(listener int, stop <-chan struct{}, substitute func(*SeccompNotif) int) (int, error) {
 	n := 0
 	for {
+		select {
+		case <-stop:
+			return n, nil
+		default:
+		}
+		pfd := []unix.PollFd{{Fd: int32(listener), Events: unix.POLLIN}}
+		ready, err := unix.Poll(pfd, 200)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return n, fmt.Errorf("poll listener: %w", err)
+		}
+		if ready == 0 || err != nil {
+			continue
+		}
+		if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 && pfd[0].Revents&unix.POLLIN == 0 {
+			return n, nil
+		}
 		var req SeccompNotif
 		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(listener), unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&req))); errno != 0 {
-			if errors.Is(errno, unix.EINTR) {
+			if errors.Is(errno, unix.EINTR) || errors.Is(errno, unix.ENOENT) {
 				continue
 			}
 			return n, fmt.Errorf("notif recv: %w", errno)
@@ -99,6 +116,9 @@ func SeccompSupervise(listener int, substitute func(*SeccompNotif) int) (int, er
 			add := seccompNotifAddfd{ID: req.ID, SrcFD: uint32(src), NewFDFlags: unix.O_CLOEXEC}
 			fd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(listener), unix.SECCOMP_IOCTL_NOTIF_ADDFD, uintptr(unsafe.Pointer(&add)))
 			if errno != 0 {
+				if errors.Is(errno, unix.ENOENT) {
+					continue // the target went away
+				}
 				return n, fmt.Errorf("notif addfd: %w", errno)
 			}
 			resp = seccompNotifResp{ID: req.ID, Val: int64(fd)}
