@@ -148,19 +148,28 @@ type Stats struct {
 
 // Stats reads the kernel-side counters.
 func (s *Sentinel) Stats() (Stats, error) {
-	s.mu.Lock()
-	m := s.maps[mapStats]
-	s.mu.Unlock()
-	if m == nil {
-		return Stats{}, errors.New("read stats: sentinel closed")
-	}
-	var v [4]uint64
-	for i := range v {
-		if err := m.Lookup(uint32(i), &v[i]); err != nil {
-			return Stats{}, fmt.Errorf("read stats: %w", err)
-		}
+	v, err := s.counters(mapStats, 4)
+	if err != nil {
+		return Stats{}, fmt.Errorf("read stats: %w", err)
 	}
 	return Stats{Lost: v[0], Denied: v[1], Audited: v[2], Events: v[3]}, nil
+}
+
+// counters reads the first n slots of the counter array map name.
+func (s *Sentinel) counters(name string, n int) ([]uint64, error) {
+	s.mu.Lock()
+	m := s.maps[name]
+	s.mu.Unlock()
+	if m == nil {
+		return nil, errors.New("sentinel closed")
+	}
+	v := make([]uint64, n)
+	for i := range v {
+		if err := m.Lookup(uint32(i), &v[i]); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
 }
 
 // ReadEvents delivers events to fn until ctx ends. Lost events are never

@@ -162,17 +162,9 @@ type RoleStats struct {
 }
 
 func (s *Sentinel) roleStats() (RoleStats, error) {
-	s.mu.Lock()
-	m := s.maps[mapRoleStats]
-	s.mu.Unlock()
-	if m == nil {
-		return RoleStats{}, errors.New("read role stats: sentinel closed")
-	}
-	var v [sentinelSentinelRoleStatSENTINEL_ROLE_STAT_MAX]uint64
-	for i := range v {
-		if err := m.Lookup(uint32(i), &v[i]); err != nil {
-			return RoleStats{}, fmt.Errorf("read role stats: %w", err)
-		}
+	v, err := s.counters(mapRoleStats, int(sentinelSentinelRoleStatSENTINEL_ROLE_STAT_MAX))
+	if err != nil {
+		return RoleStats{}, fmt.Errorf("read role stats: %w", err)
 	}
 	return RoleStats{
 		Refused: v[sentinelSentinelRoleStatSENTINEL_ROLE_STAT_REFUSED],

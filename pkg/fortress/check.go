@@ -5,37 +5,11 @@ package fortress
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"fmt"
 	"io"
 
 	"github.com/carverauto/fortress/internal/bundle"
 )
-
-// CheckOptions configures CheckBundle.
-type CheckOptions struct {
-	// Keys are the trust keys, as the agent has them.
-	Keys []ed25519.PublicKey
-	// AgentID, when set, must be among the bundle's targets.
-	AgentID string
-	// StateDir, when set, is an agent's state directory: the version is
-	// also checked against its last applied bundle.
-	StateDir string
-	// MaxSize caps the bundle (bundle.DefaultMaxSize when 0).
-	MaxSize int64
-	// FetchList fetches a referenced list (nil: an absolute path, file://,
-	// http:// or https://, as the agent fetches it).
-	FetchList func(ctx context.Context, url string) ([]byte, error)
-}
-
-// CheckResult is what a bundle would apply.
-type CheckResult struct {
-	Bundle     *bundle.Bundle
-	Rules      int
-	Duplicates int
-	Gateways   int
-	DryRun     bool
-}
 
 // CheckBundle runs the checks ApplyBundle runs before it changes anything,
 // through the same code: the verifier's (size, envelope, signature, target,

@@ -4,10 +4,8 @@ package fortress
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"runtime"
-	"time"
 
 	"github.com/carverauto/fortress/internal/bundle"
 )
@@ -89,16 +87,6 @@ func ProbeKernel() KernelReport {
 // Kernel returns an empty report.
 func (f *Fortress) Kernel() KernelReport { return KernelReport{} }
 
-// MaintenanceResult is what a maintenance token did.
-type MaintenanceResult struct {
-	Action  string    `json:"action"`
-	Nonce   string    `json:"nonce,omitempty"`
-	Until   time.Time `json:"until"`
-	KeyID   string    `json:"key_id"`
-	Removed []string  `json:"removed,omitempty"`
-	PinRoot string    `json:"pin_root"`
-}
-
 // Maintenance refuses: there is no enforcement to relax.
 func (f *Fortress) Maintenance(raw string) (MaintenanceResult, error) {
 	return MaintenanceResult{}, unsupported()
@@ -106,24 +94,6 @@ func (f *Fortress) Maintenance(raw string) (MaintenanceResult, error) {
 
 // EndMaintenance refuses: there is no enforcement to restore.
 func (f *Fortress) EndMaintenance() error { return unsupported() }
-
-// CheckOptions configures CheckBundle.
-type CheckOptions struct {
-	Keys      []ed25519.PublicKey
-	AgentID   string
-	StateDir  string
-	MaxSize   int64
-	FetchList func(ctx context.Context, url string) ([]byte, error)
-}
-
-// CheckResult is what a bundle would apply.
-type CheckResult struct {
-	Bundle     *bundle.Bundle
-	Rules      int
-	Duplicates int
-	Gateways   int
-	DryRun     bool
-}
 
 // CheckBundle refuses: bundles are checked where they are enforced.
 func CheckBundle(ctx context.Context, raw []byte, opt CheckOptions) (*CheckResult, error) {

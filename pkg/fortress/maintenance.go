@@ -34,19 +34,6 @@ var ErrNoSentinel = errors.New("sentinel is not running here: there is no enforc
 // ErrRemoved is returned for policy changes after a maintenance removal.
 var ErrRemoved = errors.New("fortress was removed by a maintenance token; restart the agent to load it again")
 
-// MaintenanceResult is what a maintenance token did.
-type MaintenanceResult struct {
-	Action string    `json:"action"`
-	Nonce  string    `json:"nonce,omitempty"`
-	Until  time.Time `json:"until"`
-	// KeyID names the trust key that verified the token.
-	KeyID string `json:"key_id"`
-	// Removed lists the layers taken out of the kernel (remove only).
-	Removed []string `json:"removed,omitempty"`
-	// PinRoot is where the pins were; after a removal it holds none.
-	PinRoot string `json:"pin_root"`
-}
-
 // Maintenance verifies a signed maintenance token for this agent (its id is
 // the token's host) against the trust keys and carries it out. Without a
 // token that verifies completely nothing changes, and the error says why.
