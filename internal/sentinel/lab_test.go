@@ -41,6 +41,10 @@ type lab struct {
 	trustPub   ed25519.PublicKey
 	trustPriv  ed25519.PrivateKey
 	agent      *agentProc
+	// layers are further trees the snapshot covers (overlay layers);
+	// unmounts run in teardown once Sentinel is gone.
+	layers   []string
+	unmounts []string
 
 	evMu   sync.Mutex
 	events []Event
@@ -59,6 +63,13 @@ const labConfigDir = "/etc/serviceradar"
 const labTimeout = 90 * time.Second
 
 func newLab(t *testing.T) *lab {
+	t.Helper()
+	return newLabWith(t, nil)
+}
+
+// newLabWith is newLab with setup run on the prepared tree just before the
+// agent starts (to move the config or the agent binary elsewhere).
+func newLabWith(t *testing.T, setup func(l *lab)) *lab {
 	t.Helper()
 	testutil.RequireRoot(t)
 	if !testutil.InLab() {
@@ -99,6 +110,9 @@ func newLab(t *testing.T) *lab {
 	must(t, os.WriteFile("/tmp/evil.json", []byte(`{"evil":true}`), 0o644))
 	must(t, os.WriteFile(filepath.Join(filepath.Dir(l.agentBin), "evil"), []byte("#!/bin/sh\necho evil\n"), 0o755))
 	l.trustPub, l.trustPriv, _ = ed25519.GenerateKey(nil)
+	if setup != nil {
+		setup(l)
+	}
 	l.startAgent(l.agentBin, false)
 	return l
 }
@@ -253,6 +267,11 @@ func (l *lab) teardown() {
 		l.agent = nil
 	}
 	os.Remove("/etc/.sweep-hardlink")
+	for i := len(l.unmounts) - 1; i >= 0; i-- {
+		if err := unix.Unmount(l.unmounts[i], 0); err != nil {
+			t.Errorf("teardown: unmount %s: %v", l.unmounts[i], err)
+		}
+	}
 	unix.Unmount(filepath.Join(l.dir, "bpf"), unix.MNT_DETACH)
 	if err := os.RemoveAll(l.dir); err != nil {
 		out, _ := exec.Command("/bin/sh", "-c", "bpftool link show; bpftool prog show | grep -c lsm; dmesg | tail -40; ls -la "+l.pinRoot.Dir(pins.Sentinel)).CombinedOutput()
@@ -335,7 +354,7 @@ func (l *lab) snapshot() snapshot {
 		}
 		s[path] = desc
 	}
-	for _, root := range []string{l.configDir, l.stateDir, string(l.pinRoot), l.staging} {
+	for _, root := range append([]string{l.configDir, l.stateDir, string(l.pinRoot), l.staging}, l.layers...) {
 		filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			add(path)
 			return nil

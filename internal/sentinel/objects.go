@@ -133,7 +133,10 @@ func (p *policy) protectFile(path string, extra uint32, allow Role) error {
 		}
 		path = real
 	}
-	return p.ancestors(path)
+	if err := p.ancestors(path); err != nil {
+		return err
+	}
+	return p.protectLayers(path, false, allow)
 }
 
 // protectTree protects a directory, every entry below it, and the entries
@@ -157,7 +160,10 @@ func (p *policy) protectTree(root string, allow Role) error {
 	if err != nil {
 		return fmt.Errorf("protect %s: %w", root, err)
 	}
-	return p.ancestors(root)
+	if err := p.ancestors(root); err != nil {
+		return err
+	}
+	return p.protectLayers(root, true, allow)
 }
 
 // ancestors marks every directory above path: no rename, rmdir or mount

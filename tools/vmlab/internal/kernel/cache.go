@@ -23,14 +23,16 @@ import (
 // kernels build them as modules where a typical host has them loaded: veth
 // for test networks, the netlink families (XFRM, netfilter) that netlink
 // libraries open a socket for by default, brd's RAM disks (/dev/ram0-15,
-// 4 MiB each) for filesystems on a block device, and one spare module with
-// no dependencies that tests load themselves.
+// 4 MiB each) for filesystems on a block device, overlayfs (what container
+// images are made of), and one spare module with no dependencies that tests
+// load themselves.
 var Modules = []string{
 	"kernel/drivers/net/veth.ko",
 	"kernel/net/xfrm/xfrm_algo.ko",
 	"kernel/net/xfrm/xfrm_user.ko", // needs xfrm_algo
 	"kernel/net/netfilter/nfnetlink.ko",
 	"kernel/drivers/block/brd.ko",
+	"kernel/fs/overlayfs/overlay.ko",
 	"kernel/fs/nls/nls_utf8.ko", // spare: not loaded at boot
 }
 

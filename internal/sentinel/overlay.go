@@ -1,0 +1,351 @@
+package sentinel
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// A path on overlayfs is a view: the objects the kernel reads and writes
+// are files and directories of the layers under it, and root can change
+// those through their own paths without touching the merged inode. So for
+// a protected path on overlayfs Sentinel also protects, in every layer:
+//   - the same file (or tree) where it exists;
+//   - every directory on the way to it, against rename, rmdir, mount over,
+//     setattr and xattr changes (an opaque or redirect xattr would hide the
+//     lower layers);
+//   - the deepest existing directory on the way, against new entries (a new
+//     file or a whiteout in a higher layer would shadow a lower one);
+//   - the upper and work directories themselves.
+//
+// Before that the agent copies the protected directories (or a protected
+// file's directory) up, so that in the upper layer the directory a later
+// copy-up lands in exists and protects its entries like the merged one.
+
+// errLayerHidden says a layer named in the mount options cannot be reached
+// from here (the overlay was mounted in another mount namespace and its
+// layers are not visible at the same paths).
+var errLayerHidden = errors.New("overlay layer not visible")
+
+// mountEntry is one line of /proc/self/mountinfo.
+type mountEntry struct {
+	root       string // path inside the filesystem that is the mount's root
+	mountPoint string
+	fsType     string
+	superOpts  string
+}
+
+// overlayLayers are an overlay mount's layers, as mounted.
+type overlayLayers struct {
+	upper, work string
+	lowers      []string // highest first, data-only layers last
+}
+
+func (o overlayLayers) all() []string {
+	var out []string
+	if o.upper != "" {
+		out = append(out, o.upper)
+	}
+	return append(out, o.lowers...)
+}
+
+// parseMountInfo reads /proc/PID/mountinfo lines.
+func parseMountInfo(r io.Reader) ([]mountEntry, error) {
+	var out []mountEntry
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		sep := -1
+		for i := 6; i < len(f); i++ {
+			if f[i] == "-" {
+				sep = i
+				break
+			}
+		}
+		if len(f) < 5 || sep < 0 || len(f) < sep+3 {
+			return nil, fmt.Errorf("parse mountinfo: malformed line %q", sc.Text())
+		}
+		e := mountEntry{root: unescapeOctal(f[3]), mountPoint: unescapeOctal(f[4]), fsType: f[sep+1]}
+		if len(f) > sep+3 {
+			e.superOpts = f[sep+3]
+		}
+		out = append(out, e)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("parse mountinfo: %w", err)
+	}
+	return out, nil
+}
+
+// unescapeOctal undoes the kernel's \ooo escapes (mangle/seq_escape).
+func unescapeOctal(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) && isOctal(s[i+1:i+4]) {
+			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isOctal(s string) bool {
+	if len(s) != 3 {
+		return false
+	}
+	for i := 0; i < 3; i++ {
+		if s[i] < '0' || s[i] > '7' {
+			return false
+		}
+	}
+	return true
+}
+
+// mountOf returns the mount a resolved absolute path is on and the path's
+// place inside that mount's filesystem.
+func mountOf(mounts []mountEntry, path string) (mountEntry, string, bool) {
+	best := -1
+	for i, m := range mounts {
+		if !under(path, m.mountPoint) {
+			continue
+		}
+		// The longest mount point wins; at the same point the later line
+		// is the one on top.
+		if best < 0 || len(m.mountPoint) >= len(mounts[best].mountPoint) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return mountEntry{}, "", false
+	}
+	m := mounts[best]
+	rest := strings.TrimPrefix(path, m.mountPoint)
+	return m, filepath.Join("/", m.root, rest), true
+}
+
+func under(path, dir string) bool {
+	if dir == "/" {
+		return strings.HasPrefix(path, "/")
+	}
+	return path == dir || strings.HasPrefix(path, dir+"/")
+}
+
+// parseOverlayOpts reads the layers from an overlay mount's superblock
+// options: lowerdir=a:b (":" inside a name escaped), or the lowerdir+= and
+// datadir+= options of the new mount API, upperdir=, workdir=.
+func parseOverlayOpts(opts string) (overlayLayers, error) {
+	var o overlayLayers
+	for _, opt := range splitEscaped(opts, ',') {
+		k, v, ok := strings.Cut(opt, "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "lowerdir":
+			for _, l := range splitEscaped(v, ':') {
+				if l != "" { // "::" separates data-only layers
+					o.lowers = append(o.lowers, unescapeOverlay(l))
+				}
+			}
+		case "lowerdir+", "datadir+":
+			o.lowers = append(o.lowers, unescapeOverlay(v))
+		case "upperdir":
+			o.upper = unescapeOverlay(v)
+		case "workdir":
+			o.work = unescapeOverlay(v)
+		}
+	}
+	if len(o.lowers) == 0 {
+		return o, errors.New("overlay mount options name no lower layer")
+	}
+	if (o.upper == "") != (o.work == "") {
+		return o, errors.New("overlay mount options name an upper layer without a work dir or the reverse")
+	}
+	for _, l := range o.all() {
+		if !filepath.IsAbs(l) {
+			return o, fmt.Errorf("overlay layer %q is not an absolute path", l)
+		}
+	}
+	return o, nil
+}
+
+// splitEscaped splits s at sep where sep is not preceded by a backslash.
+func splitEscaped(s string, sep byte) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' {
+			i++
+			continue
+		}
+		if s[i] == sep {
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+// unescapeOverlay undoes octal escapes and the backslash before ':' or ','.
+func unescapeOverlay(s string) string {
+	s = unescapeOctal(s)
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// overlayOf says whether path is on overlayfs and, if so, returns its
+// layers and its place inside the overlay.
+func overlayOf(path string) (overlayLayers, string, bool, error) {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return overlayLayers{}, "", false, fmt.Errorf("resolve %s: %w", path, err)
+	}
+	real, err = filepath.Abs(real)
+	if err != nil {
+		return overlayLayers{}, "", false, err
+	}
+	b, err := os.ReadFile("/proc/thread-self/mountinfo")
+	if err != nil {
+		return overlayLayers{}, "", false, fmt.Errorf("read mountinfo: %w", err)
+	}
+	mounts, err := parseMountInfo(bytes.NewReader(b))
+	if err != nil {
+		return overlayLayers{}, "", false, err
+	}
+	m, rel, ok := mountOf(mounts, real)
+	if !ok || m.fsType != "overlay" {
+		return overlayLayers{}, "", false, nil
+	}
+	layers, err := parseOverlayOpts(m.superOpts)
+	if err != nil {
+		return overlayLayers{}, "", false, fmt.Errorf("overlay under %s: %w", path, err)
+	}
+	for _, l := range append(layers.all(), layers.work) {
+		if l == "" {
+			continue
+		}
+		if _, err := os.Stat(l); err != nil {
+			return overlayLayers{}, "", false, fmt.Errorf("%w: %s (of the overlay under %s): %v; the layers must be visible to the agent at the paths they were mounted with", errLayerHidden, l, path, err)
+		}
+	}
+	return layers, rel, true, nil
+}
+
+// protectLayers protects the backing objects of path (see the top of this
+// file). tree says path is a protected directory with everything in it;
+// otherwise it is one protected file.
+func (p *policy) protectLayers(path string, tree bool, allow Role) error {
+	layers, rel, ok, err := overlayOf(path)
+	if err != nil || !ok {
+		return err
+	}
+	if layers.upper != "" {
+		// Copy up the directory where new entries would land: the
+		// protected directory itself, or a protected file's directory.
+		// Changing the mode to what it is copies a directory up.
+		dir, relDir := path, rel
+		if !tree {
+			dir, relDir = filepath.Dir(path), filepath.Dir(rel)
+		}
+		// Once up, the upper directory is in the policy and may allow
+		// another role than the agent's: never touch it again.
+		_, upErr := os.Lstat(filepath.Join(layers.upper, relDir))
+		if st, err := os.Stat(dir); err == nil && upErr != nil {
+			if err := os.Chmod(dir, st.Mode().Perm()|st.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil && !errors.Is(err, unix.EROFS) {
+				return fmt.Errorf("copy up %s: %w", dir, err)
+			}
+		}
+	}
+	for _, layer := range layers.all() {
+		if err := p.protectInLayer(layer, rel, tree, allow); err != nil {
+			return fmt.Errorf("protect %s in layer %s: %w", path, layer, err)
+		}
+	}
+	for _, d := range []string{layers.upper, layers.work} {
+		if d == "" {
+			continue
+		}
+		st, err := lstat(d)
+		if err != nil {
+			return err
+		}
+		p.add(inodeOf(st), flagProtected|flagAncestor, 0, d)
+		if err := p.ancestors(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// protectInLayer protects rel inside one layer directory.
+func (p *policy) protectInLayer(layer, rel string, tree bool, allow Role) error {
+	target := filepath.Join(layer, rel)
+	// The directories on the way: the layer root, then each component.
+	last := layer
+	dirs := []string{layer}
+	parts := strings.Split(strings.Trim(filepath.Dir(rel), "/"), "/")
+	if tree {
+		parts = strings.Split(strings.Trim(rel, "/"), "/")
+	}
+	cur := layer
+	for _, c := range parts {
+		if c == "" || c == "." {
+			continue
+		}
+		cur = filepath.Join(cur, c)
+		st, err := os.Lstat(cur)
+		if err != nil || !st.IsDir() {
+			break
+		}
+		dirs = append(dirs, cur)
+		last = cur
+	}
+	for _, d := range dirs {
+		st, err := lstat(d)
+		if err != nil {
+			return err
+		}
+		flags := uint32(flagProtected | flagAncestor)
+		if d == last {
+			flags |= flagChildren
+		}
+		p.add(inodeOf(st), flags, allow, d)
+	}
+	if err := p.ancestors(layer); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(target); err != nil {
+		return nil // not in this layer; its deepest directory takes no new entries
+	}
+	if tree && last == target {
+		return p.protectTree(target, allow)
+	}
+	// A file, or in place of a directory a whiteout or file that hides the
+	// lower layers' one: removing it would change the view.
+	st, err := lstat(target)
+	if err != nil {
+		return err
+	}
+	p.add(inodeOf(st), flagProtected, allow, target)
+	return nil
+}
