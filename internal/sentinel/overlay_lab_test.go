@@ -135,8 +135,12 @@ func TestLabOverlayLayers(t *testing.T) {
 		attack{name: "lower: replace trust.pem", run: func() error { return sh("echo evil > " + filepath.Join(lowerCfg, "trust.pem")) }},
 		// A higher lower layer would shadow the one holding the config.
 		attack{name: "lower1: mkdir etc/serviceradar (shadow)", run: func() error { return unix.Mkdir(filepath.Join(o.lower1, "etc/serviceradar"), 0o755) }, errno: unix.EPERM},
-		attack{name: "lower1: opaque xattr on etc", run: func() error { return unix.Setxattr(filepath.Join(o.lower1, "etc"), "trusted.overlay.opaque", []byte("y"), 0) }, errno: unix.EPERM},
-		attack{name: "upper: opaque xattr on etc", run: func() error { return unix.Setxattr(filepath.Join(o.upper, "etc"), "trusted.overlay.opaque", []byte("y"), 0) }, errno: unix.EPERM},
+		attack{name: "lower1: opaque xattr on etc", run: func() error {
+			return unix.Setxattr(filepath.Join(o.lower1, "etc"), "trusted.overlay.opaque", []byte("y"), 0)
+		}, errno: unix.EPERM},
+		attack{name: "upper: opaque xattr on etc", run: func() error {
+			return unix.Setxattr(filepath.Join(o.upper, "etc"), "trusted.overlay.opaque", []byte("y"), 0)
+		}, errno: unix.EPERM},
 		attack{name: "upper: mv etc away", run: func() error { return unix.Rename(filepath.Join(o.upper, "etc"), filepath.Join(o.upper, "etc-old")) }, errno: unix.EPERM},
 		attack{name: "work dir: rename", run: func() error { return unix.Rename(o.work, o.work+"-old") }, errno: unix.EPERM},
 		attack{name: "upper dir: rename", run: func() error { return unix.Rename(o.upper, o.upper+"-old") }, errno: unix.EPERM},
