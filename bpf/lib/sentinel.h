@@ -159,6 +159,26 @@ enum sentinel_role_stat {
 	SENTINEL_ROLE_STAT_MAX = 2,
 };
 
+/* The layers of an overlayfs superblock, upper first (an overlay without
+ * an upper layer has a zero entry there), each by its root directory.
+ * A container's root is one such stack; the stack the agent claimed its
+ * role under is recorded in sentinel_stacks, so that a new mount of the
+ * same layers (a restarted container) is the agent's root again, and any
+ * other stack is not. */
+#define SENTINEL_STACK_MAX 32
+
+struct sentinel_stack {
+	__u32 layers; /* entries used in layer[] */
+	__u32 pad;
+	struct sentinel_inode layer[SENTINEL_STACK_MAX];
+};
+
+/* What sentinel_stacks records about a trusted stack. */
+struct sentinel_stack_trust {
+	__u32 backing_dev; /* the one filesystem every layer is on (kernel dev_t); 0 if they are on several */
+	__u32 pad;
+};
+
 enum sentinel_verdict {
 	SENTINEL_ALLOWED = 0,
 	SENTINEL_DENIED = 1,

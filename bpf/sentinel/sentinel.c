@@ -47,6 +47,19 @@ char LICENSE[] SEC("license") = "GPL";
 #define LSM_UNSAFE_SHARE 1
 #define LSM_UNSAFE_PTRACE 2
 #define NSEC_PER_USER_TICK 10000000 /* USER_HZ is 100 on every architecture Fortress builds for */
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+
+/* Overlayfs internals (fs/overlayfs/ovl_entry.h), relocated against the
+ * overlay module's BTF. Where the module (or its BTF) was not there at
+ * load, bpf_core_type_exists is false and no overlay stack is trusted. */
+struct ovl_layer___sentinel {
+	struct vfsmount *mnt;
+} __attribute__((preserve_access_index));
+
+struct ovl_fs___sentinel {
+	unsigned int numlayer;
+	struct ovl_layer___sentinel *layers;
+} __attribute__((preserve_access_index));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -106,6 +119,23 @@ struct {
 	__type(key, struct sentinel_guard);
 	__type(value, __u32);
 } sentinel_guarded SEC(".maps");
+
+// Overlay layer stacks the agent's root may be (see struct sentinel_stack).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct sentinel_stack);
+	__type(value, struct sentinel_stack_trust);
+} sentinel_stacks SEC(".maps");
+
+// One sentinel_stack per CPU to build a key in (it is larger than the
+// stack of a BPF program allows).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sentinel_stack);
+} sentinel_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -227,6 +257,68 @@ static __always_inline void complete_key(struct inode *inode, struct sentinel_in
 		key->dev = inode->i_sb->s_dev;
 }
 
+// overlay_stack fills this CPU's scratch with the layers of sb and returns
+// it, or NULL: sb is not overlayfs, has more layers than SENTINEL_STACK_MAX,
+// or this kernel's overlayfs was unknown at load.
+static __always_inline struct sentinel_stack *overlay_stack(struct super_block *sb)
+{
+	struct ovl_fs___sentinel *ofs;
+	struct sentinel_stack *st;
+	__u32 zero = 0, n, i;
+	__u64 size;
+	void *layers;
+
+	if (!bpf_core_type_exists(struct ovl_fs___sentinel))
+		return NULL;
+	if (!sb || BPF_CORE_READ(sb, s_magic) != OVERLAYFS_SUPER_MAGIC)
+		return NULL;
+	st = bpf_map_lookup_elem(&sentinel_scratch, &zero);
+	if (!st)
+		return NULL;
+	ofs = BPF_CORE_READ(sb, s_fs_info);
+	n = BPF_CORE_READ(ofs, numlayer);
+	if (n == 0 || n > SENTINEL_STACK_MAX)
+		return NULL;
+	layers = BPF_CORE_READ(ofs, layers);
+	size = bpf_core_type_size(struct ovl_layer___sentinel);
+	st->layers = n;
+	st->pad = 0;
+	for (i = 0; i < SENTINEL_STACK_MAX; i++) {
+		struct ovl_layer___sentinel *l = layers + i * size;
+		struct inode *root = NULL;
+		struct vfsmount *mnt;
+
+		st->layer[i].ino = 0;
+		st->layer[i].dev = 0;
+		st->layer[i].pad = 0;
+		if (i >= n)
+			continue;
+		mnt = BPF_CORE_READ(l, mnt);
+		if (mnt)
+			root = BPF_CORE_READ(mnt, mnt_root, d_inode);
+		if (root)
+			inode_key(root, &st->layer[i]);
+	}
+	return st;
+}
+
+// trusted_stack: sb is an overlayfs whose layers are a recorded stack;
+// backing (if not NULL) gets the filesystem the layers are on.
+static __always_inline bool trusted_stack(struct super_block *sb, __u32 *backing)
+{
+	struct sentinel_stack *st = overlay_stack(sb);
+	struct sentinel_stack_trust *t;
+
+	if (!st)
+		return false;
+	t = bpf_map_lookup_elem(&sentinel_stacks, st);
+	if (!t)
+		return false;
+	if (backing)
+		*backing = t->backing_dev;
+	return true;
+}
+
 static __always_inline struct inode *task_exe_inode(struct task_struct *task)
 {
 	return BPF_CORE_READ(task, mm, exe_file, f_inode);
@@ -245,11 +337,27 @@ static __always_inline __u32 exe_roles(struct inode *exe, struct sentinel_inode 
 		return 0; // kernel threads have no executable and no role
 	inode_key(exe, key);
 	id = bpf_map_lookup_elem(&sentinel_identities, key);
-	if (!id)
-		return 0;
-	if (id->gen_valid && id->gen != BPF_CORE_READ(exe, i_generation))
-		return 0;
-	return id->roles;
+	if (id) {
+		if (id->gen_valid && id->gen != BPF_CORE_READ(exe, i_generation))
+			return 0;
+		return id->roles;
+	}
+	// On the overlayfs of a recorded stack whose layers share one
+	// filesystem, the overlay inode has the number of the layer file the
+	// kernel runs (the copy-up origin's for a copied-up file): the
+	// identity is that file, protected in its layer. On any other stack
+	// the same number proves nothing.
+	{
+		__u32 backing = 0;
+
+		if (!trusted_stack(BPF_CORE_READ(exe, i_sb), &backing) || !backing)
+			return 0;
+		key->dev = backing;
+		id = bpf_map_lookup_elem(&sentinel_identities, key);
+		if (!id)
+			return 0;
+		return id->roles;
+	}
 }
 
 static __always_inline __u32 roles_of_exe(struct inode *exe)
@@ -259,20 +367,62 @@ static __always_inline __u32 roles_of_exe(struct inode *exe)
 	return exe_roles(exe, &key);
 }
 
-// in_agent_root: the task's root directory is the system's. The real
-// binaries, bind-mounted into a fake root next to a fake /etc/serviceradar
-// and run under chroot or pivot_root, carry no role there.
+// in_agent_root: the task's root directory is the agent's: the one the
+// control plane marked SENTINEL_OBJ_ROOT (the loader's own root), or the
+// root of an overlayfs whose layers are the stack recorded at the agent's
+// claim (record_stack), whichever mount of those layers it is: a restarted
+// container. The real binaries, bind-mounted into a fake root next to a
+// fake /etc/serviceradar, or an overlay of other layers, run under chroot
+// or pivot_root, carry no role there.
 static __always_inline bool in_agent_root(struct task_struct *task)
 {
-	struct inode *root = BPF_CORE_READ(task, fs, root.dentry, d_inode);
+	struct dentry *dentry = BPF_CORE_READ(task, fs, root.dentry);
+	struct inode *root = BPF_CORE_READ(dentry, d_inode);
 	struct sentinel_object *o;
 	struct sentinel_inode key;
+	struct super_block *sb;
 
 	if (!root)
 		return false;
 	inode_key(root, &key);
 	o = bpf_map_lookup_elem(&sentinel_objects, &key);
-	return o && (o->flags & SENTINEL_OBJ_ROOT);
+	if (o && (o->flags & SENTINEL_OBJ_ROOT))
+		return true;
+	sb = BPF_CORE_READ(root, i_sb);
+	if (dentry != BPF_CORE_READ(sb, s_root))
+		return false; // a directory inside an overlay is no container root
+	return trusted_stack(sb, NULL);
+}
+
+// record_stack records the layers of task's root if it is an overlayfs
+// root: called for the agent whose claim was just granted, so that its
+// container's root stays its root across a new mount of the same layers.
+static __always_inline void record_stack(struct task_struct *task)
+{
+	struct dentry *dentry = BPF_CORE_READ(task, fs, root.dentry);
+	struct super_block *sb = BPF_CORE_READ(dentry, d_sb);
+	struct sentinel_stack_trust t = {};
+	struct sentinel_stack *st;
+	__u32 i, dev = 0;
+
+	if (!sb || dentry != BPF_CORE_READ(sb, s_root))
+		return;
+	st = overlay_stack(sb);
+	if (!st)
+		return;
+	for (i = 0; i < SENTINEL_STACK_MAX; i++) {
+		__u32 d = st->layer[i].dev;
+
+		if (i >= st->layers || !d)
+			continue;
+		if (dev && d != dev) {
+			dev = 0;
+			break;
+		}
+		dev = d;
+	}
+	t.backing_dev = dev;
+	bpf_map_update_elem(&sentinel_stacks, st, &t, BPF_ANY);
 }
 
 static __always_inline __u64 group_leader(struct task_struct *task)
@@ -1340,8 +1490,10 @@ static __always_inline int claim(void)
 	reasons = grant(leader, &key, roles, reasons);
 	c->tgid = 0;
 	c->refused = reasons;
-	if (!reasons)
+	if (!reasons) {
 		c->claimed = tgid;
+		record_stack(task);
+	}
 	return 0;
 }
 

@@ -53,7 +53,7 @@ func (s *Sentinel) adopt(spec *ebpf.CollectionSpec) error {
 			return err
 		}
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: s.maps})
+	coll, err := ebpf.NewCollectionWithOptions(spec, s.collectionOptions(s.maps))
 	if err != nil {
 		return fmt.Errorf("load embedded sentinel for comparison: %w", err)
 	}

@@ -22,6 +22,8 @@ const (
 	mapGrants    = "sentinel_grants"
 	mapClaims    = "sentinel_claims"
 	mapRoleStats = "sentinel_role_stats"
+	mapStacks    = "sentinel_stacks"
+	mapScratch   = "sentinel_scratch"
 )
 
 // claimProgram is attached before every other program so that the loader
@@ -30,7 +32,7 @@ const claimProgram = "task_prctl"
 
 // newInRelease lists maps that a pinned Sentinel of an earlier release may
 // lack. Adoption creates them (sentinel_listed full, the others empty).
-var newInRelease = map[string]bool{mapListed: true, mapGrants: true, mapClaims: true, mapRoleStats: true}
+var newInRelease = map[string]bool{mapListed: true, mapGrants: true, mapClaims: true, mapRoleStats: true, mapStacks: true, mapScratch: true}
 
 // refusalNames name the bits of enum sentinel_refusal, in bit order.
 var refusalNames = []struct {

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 )
 
@@ -348,4 +350,41 @@ func (p *policy) protectInLayer(layer, rel string, tree bool, allow Role) error 
 	}
 	p.add(inodeOf(st), flagProtected, allow, target)
 	return nil
+}
+
+// collectionOptions are the load options of Sentinel's collection: the
+// programs read overlayfs's own structures (a container's layer stack), so
+// the overlay module's BTF is a relocation target where it is loaded.
+// Without it the programs load all the same and recognise no container
+// root (see in_agent_root).
+func (s *Sentinel) collectionOptions(replace map[string]*ebpf.Map) ebpf.CollectionOptions {
+	opts := ebpf.CollectionOptions{MapReplacements: replace}
+	if _, err := os.Stat("/sys/kernel/btf/overlay"); err != nil {
+		return opts
+	}
+	spec, err := btf.LoadKernelModuleSpec("overlay")
+	if err != nil {
+		s.log.Warn("overlayfs btf unreadable: container roots are not recognised", "err", err)
+		return opts
+	}
+	opts.Programs.ExtraRelocationTargets = []*btf.Spec{spec}
+	return opts
+}
+
+// layerCopies returns the files that path, on overlayfs, is in the layers
+// under it (none if it is not on overlayfs). The kernel knows an executable
+// on a recorded container stack by its layer file (exe_roles).
+func layerCopies(path string) ([]string, error) {
+	layers, rel, ok, err := overlayOf(path)
+	if err != nil || !ok {
+		return nil, err
+	}
+	var out []string
+	for _, l := range layers.all() {
+		p := filepath.Join(l, rel)
+		if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }

@@ -75,6 +75,24 @@ func (s *Sentinel) applyPolicy() error {
 		}
 		ids[up] = identity(s.cfg.UpdaterBinary, RoleUpdater)
 	}
+	// A binary on overlayfs is also known by its files in the layers:
+	// that is how the kernel knows it in a container mounted anew.
+	for bin, role := range map[string]Role{s.cfg.AgentBinary: RoleAgent, s.cfg.UpdaterBinary: RoleUpdater} {
+		if bin == "" {
+			continue
+		}
+		copies, err := layerCopies(bin)
+		if err != nil {
+			return fmt.Errorf("identity %s: %w", bin, err)
+		}
+		for _, c := range copies {
+			in, err := executableInode(c)
+			if err != nil {
+				return err
+			}
+			ids[in] = identity(c, role)
+		}
+	}
 
 	objs, idm := s.maps[mapObjects], s.maps[mapIdentities]
 	// New entries first, then removals: never a moment with less

@@ -232,7 +232,7 @@ func (s *Sentinel) embeddedSpec() (*ebpf.CollectionSpec, error) {
 // before anything is attached, so protection is complete from the first
 // hook on.
 func (s *Sentinel) load(spec *ebpf.CollectionSpec, replace map[string]*ebpf.Map) error {
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replace})
+	coll, err := ebpf.NewCollectionWithOptions(spec, s.collectionOptions(replace))
 	s.record("load", "sentinel", err, map[string]any{"programs": len(spec.Programs)})
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) || errors.Is(err, ebpf.ErrNotSupported) {

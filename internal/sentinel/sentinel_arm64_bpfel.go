@@ -106,6 +106,19 @@ type sentinelSentinelSettings struct {
 	AuditUntilNs uint64
 }
 
+type sentinelSentinelStack struct {
+	_      structs.HostLayout
+	Layers uint32
+	Pad    uint32
+	Layer  [32]sentinelSentinelInode
+}
+
+type sentinelSentinelStackTrust struct {
+	_          structs.HostLayout
+	BackingDev uint32
+	Pad        uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -123,6 +136,8 @@ const (
 	sentinelMapSentinelListed         = "sentinel_listed"
 	sentinelMapSentinelObjects        = "sentinel_objects"
 	sentinelMapSentinelRoleStats      = "sentinel_role_stats"
+	sentinelMapSentinelScratch        = "sentinel_scratch"
+	sentinelMapSentinelStacks         = "sentinel_stacks"
 	sentinelMapSentinelStats          = "sentinel_stats"
 	sentinelProgBpf                   = "bpf"
 	sentinelProgBpfMap                = "bpf_map"
@@ -266,6 +281,8 @@ type sentinelMapSpecs struct {
 	SentinelListed     *ebpf.MapSpec `ebpf:"sentinel_listed"`
 	SentinelObjects    *ebpf.MapSpec `ebpf:"sentinel_objects"`
 	SentinelRoleStats  *ebpf.MapSpec `ebpf:"sentinel_role_stats"`
+	SentinelScratch    *ebpf.MapSpec `ebpf:"sentinel_scratch"`
+	SentinelStacks     *ebpf.MapSpec `ebpf:"sentinel_stacks"`
 	SentinelStats      *ebpf.MapSpec `ebpf:"sentinel_stats"`
 }
 
@@ -313,6 +330,8 @@ type sentinelMaps struct {
 	SentinelListed     *ebpf.Map `ebpf:"sentinel_listed"`
 	SentinelObjects    *ebpf.Map `ebpf:"sentinel_objects"`
 	SentinelRoleStats  *ebpf.Map `ebpf:"sentinel_role_stats"`
+	SentinelScratch    *ebpf.Map `ebpf:"sentinel_scratch"`
+	SentinelStacks     *ebpf.Map `ebpf:"sentinel_stacks"`
 	SentinelStats      *ebpf.Map `ebpf:"sentinel_stats"`
 }
 
@@ -331,6 +350,8 @@ func (m *sentinelMaps) Close() error {
 		m.SentinelListed,
 		m.SentinelObjects,
 		m.SentinelRoleStats,
+		m.SentinelScratch,
+		m.SentinelStacks,
 		m.SentinelStats,
 	)
 }
