@@ -19,7 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/carverauto/fortress/internal/controlstream"
+	"github.com/carverauto/fortress/pkg/controlstream"
 	"github.com/carverauto/fortress/pkg/fortress"
 )
 

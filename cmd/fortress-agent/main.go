@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/carverauto/fortress/internal/bundle"
+	"github.com/carverauto/fortress/pkg/policy"
 	"github.com/carverauto/fortress/pkg/fortress"
 )
 
@@ -90,12 +90,12 @@ func newLogger(c logConfig, w io.Writer) *slog.Logger {
 // trustKeys are the keys compiled into the binary plus those of the trust
 // key file (which must be root-owned and writable by root only).
 func trustKeys(file string) ([]ed25519.PublicKey, error) {
-	keys, err := bundle.BuiltinKeys()
+	keys, err := policy.BuiltinKeys()
 	if err != nil {
 		return nil, fmt.Errorf("built-in trust key: %w", err)
 	}
 	if file != "" {
-		k, err := bundle.LoadTrustKeys(file)
+		k, err := policy.LoadTrustKeys(file)
 		if err != nil {
 			return nil, err
 		}
