@@ -8,8 +8,8 @@ import (
 	"log/slog"
 	"slices"
 
-	"github.com/carverauto/fortress/pkg/policy"
 	"github.com/carverauto/fortress/pkg/fortress"
+	"github.com/carverauto/fortress/pkg/policy"
 )
 
 // readInput reads a file the agent trusts because Sentinel protects it

@@ -21,8 +21,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/carverauto/fortress/pkg/policy"
 	"github.com/carverauto/fortress/pkg/fortress"
+	"github.com/carverauto/fortress/pkg/policy"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
