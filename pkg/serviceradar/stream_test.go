@@ -31,7 +31,7 @@ func startStream(t *testing.T, s *Service, agentID string) *srpeer.Peer {
 	done := make(chan error, 1)
 	go func() {
 		done <- s.RunControlStream(ctx, StreamConfig{Addr: p.Addr, TLS: tlsCfg, MinBackoff: 50 * time.Millisecond,
-			Hello: Hello{AgentID: agentID, Partition: "default", Version: "test", Capabilities: []string{"sysmon"}},
+			Hello:  Hello{AgentID: agentID, Partition: "default", Version: "test", Capabilities: []string{"sysmon"}},
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
 	t.Cleanup(func() {
