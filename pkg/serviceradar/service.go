@@ -54,6 +54,9 @@ type Service struct {
 	dropped atomic.Uint64
 	cancel  context.CancelFunc
 	done    chan struct{}
+	// owned: Close stops Fortress (Open), or leaves it to its owner
+	// (Attach).
+	owned bool
 }
 
 // Open validates cfg and starts Fortress. Off Linux it returns an error
@@ -82,7 +85,26 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open fortress: %w", err)
 	}
-	return newService(cfg, f, log), nil
+	s := newService(cfg, f, log)
+	s.owned = true
+	return s, nil
+}
+
+// Attach wraps a Fortress the caller started and keeps owning: the
+// Service answers commands, capabilities and status for it, and Close
+// leaves it running. The caller keeps reading f.Events() (convert them
+// with OCSF); the Service's own Events channel stays empty. A nil f gives
+// a nil Service.
+func Attach(f *fortress.Fortress, agentID string, log *slog.Logger) *Service {
+	if f == nil {
+		return nil
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Service{cfg: Config{AgentID: agentID}, log: log, eng: f, events: make(chan Event), cancel: func() {}, done: make(chan struct{})}
+	close(s.done)
+	return s
 }
 
 // ErrDisabled is what Open returns for a block with "enabled": false.
@@ -133,7 +155,9 @@ func (s *Service) Close() {
 	}
 	s.cancel()
 	<-s.done
-	s.eng.Stop()
+	if s.owned {
+		s.eng.Stop()
+	}
 }
 
 // Fortress returns the running Fortress for what this package does not
