@@ -48,10 +48,10 @@ type config struct {
 	// ServiceRadar, when set, connects to a ServiceRadar agent-gateway as
 	// well (or instead of a Fortress gateway).
 	ServiceRadar *serviceRadarConfig `json:"serviceradar"`
-	Metrics      metricsConfig  `json:"metrics"`
-	StatusSocket string         `json:"status_socket"`
-	Sentinel     sentinelConfig `json:"sentinel"`
-	Log          logConfig      `json:"log"`
+	Metrics      metricsConfig       `json:"metrics"`
+	StatusSocket string              `json:"status_socket"`
+	Sentinel     sentinelConfig      `json:"sentinel"`
+	Log          logConfig           `json:"log"`
 
 	// source and digest name the file this configuration came from and
 	// its SHA-256, for verifyInputs.
