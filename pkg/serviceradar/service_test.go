@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -341,5 +342,36 @@ func TestConfig(t *testing.T) {
 	}
 	if _, err := Open(context.Background(), *host.Fortress, nil); !errors.Is(err, ErrDisabled) {
 		t.Errorf("disabled block: %v", err)
+	}
+}
+
+// TestDocsNameEverything: docs/SERVICERADAR.md names every command and
+// capability this package answers and claims.
+func TestDocsNameEverything(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/SERVICERADAR.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{CommandApplyBundle, CommandStatus, CommandMaintenance, CommandCounters,
+		CapFortress, CapShield, CapSentinel, "class_uid", "1001", "4,096"} {
+		if !strings.Contains(string(doc), "`"+name+"`") && !strings.Contains(string(doc), name) {
+			t.Errorf("docs/SERVICERADAR.md does not name %s", name)
+		}
+	}
+	var fields []string
+	collect := func(v any) {
+		b, _ := json.Marshal(v)
+		var m map[string]any
+		_ = json.Unmarshal(b, &m)
+		for k := range m {
+			fields = append(fields, k)
+		}
+	}
+	collect(Config{Enabled: new(bool), AgentID: "x", Interfaces: []Interface{{}}, Gateways: []string{""}, TrustKey: "x",
+		PinRoot: "x", StateDir: "x", AuditLog: "x", ShieldBudgetBytes: 1, TopRules: 1})
+	for _, f := range fields {
+		if !strings.Contains(string(doc), "`"+f) {
+			t.Errorf("docs/SERVICERADAR.md does not describe the field %s", f)
+		}
 	}
 }
