@@ -111,16 +111,19 @@ func backoff(attempt int, lo, hi time.Duration) time.Duration {
 // session is one stream: hello, then commands until the stream ends.
 func (s *Service) session(ctx context.Context, client pb.AgentGatewayServiceClient, cfg StreamConfig, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := client.ControlStream(ctx)
-	if err != nil {
-		return fmt.Errorf("open stream: %w", err)
-	}
 	var (
 		sendMu sync.Mutex
 		wg     sync.WaitGroup
 	)
-	defer wg.Wait()
+	// Commands in flight see the stream end before it is waited for.
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	stream, err := client.ControlStream(ctx)
+	if err != nil {
+		return fmt.Errorf("open stream: %w", err)
+	}
 	send := func(m *pb.ControlStreamRequest) error {
 		sendMu.Lock()
 		defer sendMu.Unlock()
