@@ -46,8 +46,7 @@ func sign(t *testing.T, body policy.Body, priv ed25519.PrivateKey) []byte {
 // TestFortressInsideTheAgent applies a bundle, refuses others, reports
 // status and events and passes maintenance tokens, all through the agent's
 // own hello, command switch and status code. Shield has no interface here
-// (that needs root and a network namespace; the module's own tests cover
-// it), so this runs without root.
+// (that needs root: TestShieldInsideTheAgent), so this runs without root.
 func TestFortressInsideTheAgent(t *testing.T) {
 	pub, priv, err := policy.GenerateKey()
 	if err != nil {
