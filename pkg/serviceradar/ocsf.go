@@ -255,8 +255,7 @@ func (s *Service) Events() <-chan Event {
 func (s *Service) pump(ctx context.Context) {
 	defer close(s.done)
 	src := s.eng.Events()
-	host := hostname()
-	version := ""
+	host, version := hostname(), s.eng.Status().AgentVersion
 	for {
 		select {
 		case <-ctx.Done():
