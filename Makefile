@@ -1,5 +1,9 @@
 # Fortress build and test entry points. `make test` is the whole suite.
 
+# Modules of their own (excluded from ./...): built, vetted and tested
+# beside the main module.
+EXAMPLES := examples/serviceradar
+
 CLANG ?= clang-19
 STRIP ?= llvm-strip-19
 GO ?= go
@@ -38,6 +42,7 @@ build:
 
 vet:
 	$(GO) vet ./...
+	@set -e; for m in $(EXAMPLES); do (cd $$m && $(GO) vet ./...); done
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 # pkg/... builds and vets on every platform (off Linux, Start returns
@@ -49,15 +54,19 @@ cross:
 		GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) vet ./pkg/...; \
 	done
 	GOOS=linux GOARCH=arm64 $(GO) build ./...
+	@set -e; for m in $(EXAMPLES); do for p in $(PLATFORMS); do \
+		(cd $$m && GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) vet ./...); done; done
 
 test-host:
 	$(GO) test -count=1 ./...
+	@set -e; for m in $(EXAMPLES); do echo "test: $$m"; (cd $$m && $(GO) test -count=1 ./...); done
 
 # The race detector over every test that runs without root (RequireRoot
 # skips them here; test-host and the lab run those). The race runtime needs
 # cgo, for the test binaries only: shipped builds stay CGO_ENABLED=0.
 test-race:
 	FORTRESS_TEST_UNPRIVILEGED=1 CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+	@set -e; for m in $(EXAMPLES); do (cd $$m && FORTRESS_TEST_UNPRIVILEGED=1 CGO_ENABLED=1 $(GO) test -race -count=1 ./...); done
 
 # Once with Go 1.25: build, vet and the tests that need no root (the
 # privileged ones run in test-host and in the lab with $(GO)).
@@ -65,6 +74,7 @@ test-go125:
 	GOTOOLCHAIN=$(GO125) $(GO) build ./...
 	GOTOOLCHAIN=$(GO125) $(GO) vet ./...
 	FORTRESS_TEST_UNPRIVILEGED=1 GOTOOLCHAIN=$(GO125) $(GO) test -count=1 ./...
+	@set -e; for m in $(EXAMPLES); do (cd $$m && FORTRESS_TEST_UNPRIVILEGED=1 GOTOOLCHAIN=$(GO125) $(GO) test -count=1 ./...); done
 
 test-lab:
 	$(GO) tool vmlab test --kernel all --test-timeout 20m

@@ -19,8 +19,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/carverauto/fortress/internal/controlstream"
+	"github.com/carverauto/fortress/pkg/controlstream"
 	"github.com/carverauto/fortress/pkg/fortress"
+	"github.com/carverauto/fortress/pkg/serviceradar"
 )
 
 type agent struct {
@@ -194,29 +195,9 @@ func (a *agent) serveStatus(ctx context.Context) (*http.Server, error) {
 // with the kernel probe, bundles into ApplyBundle.
 func (a *agent) newStreamClient(k fortress.KernelReport) (*controlstream.Client, error) {
 	g := a.cfg.Gateway
-	certPEM, err := a.cfg.readInput(g.Cert)
+	tlsCfg, err := a.clientTLS("gateway", g.Address, g.CA, g.Cert, g.Key, g.ServerName)
 	if err != nil {
-		return nil, fmt.Errorf("gateway.cert: %w", err)
-	}
-	keyPEM, err := a.cfg.readInput(g.Key)
-	if err != nil {
-		return nil, fmt.Errorf("gateway.key: %w", err)
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("gateway.cert/key: %w", err)
-	}
-	caPEM, err := a.cfg.readInput(g.CA)
-	if err != nil {
-		return nil, fmt.Errorf("gateway.ca: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("gateway.ca: %s holds no PEM certificate", g.CA)
-	}
-	serverName := g.ServerName
-	if serverName == "" {
-		serverName, _, _ = net.SplitHostPort(g.Address)
+		return nil, err
 	}
 	host, _ := os.Hostname()
 	caps := []string{"shield"}
@@ -226,8 +207,7 @@ func (a *agent) newStreamClient(k fortress.KernelReport) (*controlstream.Client,
 	}
 	return controlstream.NewClient(controlstream.ClientConfig{
 		Addr: g.Address,
-		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: serverName,
-			MinVersion: tls.VersionTLS13},
+		TLS:  tlsCfg,
 		Hello: controlstream.Hello{AgentID: a.cfg.AgentID, AgentVersion: version, Hostname: host, Capabilities: caps,
 			KernelRelease: k.Release, KernelChecks: k.Checks, KernelReasons: k.Reasons},
 		OnBundle: func(_ context.Context, data []byte) (uint64, error) {
@@ -240,6 +220,55 @@ func (a *agent) newStreamClient(k fortress.KernelReport) (*controlstream.Client,
 		FlushInterval: 500 * time.Millisecond,
 		Logger:        a.log,
 	})
+}
+
+// clientTLS builds a mutual-TLS client configuration from protected
+// files; what names the configuration section in errors.
+func (a *agent) clientTLS(what, address, ca, certFile, keyFile, serverName string) (*tls.Config, error) {
+	certPEM, err := a.cfg.readInput(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s.cert: %w", what, err)
+	}
+	keyPEM, err := a.cfg.readInput(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s.key: %w", what, err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%s.cert/key: %w", what, err)
+	}
+	caPEM, err := a.cfg.readInput(ca)
+	if err != nil {
+		return nil, fmt.Errorf("%s.ca: %w", what, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("%s.ca: %s holds no PEM certificate", what, ca)
+	}
+	if serverName == "" {
+		serverName, _, _ = net.SplitHostPort(address)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: serverName,
+		MinVersion: tls.VersionTLS13}, nil
+}
+
+// runServiceRadar serves ServiceRadar's agent-gateway ControlStream until
+// ctx ends: hello with Fortress's capabilities, every command acked,
+// expired ones refused, fortress.* commands answered.
+func (a *agent) runServiceRadar(ctx context.Context) error {
+	sr := a.cfg.ServiceRadar
+	tlsCfg, err := a.clientTLS("serviceradar", sr.Address, sr.CA, sr.Cert, sr.Key, sr.ServerName)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	svc := serviceradar.Attach(a.f, a.cfg.AgentID, a.log)
+	defer svc.Close()
+	return ignoreCanceled(svc.RunControlStream(ctx, serviceradar.StreamConfig{
+		Addr: sr.Address, TLS: tlsCfg, Logger: a.log,
+		Hello: serviceradar.Hello{AgentID: a.cfg.AgentID, Partition: sr.Partition, Version: version, Hostname: host,
+			Labels: sr.Labels, ConfigSource: "fortress-agent"},
+	}))
 }
 
 // streamStatus maps Fortress's status onto the ControlStream's.

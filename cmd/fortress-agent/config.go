@@ -45,10 +45,13 @@ type config struct {
 	TrustKey     string         `json:"trust_key"`
 	ShieldBudget uint64         `json:"shield_budget_bytes"`
 	Gateway      *gatewayConfig `json:"gateway"`
-	Metrics      metricsConfig  `json:"metrics"`
-	StatusSocket string         `json:"status_socket"`
-	Sentinel     sentinelConfig `json:"sentinel"`
-	Log          logConfig      `json:"log"`
+	// ServiceRadar, when set, connects to a ServiceRadar agent-gateway as
+	// well (or instead of a Fortress gateway).
+	ServiceRadar *serviceRadarConfig `json:"serviceradar"`
+	Metrics      metricsConfig       `json:"metrics"`
+	StatusSocket string              `json:"status_socket"`
+	Sentinel     sentinelConfig      `json:"sentinel"`
+	Log          logConfig           `json:"log"`
 
 	// source and digest name the file this configuration came from and
 	// its SHA-256, for verifyInputs.
@@ -71,6 +74,27 @@ type gatewayConfig struct {
 	Key        string `json:"key"`
 	ServerName string `json:"server_name"`
 }
+
+// serviceRadarConfig is the ServiceRadar mode: a ControlStream to
+// ServiceRadar's agent-gateway (monitoring.AgentGatewayService) over
+// mutual TLS, answering fortress.* commands.
+type serviceRadarConfig struct {
+	// Address is the agent-gateway's host:port.
+	Address string `json:"address"`
+	// CertDir holds ServiceRadar's component.pem, component-key.pem and
+	// ca-chain.pem (/etc/serviceradar/certs); CA, Cert and Key override
+	// single files.
+	CertDir    string            `json:"cert_dir"`
+	CA         string            `json:"ca"`
+	Cert       string            `json:"cert"`
+	Key        string            `json:"key"`
+	ServerName string            `json:"server_name"`
+	Partition  string            `json:"partition"`
+	Labels     map[string]string `json:"labels"`
+}
+
+// defaultServiceRadarCertDir is where ServiceRadar keeps its certificates.
+const defaultServiceRadarCertDir = "/etc/serviceradar/certs"
 
 type metricsConfig struct {
 	// Listen is host:port for /metrics; "off" disables it.
@@ -189,6 +213,21 @@ func (c *config) check() error {
 			}
 		}
 	}
+	if sr := c.ServiceRadar; sr != nil {
+		if _, _, err := net.SplitHostPort(sr.Address); err != nil {
+			return fmt.Errorf("serviceradar.address: %q is not host:port", sr.Address)
+		}
+		def(&sr.CertDir, defaultServiceRadarCertDir)
+		def(&sr.CA, filepath.Join(sr.CertDir, "ca-chain.pem"))
+		def(&sr.Cert, filepath.Join(sr.CertDir, "component.pem"))
+		def(&sr.Key, filepath.Join(sr.CertDir, "component-key.pem"))
+		for _, f := range []struct{ name, path string }{{"serviceradar.cert_dir", sr.CertDir}, {"serviceradar.ca", sr.CA},
+			{"serviceradar.cert", sr.Cert}, {"serviceradar.key", sr.Key}} {
+			if !filepath.IsAbs(f.path) || filepath.Clean(f.path) != f.path {
+				return fmt.Errorf("%s: %q is not a clean absolute path", f.name, f.path)
+			}
+		}
+	}
 	if c.Metrics.Listen != "off" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 			return fmt.Errorf("metrics.listen: %q is not host:port (or \"off\")", c.Metrics.Listen)
@@ -266,6 +305,9 @@ func (c *config) inputsOutsideConfigDir() []string {
 	files := []string{c.TrustKey}
 	if c.Gateway != nil {
 		files = append(files, c.Gateway.CA, c.Gateway.Cert, c.Gateway.Key)
+	}
+	if c.ServiceRadar != nil {
+		files = append(files, c.ServiceRadar.CA, c.ServiceRadar.Cert, c.ServiceRadar.Key)
 	}
 	var out []string
 	for _, f := range files {

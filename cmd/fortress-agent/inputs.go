@@ -8,8 +8,8 @@ import (
 	"log/slog"
 	"slices"
 
-	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/pkg/fortress"
+	"github.com/carverauto/fortress/pkg/policy"
 )
 
 // readInput reads a file the agent trusts because Sentinel protects it
@@ -40,7 +40,7 @@ func verifyInputs(cfg *config, keys []ed25519.PublicKey, log *slog.Logger) error
 		if err != nil {
 			return fmt.Errorf("trust_key: %w", err)
 		}
-		file, err := bundle.ParsePublicKeys(data)
+		file, err := policy.ParsePublicKeys(data)
 		if err != nil {
 			return fmt.Errorf("trust_key: %w", err)
 		}

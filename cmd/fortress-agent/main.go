@@ -21,8 +21,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/pkg/fortress"
+	"github.com/carverauto/fortress/pkg/policy"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -47,10 +47,7 @@ func main() {
 type usageError struct{ error }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("fortress-agent", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", defaultConfig, "configuration `file` (inside "+protectedConfigDir+")")
-	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs, cfgPath, showVersion := newFlagSet(stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -73,6 +70,41 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return runAgent(ctx, cfg, log, nil)
 }
 
+// usageText describes what the agent does besides its flags: the
+// configuration file chooses where policy comes from.
+const usageText = `Usage: fortress-agent [--config FILE] [--version]
+
+Runs Shield and Sentinel, re-applies the last signed policy at start and
+serves its status on a unix socket and Prometheus metrics. The
+configuration file (JSON, inside the protected configuration directory)
+chooses where new policy comes from:
+
+  "gateway": {...}       Fortress's own gateway (ControlStream, fortress.v1)
+  "serviceradar": {...}  a ServiceRadar agent-gateway (monitoring.AgentGatewayService
+                         ControlStream, mutual TLS with ServiceRadar's certificates):
+                         hello with the fortress capabilities, every command
+                         acknowledged, expired ones refused, and fortress.apply_bundle,
+                         fortress.status, fortress.maintenance and fortress.counters
+                         answered; Fortress then runs beside an unmodified
+                         ServiceRadar agent (see docs/SERVICERADAR.md)
+  neither                the last applied policy only
+
+Flags:
+`
+
+// newFlagSet declares the agent's flags.
+func newFlagSet(w io.Writer) (fs *flag.FlagSet, cfgPath *string, showVersion *bool) {
+	fs = flag.NewFlagSet("fortress-agent", flag.ContinueOnError)
+	fs.SetOutput(w)
+	cfgPath = fs.String("config", defaultConfig, "configuration `file` (inside "+protectedConfigDir+")")
+	showVersion = fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageText)
+		fs.PrintDefaults()
+	}
+	return fs, cfgPath, showVersion
+}
+
 // probeKernel is replaced in tests, which must not run BPF LSM trials on
 // the host.
 var probeKernel = fortress.ProbeKernel
@@ -90,12 +122,12 @@ func newLogger(c logConfig, w io.Writer) *slog.Logger {
 // trustKeys are the keys compiled into the binary plus those of the trust
 // key file (which must be root-owned and writable by root only).
 func trustKeys(file string) ([]ed25519.PublicKey, error) {
-	keys, err := bundle.BuiltinKeys()
+	keys, err := policy.BuiltinKeys()
 	if err != nil {
 		return nil, fmt.Errorf("built-in trust key: %w", err)
 	}
 	if file != "" {
-		k, err := bundle.LoadTrustKeys(file)
+		k, err := policy.LoadTrustKeys(file)
 		if err != nil {
 			return nil, err
 		}
@@ -139,10 +171,17 @@ func runAgent(ctx context.Context, cfg *config, log *slog.Logger, ready func(*ag
 	}
 	fc := cfg.fortressConfig()
 	fc.TrustKeys, fc.Logger, fc.AgentVersion = keys, log, version
+	var streams []string
 	if cfg.Gateway != nil {
-		gws, err := gatewayAddrs(ctx, cfg.Gateway.Address)
+		streams = append(streams, cfg.Gateway.Address)
+	}
+	if cfg.ServiceRadar != nil {
+		streams = append(streams, cfg.ServiceRadar.Address)
+	}
+	for _, addr := range streams {
+		gws, err := gatewayAddrs(ctx, addr)
 		if err != nil {
-			log.Warn("gateway address not resolved; it is not exempt from shield rules", "gateway", cfg.Gateway.Address, "err", err)
+			log.Warn("gateway address not resolved; it is not exempt from shield rules", "gateway", addr, "err", err)
 		}
 		for _, g := range gws {
 			if !containsAddr(fc.Gateways, g) {
@@ -197,7 +236,11 @@ func runAgent(ctx context.Context, cfg *config, log *slog.Logger, ready func(*ag
 		cl.SetStatus(streamStatus(f.Status()))
 		go func() { errc <- ignoreCanceled(cl.Run(srvCtx)) }()
 		go a.pushStatus(srvCtx, cl)
-	} else {
+	}
+	if cfg.ServiceRadar != nil {
+		go func() { errc <- a.runServiceRadar(srvCtx) }()
+	}
+	if cfg.Gateway == nil && cfg.ServiceRadar == nil {
 		log.Info("no gateway configured: enforcing the last applied policy only")
 	}
 	go a.pumpEvents(srvCtx)

@@ -10,8 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/pkg/fortress"
+	"github.com/carverauto/fortress/pkg/policy"
 )
 
 // metrics exposes Fortress to Prometheus. Per-rule series are limited to
@@ -74,7 +74,7 @@ func (m *metrics) event(e fortress.Event) {
 func (m *metrics) bundle(err error) {
 	outcome := "applied"
 	if err != nil {
-		outcome = bundle.Reason(err)
+		outcome = policy.Reason(err)
 	}
 	m.bundles.WithLabelValues(outcome).Inc()
 }
