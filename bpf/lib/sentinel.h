@@ -49,7 +49,14 @@ struct sentinel_identity {
 	__u32 roles;
 	__u32 gen;
 	__u32 gen_valid;
-	__u32 pad;
+	__u32 flags; /* enum sentinel_identity_flag */
+};
+
+enum sentinel_identity_flag {
+	/* A binary's file in an overlayfs layer: it identifies the overlay
+	 * inode of a recorded stack (a container's agent, mounted anew), not
+	 * a process that runs the layer file by its own path. */
+	SENTINEL_IDENTITY_LAYER = 1 << 0,
 };
 
 enum sentinel_guard_kind {
@@ -161,10 +168,12 @@ enum sentinel_role_stat {
 
 /* The layers of an overlayfs superblock, upper first (an overlay without
  * an upper layer has a zero entry there), each by its root directory.
- * A container's root is one such stack; the stack the agent claimed its
- * role under is recorded in sentinel_stacks, so that a new mount of the
- * same layers (a restarted container) is the agent's root again, and any
- * other stack is not. */
+ * The inode numbers of an overlayfs are those of its layers' files, and
+ * its device number is an anonymous one that the next mount may reuse:
+ * so an overlay is known by its layers. The control plane records in
+ * sentinel_stacks the stack that is the agent's root (a container's) and
+ * the stacks that hold a role binary; a new mount of the same layers (a
+ * restarted container) is the same, any other stack is not. */
 #define SENTINEL_STACK_MAX 32
 
 struct sentinel_stack {
@@ -176,7 +185,12 @@ struct sentinel_stack {
 /* What sentinel_stacks records about a trusted stack. */
 struct sentinel_stack_trust {
 	__u32 backing_dev; /* the one filesystem every layer is on (kernel dev_t); 0 if they are on several */
-	__u32 pad;
+	__u32 flags;       /* enum sentinel_stack_flag */
+};
+
+enum sentinel_stack_flag {
+	SENTINEL_STACK_ROOT = 1 << 0,     /* its root directory is the agent's root */
+	SENTINEL_STACK_BINARIES = 1 << 1, /* a role binary on it is known by its layer file */
 };
 
 enum sentinel_verdict {

@@ -202,6 +202,8 @@ const enum sentinel_refusal *unused_sentinel_refusal __attribute__((unused));
 const enum sentinel_prctl *unused_sentinel_prctl __attribute__((unused));
 const enum sentinel_op *unused_sentinel_op __attribute__((unused));
 const enum sentinel_role_stat *unused_sentinel_role_stat __attribute__((unused));
+const enum sentinel_identity_flag *unused_sentinel_identity_flag __attribute__((unused));
+const enum sentinel_stack_flag *unused_sentinel_stack_flag __attribute__((unused));
 
 static __always_inline void count(__u32 idx)
 {
@@ -302,9 +304,10 @@ static __always_inline struct sentinel_stack *overlay_stack(struct super_block *
 	return st;
 }
 
-// trusted_stack: sb is an overlayfs whose layers are a recorded stack;
-// backing (if not NULL) gets the filesystem the layers are on.
-static __always_inline bool trusted_stack(struct super_block *sb, __u32 *backing)
+// trusted_stack: sb is an overlayfs whose layers are a stack recorded
+// with every flag of want; backing (if not NULL) gets the filesystem the
+// layers are on.
+static __always_inline bool trusted_stack(struct super_block *sb, __u32 want, __u32 *backing)
 {
 	struct sentinel_stack *st = overlay_stack(sb);
 	struct sentinel_stack_trust *t;
@@ -312,11 +315,16 @@ static __always_inline bool trusted_stack(struct super_block *sb, __u32 *backing
 	if (!st)
 		return false;
 	t = bpf_map_lookup_elem(&sentinel_stacks, st);
-	if (!t)
+	if (!t || (t->flags & want) != want)
 		return false;
 	if (backing)
 		*backing = t->backing_dev;
 	return true;
+}
+
+static __always_inline bool on_overlay(struct inode *inode)
+{
+	return BPF_CORE_READ(inode, i_sb, s_magic) == OVERLAYFS_SUPER_MAGIC;
 }
 
 static __always_inline struct inode *task_exe_inode(struct task_struct *task)
@@ -336,25 +344,27 @@ static __always_inline __u32 exe_roles(struct inode *exe, struct sentinel_inode 
 	if (!exe)
 		return 0; // kernel threads have no executable and no role
 	inode_key(exe, key);
-	id = bpf_map_lookup_elem(&sentinel_identities, key);
-	if (id) {
+	if (!on_overlay(exe)) {
+		id = bpf_map_lookup_elem(&sentinel_identities, key);
+		if (!id || (id->flags & SENTINEL_IDENTITY_LAYER))
+			return 0;
 		if (id->gen_valid && id->gen != BPF_CORE_READ(exe, i_generation))
 			return 0;
 		return id->roles;
 	}
-	// On the overlayfs of a recorded stack whose layers share one
-	// filesystem, the overlay inode has the number of the layer file the
-	// kernel runs (the copy-up origin's for a copied-up file): the
-	// identity is that file, protected in its layer. On any other stack
-	// the same number proves nothing.
+	// On overlayfs the (dev, ino) of the overlay inode proves nothing:
+	// the dev is reused by later mounts, and the ino is a layer file's
+	// (the copy-up origin's for a copied-up file). On a recorded stack
+	// whose layers share one filesystem, that layer file is the
+	// identity: it is protected in its layer.
 	{
 		__u32 backing = 0;
 
-		if (!trusted_stack(BPF_CORE_READ(exe, i_sb), &backing) || !backing)
+		if (!trusted_stack(BPF_CORE_READ(exe, i_sb), SENTINEL_STACK_BINARIES, &backing) || !backing)
 			return 0;
 		key->dev = backing;
 		id = bpf_map_lookup_elem(&sentinel_identities, key);
-		if (!id)
+		if (!id || !(id->flags & SENTINEL_IDENTITY_LAYER))
 			return 0;
 		return id->roles;
 	}
@@ -384,46 +394,17 @@ static __always_inline bool in_agent_root(struct task_struct *task)
 
 	if (!root)
 		return false;
-	inode_key(root, &key);
-	o = bpf_map_lookup_elem(&sentinel_objects, &key);
-	if (o && (o->flags & SENTINEL_OBJ_ROOT))
-		return true;
+	if (!on_overlay(root)) {
+		inode_key(root, &key);
+		o = bpf_map_lookup_elem(&sentinel_objects, &key);
+		return o && (o->flags & SENTINEL_OBJ_ROOT);
+	}
 	sb = BPF_CORE_READ(root, i_sb);
 	if (dentry != BPF_CORE_READ(sb, s_root))
 		return false; // a directory inside an overlay is no container root
-	return trusted_stack(sb, NULL);
+	return trusted_stack(sb, SENTINEL_STACK_ROOT, NULL);
 }
 
-// record_stack records the layers of task's root if it is an overlayfs
-// root: called for the agent whose claim was just granted, so that its
-// container's root stays its root across a new mount of the same layers.
-static __always_inline void record_stack(struct task_struct *task)
-{
-	struct dentry *dentry = BPF_CORE_READ(task, fs, root.dentry);
-	struct super_block *sb = BPF_CORE_READ(dentry, d_sb);
-	struct sentinel_stack_trust t = {};
-	struct sentinel_stack *st;
-	__u32 i, dev = 0;
-
-	if (!sb || dentry != BPF_CORE_READ(sb, s_root))
-		return;
-	st = overlay_stack(sb);
-	if (!st)
-		return;
-	for (i = 0; i < SENTINEL_STACK_MAX; i++) {
-		__u32 d = st->layer[i].dev;
-
-		if (i >= st->layers || !d)
-			continue;
-		if (dev && d != dev) {
-			dev = 0;
-			break;
-		}
-		dev = d;
-	}
-	t.backing_dev = dev;
-	bpf_map_update_elem(&sentinel_stacks, st, &t, BPF_ANY);
-}
 
 static __always_inline __u64 group_leader(struct task_struct *task)
 {
@@ -692,7 +673,9 @@ static __always_inline void learn_agent_binary(struct dentry *src, struct sentin
 	__u32 slot;
 	__u8 *set;
 
-	if (!inode)
+	// On overlayfs an inode's (dev, ino) is no lasting name (exe_roles): a
+	// binary there is upgraded by a new image, not learned here.
+	if (!inode || on_overlay(inode))
 		return;
 	inode_key(inode, &key);
 	id.gen = BPF_CORE_READ(inode, i_generation);
@@ -1490,10 +1473,8 @@ static __always_inline int claim(void)
 	reasons = grant(leader, &key, roles, reasons);
 	c->tgid = 0;
 	c->refused = reasons;
-	if (!reasons) {
+	if (!reasons)
 		c->claimed = tgid;
-		record_stack(task);
-	}
 	return 0;
 }
 

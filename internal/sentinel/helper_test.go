@@ -66,6 +66,13 @@ func runHelper(mode string, args []string) int {
 			return 1
 		}
 		return 0
+	case "container":
+		// container: the runtime of container_lab_test.go (CONTAINER_SPEC).
+		if err := runContainer(); err != nil {
+			fmt.Println("err", err)
+			return 1
+		}
+		return 0
 	case "true":
 		return 0
 	case "holdfork":

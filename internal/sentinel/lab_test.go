@@ -45,6 +45,9 @@ type lab struct {
 	// unmounts run in teardown once Sentinel is gone.
 	layers   []string
 	unmounts []string
+	// remove, if set, removes a Sentinel whose agent is gone (teardown);
+	// a lab that sets it in setup starts its agent itself.
+	remove func() error
 
 	evMu   sync.Mutex
 	events []Event
@@ -113,7 +116,9 @@ func newLabWith(t *testing.T, setup func(l *lab)) *lab {
 	if setup != nil {
 		setup(l)
 	}
-	l.startAgent(l.agentBin, false)
+	if l.remove == nil {
+		l.startAgent(l.agentBin, false)
+	}
 	return l
 }
 
@@ -151,11 +156,19 @@ func (l *lab) config() helperConfig {
 // startAgent runs bin as the agent and waits until it has loaded or
 // adopted Sentinel. wantAdopted says which of the two it must have done.
 func (l *lab) startAgent(bin string, wantAdopted bool) Status {
-	t := l.t
-	t.Helper()
+	l.t.Helper()
 	cfg, _ := json.Marshal(l.config())
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), helperEnv+"=agent", "SENTINEL_CONFIG="+string(cfg))
+	first := l.launch(cmd)
+	return l.ready(first, wantAdopted)
+}
+
+// launch starts cmd as the agent (it ends up exec'ing an agent helper) and
+// returns its first line.
+func (l *lab) launch(cmd *exec.Cmd) string {
+	t := l.t
+	t.Helper()
 	cmd.Stderr = &prefixWriter{t: t, prefix: "agent: "}
 	stdin, err := cmd.StdinPipe()
 	must(t, err)
@@ -183,7 +196,14 @@ func (l *lab) startAgent(bin string, wantAdopted bool) Status {
 		}
 		close(a.resp)
 	}()
-	first := l.wait()
+	return l.wait()
+}
+
+// ready checks the agent's first line: it loaded (or adopted, as
+// wantAdopted says) Sentinel and enforces.
+func (l *lab) ready(first string, wantAdopted bool) Status {
+	t := l.t
+	t.Helper()
 	switch {
 	case strings.HasPrefix(first, "unavailable"):
 		testutil.MissingFeature(t, first)
@@ -256,7 +276,11 @@ func (l *lab) teardown() {
 	} else if _, err := os.Stat(l.pinRoot.Path(pins.Sentinel, "link_file_open")); err == nil {
 		// The agent is gone but Sentinel is pinned: a new agent adopts
 		// it and removes it.
-		if err := l.removeWithNewAgent(); err != nil {
+		remove := l.removeWithNewAgent
+		if l.remove != nil {
+			remove = l.remove
+		}
+		if err := remove(); err != nil {
 			t.Errorf("teardown: %v", err)
 		}
 	}
@@ -345,7 +369,8 @@ func (l *lab) snapshot() snapshot {
 			return
 		}
 		desc := fmt.Sprintf("ino=%d mode=%o uid=%d gid=%d size=%d mtime=%d.%d nlink=%d", st.Ino, st.Mode, st.Uid, st.Gid, st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Nlink)
-		if st.Mode&unix.S_IFMT == unix.S_IFREG && !strings.HasPrefix(path, string(l.pinRoot)) {
+		// Binaries (megabytes) are told apart by inode, size and mtime.
+		if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size < 1<<20 && !strings.HasPrefix(path, string(l.pinRoot)) {
 			b, _ := os.ReadFile(path)
 			desc += " content=" + string(b)
 			if len(b) > 256 {

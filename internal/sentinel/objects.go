@@ -69,9 +69,14 @@ type Entry struct {
 type policy struct {
 	entries map[Inode]*Entry
 	order   []Inode
+	// stacks are the overlayfs layer stacks the kernel trusts, with what
+	// for (see struct sentinel_stack).
+	stacks map[sentinelSentinelStack]sentinelSentinelStackTrust
 }
 
-func newPolicy() *policy { return &policy{entries: map[Inode]*Entry{}} }
+func newPolicy() *policy {
+	return &policy{entries: map[Inode]*Entry{}, stacks: map[sentinelSentinelStack]sentinelSentinelStackTrust{}}
+}
 
 // protections are the flags that refuse something; an inode that has
 // several needs a role all of them allow.

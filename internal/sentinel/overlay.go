@@ -371,6 +371,122 @@ func (s *Sentinel) collectionOptions(replace map[string]*ebpf.Map) ebpf.Collecti
 	return opts
 }
 
+// Stack flags (enum sentinel_stack_flag).
+const (
+	stackRoot     = uint32(sentinelSentinelStackFlagSENTINEL_STACK_ROOT)
+	stackBinaries = uint32(sentinelSentinelStackFlagSENTINEL_STACK_BINARIES)
+)
+
+// overlayStack is the layer stack of the overlayfs under a path, as the
+// kernel names it (overlay_stack in sentinel.c).
+type overlayStack struct {
+	key     sentinelSentinelStack
+	backing uint32 // the filesystem every layer is on; 0 if several
+	root    bool   // the path is the overlay's root directory
+}
+
+// stackOf returns the stack of the overlayfs path is on; ok is false if
+// it is on another filesystem.
+func stackOf(path string) (overlayStack, bool, error) {
+	layers, rel, ok, err := overlayOf(path)
+	if err != nil || !ok {
+		return overlayStack{}, false, err
+	}
+	var st overlayStack
+	st.root = rel == "/"
+	all := append([]string{layers.upper}, layers.lowers...) // "" for no upper: a zero entry
+	if len(all) > len(st.key.Layer) {
+		return overlayStack{}, false, fmt.Errorf("overlay under %s has %d layers, more than the %d Sentinel can name", path, len(all), len(st.key.Layer))
+	}
+	st.key.Layers = uint32(len(all))
+	several := false
+	for i, l := range all {
+		if l == "" {
+			continue
+		}
+		lst, err := lstat(l)
+		if err != nil {
+			return overlayStack{}, false, err
+		}
+		in := inodeOf(lst)
+		st.key.Layer[i] = key(in)
+		if st.backing != 0 && st.backing != in.Dev {
+			several = true
+		}
+		st.backing = in.Dev
+	}
+	if several {
+		st.backing = 0
+	}
+	return st, true, nil
+}
+
+func (p *policy) addStack(st overlayStack, flags uint32) {
+	t := p.stacks[st.key]
+	t.BackingDev = st.backing
+	t.Flags |= flags
+	p.stacks[st.key] = t
+}
+
+// writeStacks makes the kernel's trusted stacks want: new ones first, then
+// the removal of the others.
+func (s *Sentinel) writeStacks(want map[sentinelSentinelStack]sentinelSentinelStackTrust) error {
+	m := s.maps[mapStacks]
+	for k, v := range want {
+		if err := m.Put(k, v); err != nil {
+			return fmt.Errorf("record overlay stack: %w", err)
+		}
+	}
+	var k sentinelSentinelStack
+	var v sentinelSentinelStackTrust
+	var stale []sentinelSentinelStack
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("prune overlay stack: %w", err)
+		}
+	}
+	return nil
+}
+
+// binaryIdentities adds the identities of a role binary to ids: its inode,
+// or on overlayfs its files in the layers (an overlay inode's number is a
+// layer file's, and its device is reused by later mounts).
+func binaryIdentities(bin string, role Role, ids map[Inode]sentinelSentinelIdentity) error {
+	copies, err := layerCopies(bin)
+	if err != nil {
+		return fmt.Errorf("identity %s: %w", bin, err)
+	}
+	if _, onOverlay, err := stackOf(bin); err != nil {
+		return err
+	} else if !onOverlay {
+		in, err := executableInode(bin)
+		if err != nil {
+			return err
+		}
+		ids[in] = identity(bin, role)
+		return nil
+	}
+	if len(copies) == 0 {
+		return fmt.Errorf("identity %s: no file in the overlay layers under it", bin)
+	}
+	for _, c := range copies {
+		in, err := executableInode(c)
+		if err != nil {
+			return err
+		}
+		id := identity(c, role)
+		id.Flags = uint32(sentinelSentinelIdentityFlagSENTINEL_IDENTITY_LAYER)
+		ids[in] = id
+	}
+	return nil
+}
+
 // layerCopies returns the files that path, on overlayfs, is in the layers
 // under it (none if it is not on overlayfs). The kernel knows an executable
 // on a recorded container stack by its layer file (exe_roles).

@@ -92,6 +92,7 @@ func TestProtectLayers(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(lower2, "etc/serviceradar/sweep.json"), []byte("{}"), 0o644))
 	errc := make(chan error, 1)
 	var entries map[Inode]Entry
+	var stack overlayStack
 	stat := map[string]Inode{}
 	go func() {
 		// The thread stays locked and dies with the goroutine: its mount
@@ -115,6 +116,14 @@ func TestProtectLayers(t *testing.T) {
 			if err := p.protectTree(cfg, RoleAgent); err != nil {
 				return err
 			}
+			st, ok, err := stackOf(cfg)
+			if err != nil || !ok || st.root {
+				return fmt.Errorf("stack of the config dir: %+v %v %v", st, ok, err)
+			}
+			if root, _, _ := stackOf(merged); !root.root || root.key != st.key {
+				return fmt.Errorf("the overlay's root is not its root: %+v", root)
+			}
+			stack = st
 			entries = map[Inode]Entry{}
 			for _, e := range p.Entries() {
 				entries[e.Inode] = e
@@ -158,6 +167,12 @@ func TestProtectLayers(t *testing.T) {
 		if e.Flags&c.flags != c.flags || e.Allow != c.allow {
 			t.Errorf("%s: flags %#x allow %v, want flags %#x allow %v", c.path, e.Flags, e.Allow, c.flags, c.allow)
 		}
+	}
+	// The stack names upper, lower1, lower2 by their directories, all on
+	// one filesystem.
+	if stack.key.Layers != 3 || stack.key.Layer[0] != key(stat[upper]) || stack.key.Layer[1] != key(stat[lower1]) ||
+		stack.key.Layer[2] != key(stat[lower2]) || stack.key.Layer[3] != (sentinelSentinelInode{}) || stack.backing != stat[upper].Dev {
+		t.Errorf("stack %+v", stack)
 	}
 	if e := entries[stat[filepath.Join(lower2, "etc/serviceradar/sweep.json")]]; e.Flags&flagChildren != 0 {
 		t.Errorf("a file got flagChildren")

@@ -47,12 +47,38 @@ func (s *Sentinel) buildPolicy() (*policy, error) {
 	}
 	// Roles count only for tasks whose root directory is this one: the
 	// agent binary run under chroot or pivot_root next to a fake config
-	// gets no authority.
-	st, err := lstat("/")
+	// gets no authority. A container's root (an overlayfs) is known by
+	// its layers, so that the container restarted is the same root.
+	stack, ok, err := stackOf("/")
 	if err != nil {
 		return nil, err
 	}
-	p.add(inodeOf(st), flagRoot, 0, "/")
+	if ok {
+		if !stack.root {
+			return nil, errors.New("root directory is a directory inside an overlayfs, not its root: no role can be granted under it")
+		}
+		p.addStack(stack, stackRoot)
+	} else {
+		st, err := lstat("/")
+		if err != nil {
+			return nil, err
+		}
+		p.add(inodeOf(st), flagRoot, 0, "/")
+	}
+	// A role binary on overlayfs is known by its files in the layers of
+	// a recorded stack.
+	for _, bin := range []string{c.AgentBinary, c.UpdaterBinary} {
+		if bin == "" {
+			continue
+		}
+		stack, ok, err := stackOf(bin)
+		if err != nil {
+			return nil, fmt.Errorf("identity %s: %w", bin, err)
+		}
+		if ok {
+			p.addStack(stack, stackBinaries)
+		}
+	}
 	return p, nil
 }
 
@@ -63,35 +89,17 @@ func (s *Sentinel) applyPolicy() error {
 	if err != nil {
 		return err
 	}
-	agent, err := executableInode(s.cfg.AgentBinary)
-	if err != nil {
-		return err
-	}
-	ids := map[Inode]sentinelSentinelIdentity{agent: identity(s.cfg.AgentBinary, RoleAgent)}
-	if s.cfg.UpdaterBinary != "" {
-		up, err := executableInode(s.cfg.UpdaterBinary)
-		if err != nil {
-			return err
-		}
-		ids[up] = identity(s.cfg.UpdaterBinary, RoleUpdater)
-	}
-	// A binary on overlayfs is also known by its files in the layers:
-	// that is how the kernel knows it in a container mounted anew.
+	ids := map[Inode]sentinelSentinelIdentity{}
 	for bin, role := range map[string]Role{s.cfg.AgentBinary: RoleAgent, s.cfg.UpdaterBinary: RoleUpdater} {
 		if bin == "" {
 			continue
 		}
-		copies, err := layerCopies(bin)
-		if err != nil {
-			return fmt.Errorf("identity %s: %w", bin, err)
+		if err := binaryIdentities(bin, role, ids); err != nil {
+			return err
 		}
-		for _, c := range copies {
-			in, err := executableInode(c)
-			if err != nil {
-				return err
-			}
-			ids[in] = identity(c, role)
-		}
+	}
+	if err := s.writeStacks(p.stacks); err != nil {
+		return err
 	}
 
 	objs, idm := s.maps[mapObjects], s.maps[mapIdentities]
@@ -147,6 +155,7 @@ func (s *Sentinel) applyPolicy() error {
 	s.mu.Unlock()
 	s.record("map_update", mapObjects, nil, map[string]any{
 		"entries": len(want), "pruned": len(stale), "identities": len(ids), "pruned_identities": len(staleIDs),
+		"stacks": len(p.stacks),
 	})
 	return nil
 }

@@ -58,8 +58,14 @@ type sentinelSentinelIdentity struct {
 	Roles    uint32
 	Gen      uint32
 	GenValid uint32
-	Pad      uint32
+	Flags    uint32
 }
+
+type sentinelSentinelIdentityFlag uint32
+
+const (
+	sentinelSentinelIdentityFlagSENTINEL_IDENTITY_LAYER sentinelSentinelIdentityFlag = 1
+)
 
 type sentinelSentinelInode struct {
 	_   structs.HostLayout
@@ -113,74 +119,83 @@ type sentinelSentinelStack struct {
 	Layer  [32]sentinelSentinelInode
 }
 
+type sentinelSentinelStackFlag uint32
+
+const (
+	sentinelSentinelStackFlagSENTINEL_STACK_ROOT     sentinelSentinelStackFlag = 1
+	sentinelSentinelStackFlagSENTINEL_STACK_BINARIES sentinelSentinelStackFlag = 2
+)
+
 type sentinelSentinelStackTrust struct {
 	_          structs.HostLayout
 	BackingDev uint32
-	Pad        uint32
+	Flags      uint32
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	sentinelMapSentinelBpfCmd         = "sentinel_bpf_cmd"
-	sentinelMapSentinelClaims         = "sentinel_claims"
-	sentinelMapSentinelConfig         = "sentinel_config"
-	sentinelMapSentinelEvents         = "sentinel_events"
-	sentinelMapSentinelGrants         = "sentinel_grants"
-	sentinelMapSentinelGuarded        = "sentinel_guarded"
-	sentinelMapSentinelHolders        = "sentinel_holders"
-	sentinelMapSentinelIdentities     = "sentinel_identities"
-	sentinelMapSentinelLinkDeny       = "sentinel_link_deny"
-	sentinelMapSentinelLinkDenyN      = "sentinel_link_deny_n"
-	sentinelMapSentinelListed         = "sentinel_listed"
-	sentinelMapSentinelObjects        = "sentinel_objects"
-	sentinelMapSentinelRoleStats      = "sentinel_role_stats"
-	sentinelMapSentinelScratch        = "sentinel_scratch"
-	sentinelMapSentinelStacks         = "sentinel_stacks"
-	sentinelMapSentinelStats          = "sentinel_stats"
-	sentinelProgBpf                   = "bpf"
-	sentinelProgBpfMap                = "bpf_map"
-	sentinelProgBpfProg               = "bpf_prog"
-	sentinelProgBprmCommittingCreds   = "bprm_committing_creds"
-	sentinelProgFileAllocSecurity     = "file_alloc_security"
-	sentinelProgFileIoctl             = "file_ioctl"
-	sentinelProgFileIoctlCompat       = "file_ioctl_compat"
-	sentinelProgFileOpen              = "file_open"
-	sentinelProgFileReceive           = "file_receive"
-	sentinelProgInodeCreate           = "inode_create"
-	sentinelProgInodeLink             = "inode_link"
-	sentinelProgInodeMkdir            = "inode_mkdir"
-	sentinelProgInodeMknod            = "inode_mknod"
-	sentinelProgInodeRemoveAclA1      = "inode_remove_acl_a1"
-	sentinelProgInodeRemovexattrA0    = "inode_removexattr_a0"
-	sentinelProgInodeRemovexattrA1    = "inode_removexattr_a1"
-	sentinelProgInodeRename           = "inode_rename"
-	sentinelProgInodeRmdir            = "inode_rmdir"
-	sentinelProgInodeSetAclA1         = "inode_set_acl_a1"
-	sentinelProgInodeSetattrA0        = "inode_setattr_a0"
-	sentinelProgInodeSetattrA1        = "inode_setattr_a1"
-	sentinelProgInodeSetxattrA0       = "inode_setxattr_a0"
-	sentinelProgInodeSetxattrA1       = "inode_setxattr_a1"
-	sentinelProgInodeSymlink          = "inode_symlink"
-	sentinelProgInodeUnlink           = "inode_unlink"
-	sentinelProgLinkNewFd             = "link_new_fd"
-	sentinelProgLockedDown            = "locked_down"
-	sentinelProgMmapFile              = "mmap_file"
-	sentinelProgMoveMount             = "move_mount"
-	sentinelProgNetlinkSend           = "netlink_send"
-	sentinelProgPtraceAccessCheck     = "ptrace_access_check"
-	sentinelProgPtraceTraceme         = "ptrace_traceme"
-	sentinelProgSbMount               = "sb_mount"
-	sentinelProgSbUmount              = "sb_umount"
-	sentinelProgTaskAlloc             = "task_alloc"
-	sentinelProgTaskFree              = "task_free"
-	sentinelProgTaskPrctl             = "task_prctl"
-	sentinelVarUnusedSentinelEvent    = "unused_sentinel_event"
-	sentinelVarUnusedSentinelOp       = "unused_sentinel_op"
-	sentinelVarUnusedSentinelPrctl    = "unused_sentinel_prctl"
-	sentinelVarUnusedSentinelRefusal  = "unused_sentinel_refusal"
-	sentinelVarUnusedSentinelRoleStat = "unused_sentinel_role_stat"
+	sentinelMapSentinelBpfCmd             = "sentinel_bpf_cmd"
+	sentinelMapSentinelClaims             = "sentinel_claims"
+	sentinelMapSentinelConfig             = "sentinel_config"
+	sentinelMapSentinelEvents             = "sentinel_events"
+	sentinelMapSentinelGrants             = "sentinel_grants"
+	sentinelMapSentinelGuarded            = "sentinel_guarded"
+	sentinelMapSentinelHolders            = "sentinel_holders"
+	sentinelMapSentinelIdentities         = "sentinel_identities"
+	sentinelMapSentinelLinkDeny           = "sentinel_link_deny"
+	sentinelMapSentinelLinkDenyN          = "sentinel_link_deny_n"
+	sentinelMapSentinelListed             = "sentinel_listed"
+	sentinelMapSentinelObjects            = "sentinel_objects"
+	sentinelMapSentinelRoleStats          = "sentinel_role_stats"
+	sentinelMapSentinelScratch            = "sentinel_scratch"
+	sentinelMapSentinelStacks             = "sentinel_stacks"
+	sentinelMapSentinelStats              = "sentinel_stats"
+	sentinelProgBpf                       = "bpf"
+	sentinelProgBpfMap                    = "bpf_map"
+	sentinelProgBpfProg                   = "bpf_prog"
+	sentinelProgBprmCommittingCreds       = "bprm_committing_creds"
+	sentinelProgFileAllocSecurity         = "file_alloc_security"
+	sentinelProgFileIoctl                 = "file_ioctl"
+	sentinelProgFileIoctlCompat           = "file_ioctl_compat"
+	sentinelProgFileOpen                  = "file_open"
+	sentinelProgFileReceive               = "file_receive"
+	sentinelProgInodeCreate               = "inode_create"
+	sentinelProgInodeLink                 = "inode_link"
+	sentinelProgInodeMkdir                = "inode_mkdir"
+	sentinelProgInodeMknod                = "inode_mknod"
+	sentinelProgInodeRemoveAclA1          = "inode_remove_acl_a1"
+	sentinelProgInodeRemovexattrA0        = "inode_removexattr_a0"
+	sentinelProgInodeRemovexattrA1        = "inode_removexattr_a1"
+	sentinelProgInodeRename               = "inode_rename"
+	sentinelProgInodeRmdir                = "inode_rmdir"
+	sentinelProgInodeSetAclA1             = "inode_set_acl_a1"
+	sentinelProgInodeSetattrA0            = "inode_setattr_a0"
+	sentinelProgInodeSetattrA1            = "inode_setattr_a1"
+	sentinelProgInodeSetxattrA0           = "inode_setxattr_a0"
+	sentinelProgInodeSetxattrA1           = "inode_setxattr_a1"
+	sentinelProgInodeSymlink              = "inode_symlink"
+	sentinelProgInodeUnlink               = "inode_unlink"
+	sentinelProgLinkNewFd                 = "link_new_fd"
+	sentinelProgLockedDown                = "locked_down"
+	sentinelProgMmapFile                  = "mmap_file"
+	sentinelProgMoveMount                 = "move_mount"
+	sentinelProgNetlinkSend               = "netlink_send"
+	sentinelProgPtraceAccessCheck         = "ptrace_access_check"
+	sentinelProgPtraceTraceme             = "ptrace_traceme"
+	sentinelProgSbMount                   = "sb_mount"
+	sentinelProgSbUmount                  = "sb_umount"
+	sentinelProgTaskAlloc                 = "task_alloc"
+	sentinelProgTaskFree                  = "task_free"
+	sentinelProgTaskPrctl                 = "task_prctl"
+	sentinelVarUnusedSentinelEvent        = "unused_sentinel_event"
+	sentinelVarUnusedSentinelIdentityFlag = "unused_sentinel_identity_flag"
+	sentinelVarUnusedSentinelOp           = "unused_sentinel_op"
+	sentinelVarUnusedSentinelPrctl        = "unused_sentinel_prctl"
+	sentinelVarUnusedSentinelRefusal      = "unused_sentinel_refusal"
+	sentinelVarUnusedSentinelRoleStat     = "unused_sentinel_role_stat"
+	sentinelVarUnusedSentinelStackFlag    = "unused_sentinel_stack_flag"
 )
 
 // loadSentinel returns the embedded CollectionSpec for sentinel.
@@ -290,11 +305,13 @@ type sentinelMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sentinelVariableSpecs struct {
-	UnusedSentinelEvent    *ebpf.VariableSpec `ebpf:"unused_sentinel_event"`
-	UnusedSentinelOp       *ebpf.VariableSpec `ebpf:"unused_sentinel_op"`
-	UnusedSentinelPrctl    *ebpf.VariableSpec `ebpf:"unused_sentinel_prctl"`
-	UnusedSentinelRefusal  *ebpf.VariableSpec `ebpf:"unused_sentinel_refusal"`
-	UnusedSentinelRoleStat *ebpf.VariableSpec `ebpf:"unused_sentinel_role_stat"`
+	UnusedSentinelEvent        *ebpf.VariableSpec `ebpf:"unused_sentinel_event"`
+	UnusedSentinelIdentityFlag *ebpf.VariableSpec `ebpf:"unused_sentinel_identity_flag"`
+	UnusedSentinelOp           *ebpf.VariableSpec `ebpf:"unused_sentinel_op"`
+	UnusedSentinelPrctl        *ebpf.VariableSpec `ebpf:"unused_sentinel_prctl"`
+	UnusedSentinelRefusal      *ebpf.VariableSpec `ebpf:"unused_sentinel_refusal"`
+	UnusedSentinelRoleStat     *ebpf.VariableSpec `ebpf:"unused_sentinel_role_stat"`
+	UnusedSentinelStackFlag    *ebpf.VariableSpec `ebpf:"unused_sentinel_stack_flag"`
 }
 
 // sentinelObjects contains all objects after they have been loaded into the kernel.
@@ -360,11 +377,13 @@ func (m *sentinelMaps) Close() error {
 //
 // It can be passed to loadSentinelObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sentinelVariables struct {
-	UnusedSentinelEvent    *ebpf.Variable `ebpf:"unused_sentinel_event"`
-	UnusedSentinelOp       *ebpf.Variable `ebpf:"unused_sentinel_op"`
-	UnusedSentinelPrctl    *ebpf.Variable `ebpf:"unused_sentinel_prctl"`
-	UnusedSentinelRefusal  *ebpf.Variable `ebpf:"unused_sentinel_refusal"`
-	UnusedSentinelRoleStat *ebpf.Variable `ebpf:"unused_sentinel_role_stat"`
+	UnusedSentinelEvent        *ebpf.Variable `ebpf:"unused_sentinel_event"`
+	UnusedSentinelIdentityFlag *ebpf.Variable `ebpf:"unused_sentinel_identity_flag"`
+	UnusedSentinelOp           *ebpf.Variable `ebpf:"unused_sentinel_op"`
+	UnusedSentinelPrctl        *ebpf.Variable `ebpf:"unused_sentinel_prctl"`
+	UnusedSentinelRefusal      *ebpf.Variable `ebpf:"unused_sentinel_refusal"`
+	UnusedSentinelRoleStat     *ebpf.Variable `ebpf:"unused_sentinel_role_stat"`
+	UnusedSentinelStackFlag    *ebpf.Variable `ebpf:"unused_sentinel_stack_flag"`
 }
 
 // sentinelPrograms contains all programs after they have been loaded into the kernel.
