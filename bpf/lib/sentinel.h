@@ -174,7 +174,7 @@ enum sentinel_role_stat {
  * sentinel_stacks the stack that is the agent's root (a container's) and
  * the stacks that hold a role binary; a new mount of the same layers (a
  * restarted container) is the same, any other stack is not. */
-#define SENTINEL_STACK_MAX 32
+#define SENTINEL_STACK_MAX 31 /* the key stays within 512 bytes, 5.10's limit for a hash key */
 
 struct sentinel_stack {
 	__u32 layers; /* entries used in layer[] */

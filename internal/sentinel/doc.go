@@ -40,8 +40,8 @@
 // the protected staging directory; the kernel then makes the new inode an
 // agent identity in the same hook, so an upgrade never locks the agent out.
 // The old identity lives until the next Start prunes it. A role counts
-// only for a task whose root directory (task->fs->root) is the system's
-// root, flagged in the policy: the real binaries bind-mounted into a fake
+// only for a task whose root directory (task->fs->root) is the agent's
+// root, flagged in the policy (or a recorded overlay stack, below): the real binaries bind-mounted into a fake
 // root next to a fake /etc/serviceradar and trust key, and run under
 // chroot or pivot_root, carry no authority.
 //
@@ -106,8 +106,25 @@
 // members, and SCSI/NVMe pass-through ioctls (which root may send on a
 // read-only fd): only the filesystem's own block device is closed to raw
 // writes. Device
-// numbers are the superblock's: on btrfs subvolumes and overlayfs the st_dev
-// that stat reports can differ from i_sb->s_dev, so protect paths on
-// ordinary filesystems. Events carry the basename from the kernel; full paths
+// numbers are the superblock's: on btrfs subvolumes the st_dev that stat
+// reports can differ from i_sb->s_dev, so protect paths on other
+// filesystems there. Events carry the basename from the kernel; full paths
 // are rebuilt in user space from the inodes Sentinel resolved.
+//
+// Overlayfs (overlay.go). A protected path on overlayfs is protected in
+// every layer under it as well: the same file or tree, the directories on
+// the way (no rename, setattr or xattr: an opaque or redirect xattr would
+// change the view), the deepest of them against new entries (a shadowing
+// file or whiteout in a higher layer), and the upper and work directories.
+// The layers are read from the mount's options in mountinfo and must be
+// visible at those paths. An overlay inode's (dev, ino) is no lasting name
+// (the anonymous dev is reused by the next mount, the ino is a layer
+// file's), so an overlay is known by its layer stack (struct
+// sentinel_stack): the agent records the stack of its own root (a
+// container's) and of the overlays its binaries are on, and the kernel
+// counts a task's root as the agent's if it is the root of an overlay of
+// that very stack, and knows a binary there by its layer file
+// (SENTINEL_IDENTITY_LAYER identities, which do not count for the layer
+// file run by its own path). A restarted container is the same stack; any
+// other stack gets nothing.
 package sentinel

@@ -116,7 +116,7 @@ type sentinelSentinelStack struct {
 	_      structs.HostLayout
 	Layers uint32
 	Pad    uint32
-	Layer  [32]sentinelSentinelInode
+	Layer  [31]sentinelSentinelInode
 }
 
 type sentinelSentinelStackFlag uint32
