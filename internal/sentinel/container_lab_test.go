@@ -29,6 +29,8 @@ type containerSpec struct {
 	// bpffs with the pins, and the container storage, read-only in
 	// production, so the agent sees its own layers).
 	Binds []string
+	// Views are further bind mounts, inside path to host path.
+	Views map[string]string
 	Exec  string   // the agent binary, a path inside the container
 	Args  []string // its arguments
 	Env   []string
@@ -62,6 +64,14 @@ func runContainer() error {
 			return fmt.Errorf("bind %s: %w", b, err)
 		}
 	}
+	for dst, src := range c.Views {
+		if err := os.MkdirAll(filepath.Join(c.Merged, dst), 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(src, filepath.Join(c.Merged, dst), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s at %s: %w", src, dst, err)
+		}
+	}
 	if err := unix.Mount("proc", filepath.Join(c.Merged, "proc"), "proc", 0, ""); err != nil {
 		return fmt.Errorf("mount proc: %w", err)
 	}
@@ -74,35 +84,43 @@ func runContainer() error {
 	if err := os.MkdirAll(old, 0o700); err != nil {
 		return err
 	}
-	if err := unix.PivotRoot(c.Merged, old); err == nil {
-		if err := unix.Chdir("/"); err != nil {
+	err = unix.PivotRoot(c.Merged, old)
+	if errors.Is(err, unix.EINVAL) {
+		// The lab VM runs from its initramfs (rootfs), which pivot_root
+		// cannot move away from: enter a bind mount of it first, as
+		// switch_root-style inits do, and pivot from there.
+		if err := enterRootBind(); err != nil {
 			return err
 		}
-		if err := unix.Unmount("/.oldroot", unix.MNT_DETACH); err != nil {
-			return fmt.Errorf("detach old root: %w", err)
-		}
-		os.Remove("/.oldroot")
-	} else if errors.Is(err, unix.EINVAL) {
-		// The lab VM runs from its initramfs, which cannot be pivoted
-		// away from; runtimes then move the new root over / and chroot
-		// into it (runc's no_pivot_root).
-		os.Remove(old)
-		if err := unix.Chdir(c.Merged); err != nil {
-			return err
-		}
-		if err := unix.Mount(c.Merged, "/", "", unix.MS_MOVE, ""); err != nil {
-			return fmt.Errorf("move root: %w", err)
-		}
-		if err := unix.Chroot("."); err != nil {
-			return fmt.Errorf("chroot: %w", err)
-		}
-		if err := unix.Chdir("/"); err != nil {
-			return err
-		}
-	} else {
+		err = unix.PivotRoot(c.Merged, old)
+	}
+	if err != nil {
 		return fmt.Errorf("pivot_root: %w", err)
 	}
+	if err := unix.Chdir("/"); err != nil {
+		return err
+	}
+	if err := unix.Unmount("/.oldroot", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	os.Remove("/.oldroot")
 	return syscall.Exec(c.Exec, append([]string{c.Exec}, c.Args...), c.Env)
+}
+
+// enterRootBind makes this process's root a recursive bind mount of /, so
+// that the root is a mount point with a parent, as pivot_root requires.
+func enterRootBind() error {
+	dir := fmt.Sprintf("/tmp/.runtime-root-%d", os.Getpid())
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := unix.Mount("/", dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind /: %w", err)
+	}
+	if err := unix.Chroot(dir); err != nil {
+		return fmt.Errorf("chroot: %w", err)
+	}
+	return unix.Chdir("/")
 }
 
 // containerLab runs the agent inside such a container. The image (lower)
@@ -240,6 +258,17 @@ func TestLabContainer(t *testing.T) {
 			return openWrite(filepath.Join(c.upper, ctrAgent), unix.O_CREAT|unix.O_WRONLY)
 		}, errno: unix.EPERM},
 	)
+	// Its state, too.
+	l.mustDo("write " + ctrState + "/policy.version 8")
+	// 30: a process switching its exe_file to the container's agent
+	// binary is refused.
+	plain := filepath.Join(l.free, "plain")
+	must(t, copyFile(l.updaterBin, plain))
+	sx := exec.Command(plain)
+	sx.Env = append(os.Environ(), helperEnv+"=setexe-self", "SETEXE_TO="+view+ctrAgent)
+	if out, _ := sx.CombinedOutput(); !strings.Contains(string(out), "errno 1\n") {
+		t.Errorf("30: prctl exe_file to the container's agent binary: %s", out)
+	}
 	// A traced exec of the agent binary inside the container: no role
 	// (29); its writes are refused through the view and the layers.
 	for _, target := range []string{filepath.Join(lowerCfg, "sweep.json"), filepath.Join(upperCfg, "copied.json")} {
@@ -249,8 +278,27 @@ func TestLabContainer(t *testing.T) {
 		}
 	}
 
-	// Restart: the container goes, a new one mounts the same layers.
+	// Restart with the container storage seen from elsewhere: a copy of
+	// the layers at the mounted paths. The kernel gives the agent its
+	// role (its real root is the recorded stack), but the agent must not
+	// rebuild the policy from files that are not the layers.
 	c.stop()
+	fake := filepath.Join(l.dir, "fake-storage")
+	must(t, sh("mkdir -p "+fake+"/work && cp -a "+c.lower+" "+c.upper+" "+fake+"/"))
+	seen := c.spec(c.lower, c.upper, c.work)
+	seen.Binds = []string{filepath.Join(c.dir, "bpf")}
+	seen.Views = map[string]string{c.base: fake}
+	if first := c.launch(c.runtime(seen)); !strings.Contains(first, "not the ones recorded") {
+		t.Errorf("agent seeing copies of its layers: %s", first)
+	} else {
+		t.Logf("agent seeing copies of its layers: %s", first)
+	}
+	l.agent.cmd.Process.Kill()
+	l.agent.cmd.Wait()
+	<-l.agent.done
+	l.agent = nil
+
+	// Restart: the container goes, a new one mounts the same layers.
 	st := c.start(c.spec(c.lower, c.upper, c.work), true)
 	t.Logf("restarted container: adopted=%v programs=%d", st.Adopted, len(st.Programs))
 	l.mustDo("write " + ctrConfig + `/sweep.json {"networks":["198.51.100.0/24"],"a":"a"}`)
@@ -305,4 +353,52 @@ func TestLabContainer(t *testing.T) {
 	// The real container still works after all that.
 	c.start(c.spec(c.lower, c.upper, c.work), true)
 	l.mustDo("write " + ctrConfig + `/sweep.json {"networks":["203.0.113.0/24"],"a":"a"}`)
+}
+
+// TestLabContainerImageUpdate: an image update is a new layer stack. The
+// new image's agent gets no role while Sentinel enforces for the old one
+// (fail closed); after the old container's agent removes Sentinel with a
+// signed token, the new one loads it afresh and protects the new layers.
+func TestLabContainerImageUpdate(t *testing.T) {
+	c := newContainerLab(t)
+	l := c.lab
+	img2 := filepath.Join(c.base, "image2")
+	up2, work2 := filepath.Join(c.base, "upper2"), filepath.Join(c.base, "work2")
+	must(t, sh("cp -a "+c.lower+" "+img2))
+	must(t, os.WriteFile(filepath.Join(img2, ctrConfig, "sweep.json"), []byte(`{"networks":["10.1.0.0/16"],"a":"a"}`), 0o644))
+	must(t, os.MkdirAll(filepath.Join(up2, ctrConfig), 0o755))
+	must(t, os.MkdirAll(work2, 0o755))
+	c.stop()
+	first := c.launch(c.runtime(c.spec(img2, up2, work2)))
+	if strings.HasPrefix(first, "ready ") {
+		t.Fatalf("the new image's agent took over an enforcing Sentinel: %s", first)
+	}
+	t.Logf("new image before the removal: %s", first)
+	l.agent.cmd.Process.Kill()
+	l.agent.cmd.Wait()
+	<-l.agent.done
+	l.agent = nil
+
+	c.start(c.spec(c.lower, c.upper, c.work), true)
+	now := time.Now()
+	tok, err := SignToken(l.trustPriv, Token{Action: ActionRemove, Host: "vmlab", NotBefore: now.Add(-time.Minute), NotAfter: now.Add(10 * time.Minute), Nonce: "image-update"})
+	must(t, err)
+	l.mustDo("maint " + tok)
+	l.mustDo("remove")
+	l.agent.cmd.Wait()
+	<-l.agent.done
+	l.agent = nil
+
+	c.lower, c.upper, c.work = img2, up2, work2 // teardown removes from the new container
+	c.start(c.spec(img2, up2, work2), false)
+	l.mustDo("write " + ctrConfig + `/sweep.json {"networks":["10.2.0.0/16"],"a":"a"}`)
+	l.layers = []string{img2, up2}
+	l.refuse(
+		attack{name: "new image: echo x > sweep.json", run: func() error { return sh("echo x > " + filepath.Join(img2, ctrConfig, "sweep.json")) }},
+		attack{name: "new container layer: rm the agent's copy-up", run: func() error { return unix.Unlink(filepath.Join(up2, ctrConfig, "sweep.json")) }, errno: unix.EPERM},
+	)
+	// The old image is an ordinary directory again (an image prune works).
+	if err := os.RemoveAll(filepath.Join(c.base, "image")); err != nil {
+		t.Errorf("remove the old image: %v", err)
+	}
 }

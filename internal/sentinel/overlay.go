@@ -261,6 +261,14 @@ func (p *policy) protectLayers(path string, tree bool, allow Role) error {
 	if err != nil || !ok {
 		return err
 	}
+	// The stack is recorded (with no flag: it grants nothing) so that an
+	// agent adopting Sentinel later checks that it sees the same layers
+	// (writeStacks).
+	stack, _, err := stackOf(path)
+	if err != nil {
+		return err
+	}
+	p.addStack(stack, 0)
 	if layers.upper != "" {
 		// Copy up the directory where new entries would land: the
 		// protected directory itself, or a protected file's directory.
@@ -428,10 +436,28 @@ func (p *policy) addStack(st overlayStack, flags uint32) {
 	p.stacks[st.key] = t
 }
 
+// errStackUnknown says the layers the agent sees under its root or its
+// binaries are not the ones recorded when Sentinel was loaded.
+var errStackUnknown = errors.New("overlay layers are not the ones recorded at load")
+
 // writeStacks makes the kernel's trusted stacks want: new ones first, then
-// the removal of the others.
+// the removal of the others. Stacks are recorded by the agent that loads
+// Sentinel; an agent that adopts it only checks that what it sees is
+// recorded. It has its role because the kernel found its real root's
+// layers recorded; layer paths that lead elsewhere (a container's view of
+// the storage mounted from somewhere else) would make it record, and
+// protect, other files.
 func (s *Sentinel) writeStacks(want map[sentinelSentinelStack]sentinelSentinelStackTrust) error {
 	m := s.maps[mapStacks]
+	if s.adopted {
+		for k, v := range want {
+			var have sentinelSentinelStackTrust
+			if err := m.Lookup(k, &have); err != nil || have.Flags&v.Flags != v.Flags || have.BackingDev != v.BackingDev {
+				s.raise("the overlay layers seen at the mounted paths are not the ones recorded at load: the policy is not rebuilt from them")
+				return fmt.Errorf("%w: a stack of %d layers (first %s)", errStackUnknown, k.Layers, Inode{Dev: k.Layer[0].Dev, Ino: k.Layer[0].Ino})
+			}
+		}
+	}
 	for k, v := range want {
 		if err := m.Put(k, v); err != nil {
 			return fmt.Errorf("record overlay stack: %w", err)
