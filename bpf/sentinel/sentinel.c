@@ -50,8 +50,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define OVERLAYFS_SUPER_MAGIC 0x794c7630
 
 /* Overlayfs internals (fs/overlayfs/ovl_entry.h), relocated against the
- * overlay module's BTF. Where the module (or its BTF) was not there at
- * load, bpf_core_type_exists is false and no overlay stack is trusted. */
+ * overlay module's BTF where it has one (5.11 on); overlay_stack reads the
+ * 5.10 layout otherwise. */
 struct ovl_layer___sentinel {
 	struct vfsmount *mnt;
 } __attribute__((preserve_access_index));
@@ -267,22 +267,35 @@ static __always_inline struct sentinel_stack *overlay_stack(struct super_block *
 	struct ovl_fs___sentinel *ofs;
 	struct sentinel_stack *st;
 	__u32 zero = 0, n, i;
-	__u64 size;
+	__u64 size, moff;
 	void *layers;
 
-	if (!bpf_core_type_exists(struct ovl_fs___sentinel))
-		return NULL;
 	if (!sb || BPF_CORE_READ(sb, s_magic) != OVERLAYFS_SUPER_MAGIC)
 		return NULL;
 	st = bpf_map_lookup_elem(&sentinel_scratch, &zero);
 	if (!st)
 		return NULL;
 	ofs = BPF_CORE_READ(sb, s_fs_info);
-	n = BPF_CORE_READ(ofs, numlayer);
-	if (n == 0 || n > SENTINEL_STACK_MAX)
+	if (bpf_core_type_exists(struct ovl_fs___sentinel)) {
+		n = BPF_CORE_READ(ofs, numlayer);
+		layers = BPF_CORE_READ(ofs, layers);
+		size = bpf_core_type_size(struct ovl_layer___sentinel);
+		moff = bpf_core_field_offset(struct ovl_layer___sentinel, mnt);
+	} else {
+		// No BTF for overlayfs: modules have BTF only from 5.11. The
+		// layout of 5.7 to 6.4: numlayer, numfs, then the layers
+		// pointer; a layer is 32 bytes with mnt first. A kernel laid
+		// out otherwise yields a stack that matches nothing recorded
+		// (no role: closed).
+		n = 0;
+		layers = NULL;
+		bpf_probe_read_kernel(&n, sizeof(n), ofs);
+		bpf_probe_read_kernel(&layers, sizeof(layers), (void *)ofs + 8);
+		size = 32;
+		moff = 0;
+	}
+	if (n == 0 || n > SENTINEL_STACK_MAX || !layers)
 		return NULL;
-	layers = BPF_CORE_READ(ofs, layers);
-	size = bpf_core_type_size(struct ovl_layer___sentinel);
 	st->layers = n;
 	st->pad = 0;
 	for (i = 0; i < SENTINEL_STACK_MAX; i++) {
@@ -295,7 +308,8 @@ static __always_inline struct sentinel_stack *overlay_stack(struct super_block *
 		st->layer[i].pad = 0;
 		if (i >= n)
 			continue;
-		mnt = BPF_CORE_READ(l, mnt);
+		mnt = NULL;
+		bpf_probe_read_kernel(&mnt, sizeof(mnt), (void *)l + moff);
 		if (mnt)
 			root = BPF_CORE_READ(mnt, mnt_root, d_inode);
 		if (root)
