@@ -49,6 +49,10 @@ type mountEntry struct {
 type overlayLayers struct {
 	upper, work string
 	lowers      []string // highest first, data-only layers last
+	// links are layer paths as mounted that name a layer through a
+	// symbolic link (Docker's overlay2 mounts its lower layers through
+	// the short links in overlay2/l/); the fields above are resolved.
+	links []string
 }
 
 func (o overlayLayers) all() []string {
@@ -242,12 +246,31 @@ func overlayOf(path string) (overlayLayers, string, bool, error) {
 	if err != nil {
 		return overlayLayers{}, "", false, fmt.Errorf("overlay under %s: %w", path, err)
 	}
-	for _, l := range append(layers.all(), layers.work) {
+	// The kernel resolved each layer path once, at the mount; resolve
+	// them the same way and keep the links, which protectLayers protects
+	// so that they keep leading where they led then.
+	resolve := func(l string) (string, error) {
 		if l == "" {
-			continue
+			return "", nil
 		}
-		if _, err := os.Stat(l); err != nil {
-			return overlayLayers{}, "", false, fmt.Errorf("%w: %s (of the overlay under %s): %v; the layers must be visible to the agent at the paths they were mounted with", errLayerHidden, l, path, err)
+		r, err := filepath.EvalSymlinks(l)
+		if err != nil {
+			return "", fmt.Errorf("%w: %s (of the overlay under %s): %v; the layers must be visible to the agent at the paths they were mounted with", errLayerHidden, l, path, err)
+		}
+		if r != l {
+			layers.links = append(layers.links, l)
+		}
+		return r, nil
+	}
+	if layers.upper, err = resolve(layers.upper); err != nil {
+		return overlayLayers{}, "", false, err
+	}
+	if layers.work, err = resolve(layers.work); err != nil {
+		return overlayLayers{}, "", false, err
+	}
+	for i, l := range layers.lowers {
+		if layers.lowers[i], err = resolve(l); err != nil {
+			return overlayLayers{}, "", false, err
 		}
 	}
 	return layers, rel, true, nil
@@ -289,6 +312,18 @@ func (p *policy) protectLayers(path string, tree bool, allow Role) error {
 	for _, layer := range layers.all() {
 		if err := p.protectInLayer(layer, rel, tree, allow); err != nil {
 			return fmt.Errorf("protect %s in layer %s: %w", path, layer, err)
+		}
+	}
+	for _, l := range layers.links {
+		st, err := lstat(l)
+		if err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			p.add(inodeOf(st), flagProtected, 0, l)
+		}
+		if err := p.ancestors(l); err != nil {
+			return err
 		}
 	}
 	for _, d := range []string{layers.upper, layers.work} {

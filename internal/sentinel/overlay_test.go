@@ -90,6 +90,8 @@ func TestProtectLayers(t *testing.T) {
 		must(t, os.MkdirAll(d, 0o755))
 	}
 	must(t, os.WriteFile(filepath.Join(lower2, "etc/serviceradar/sweep.json"), []byte("{}"), 0o644))
+	link2 := filepath.Join(dir, "l2")
+	must(t, os.Symlink("lower2", link2))
 	errc := make(chan error, 1)
 	var entries map[Inode]Entry
 	var stack overlayStack
@@ -105,7 +107,9 @@ func TestProtectLayers(t *testing.T) {
 			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 				return err
 			}
-			opts := fmt.Sprintf("lowerdir=%s:%s,upperdir=%s,workdir=%s", lower1, lower2, upper, work)
+			// lower2 is named through a link, as Docker names its
+			// lower layers (overlay2/l/ID -> ../ID/diff).
+			opts := fmt.Sprintf("lowerdir=%s:%s,upperdir=%s,workdir=%s", lower1, link2, upper, work)
 			if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
 				return fmt.Errorf("mount overlay: %w", err)
 			}
@@ -131,7 +135,7 @@ func TestProtectLayers(t *testing.T) {
 			for _, path := range []string{
 				lower1, filepath.Join(lower1, "etc"), lower2, filepath.Join(lower2, "etc/serviceradar"),
 				filepath.Join(lower2, "etc/serviceradar/sweep.json"), upper, filepath.Join(upper, "etc/serviceradar"), work,
-				filepath.Join(cfg, "sweep.json"),
+				filepath.Join(cfg, "sweep.json"), link2,
 			} {
 				st, err := lstat(path)
 				if err != nil {
@@ -158,6 +162,7 @@ func TestProtectLayers(t *testing.T) {
 		{filepath.Join(upper, "etc/serviceradar"), flagProtected | flagChildren, RoleAgent}, // copied up by the policy build
 		{upper, flagProtected | flagAncestor, 0},
 		{work, flagProtected | flagAncestor, 0},
+		{link2, flagProtected, 0}, // keeps leading to lower2
 	} {
 		e, ok := entries[stat[c.path]]
 		if !ok {
