@@ -318,21 +318,35 @@ static __always_inline struct sentinel_stack *overlay_stack(struct super_block *
 	return st;
 }
 
+// stack_trust looks the layer stack of sb (a super_block) up in
+// sentinel_stacks: -1 if sb is no overlayfs of a recorded stack with every
+// flag of want, else the filesystem the layers are on (0: several). A
+// global function, verified once per program rather than inlined into
+// every check: the layer loop is long.
+__noinline long stack_trust(__u64 sb, __u32 want)
+{
+	struct sentinel_stack *st = overlay_stack((struct super_block *)sb);
+	struct sentinel_stack_trust *t;
+
+	if (!st)
+		return -1;
+	t = bpf_map_lookup_elem(&sentinel_stacks, st);
+	if (!t || (t->flags & want) != want)
+		return -1;
+	return t->backing_dev;
+}
+
 // trusted_stack: sb is an overlayfs whose layers are a stack recorded
 // with every flag of want; backing (if not NULL) gets the filesystem the
 // layers are on.
 static __always_inline bool trusted_stack(struct super_block *sb, __u32 want, __u32 *backing)
 {
-	struct sentinel_stack *st = overlay_stack(sb);
-	struct sentinel_stack_trust *t;
+	long r = stack_trust((__u64)sb, want);
 
-	if (!st)
-		return false;
-	t = bpf_map_lookup_elem(&sentinel_stacks, st);
-	if (!t || (t->flags & want) != want)
+	if (r < 0)
 		return false;
 	if (backing)
-		*backing = t->backing_dev;
+		*backing = (__u32)r;
 	return true;
 }
 
