@@ -2,39 +2,28 @@ package policy
 
 import (
 	"crypto/ed25519"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
+
+	"github.com/carverauto/fortress/internal/token"
 )
 
 // Maintenance actions a token can carry.
 const (
 	// MaintenanceAudit opens a Sentinel audit window until the token
 	// expires.
-	MaintenanceAudit = "audit"
+	MaintenanceAudit = token.ActionAudit
 	// MaintenanceRemove opens the window and removes Fortress from the
 	// kernel.
-	MaintenanceRemove = "remove"
+	MaintenanceRemove = token.ActionRemove
 )
 
 // MaxMaintenanceWindow bounds how long one token may open a window.
-const MaxMaintenanceWindow = 24 * time.Hour
+const MaxMaintenanceWindow = token.MaxMaintenanceWindow
 
-// Token is a maintenance grant for one host (the agent's id).
-type Token struct {
-	Action    string    `json:"action"`
-	Host      string    `json:"host"`
-	NotBefore time.Time `json:"not_before"`
-	NotAfter  time.Time `json:"not_after"`
-	// Nonce makes the token single-use: an agent honours a nonce once.
-	Nonce string `json:"nonce"`
-}
-
-// tokenFormat versions the encoding "fmt1.<payload>.<signature>", both
-// parts unpadded base64url; the signature covers "fmt1." and the payload.
-const tokenFormat = "fmt1"
+// Token is a maintenance grant for one host (the agent's id); its Nonce
+// makes it single-use: an agent honours a nonce once.
+type Token = token.Token
 
 // SignToken encodes and signs t with a trust key's private half.
 func SignToken(priv ed25519.PrivateKey, t Token) (string, error) {
@@ -47,11 +36,9 @@ func SignToken(priv ed25519.PrivateKey, t Token) (string, error) {
 	if !t.NotAfter.After(t.NotBefore) || t.NotAfter.Sub(t.NotBefore) > MaxMaintenanceWindow {
 		return "", fmt.Errorf("sign token: window must be positive and at most %s", MaxMaintenanceWindow)
 	}
-	payload, err := json.Marshal(t)
+	raw, err := token.Sign(priv, t)
 	if err != nil {
 		return "", fmt.Errorf("sign token: %w", err)
 	}
-	sig := ed25519.Sign(priv, append([]byte(tokenFormat+"."), payload...))
-	enc := base64.RawURLEncoding
-	return tokenFormat + "." + enc.EncodeToString(payload) + "." + enc.EncodeToString(sig), nil
+	return raw, nil
 }
