@@ -287,7 +287,7 @@ func (p *policy) protectLayers(path string, tree bool, allow Role) error {
 	// The stack is recorded (with no flag: it grants nothing) so that an
 	// agent adopting Sentinel later checks that it sees the same layers
 	// (writeStacks).
-	stack, _, err := stackOf(path)
+	stack, err := stackOfLayers(path, layers, rel)
 	if err != nil {
 		return err
 	}
@@ -435,11 +435,17 @@ func stackOf(path string) (overlayStack, bool, error) {
 	if err != nil || !ok {
 		return overlayStack{}, false, err
 	}
+	st, err := stackOfLayers(path, layers, rel)
+	return st, err == nil, err
+}
+
+// stackOfLayers is stackOf for layers already read (overlayOf).
+func stackOfLayers(path string, layers overlayLayers, rel string) (overlayStack, error) {
 	var st overlayStack
 	st.root = rel == "/"
 	all := append([]string{layers.upper}, layers.lowers...) // "" for no upper: a zero entry
 	if len(all) > len(st.key.Layer) {
-		return overlayStack{}, false, fmt.Errorf("overlay under %s has %d layers, more than the %d Sentinel can name", path, len(all), len(st.key.Layer))
+		return overlayStack{}, fmt.Errorf("overlay under %s has %d layers, more than the %d Sentinel can name", path, len(all), len(st.key.Layer))
 	}
 	st.key.Layers = uint32(len(all))
 	several := false
@@ -449,7 +455,7 @@ func stackOf(path string) (overlayStack, bool, error) {
 		}
 		lst, err := lstat(l)
 		if err != nil {
-			return overlayStack{}, false, err
+			return overlayStack{}, err
 		}
 		in := inodeOf(lst)
 		st.key.Layer[i] = key(in)
@@ -461,7 +467,7 @@ func stackOf(path string) (overlayStack, bool, error) {
 	if several {
 		st.backing = 0
 	}
-	return st, true, nil
+	return st, nil
 }
 
 func (p *policy) addStack(st overlayStack, flags uint32) {
@@ -519,13 +525,11 @@ func (s *Sentinel) writeStacks(want map[sentinelSentinelStack]sentinelSentinelSt
 // or on overlayfs its files in the layers (an overlay inode's number is a
 // layer file's, and its device is reused by later mounts).
 func binaryIdentities(bin string, role Role, ids map[Inode]sentinelSentinelIdentity) error {
-	copies, err := layerCopies(bin)
+	copies, onOverlay, err := layerCopies(bin)
 	if err != nil {
 		return fmt.Errorf("identity %s: %w", bin, err)
 	}
-	if _, onOverlay, err := stackOf(bin); err != nil {
-		return err
-	} else if !onOverlay {
+	if !onOverlay {
 		in, err := executableInode(bin)
 		if err != nil {
 			return err
@@ -549,12 +553,13 @@ func binaryIdentities(bin string, role Role, ids map[Inode]sentinelSentinelIdent
 }
 
 // layerCopies returns the files that path, on overlayfs, is in the layers
-// under it (none if it is not on overlayfs). The kernel knows an executable
-// on a recorded container stack by its layer file (exe_roles).
-func layerCopies(path string) ([]string, error) {
+// under it; onOverlay is false (and there are none) if it is on another
+// filesystem. The kernel knows an executable on a recorded container
+// stack by its layer file (exe_roles).
+func layerCopies(path string) (copies []string, onOverlay bool, err error) {
 	layers, rel, ok, err := overlayOf(path)
 	if err != nil || !ok {
-		return nil, err
+		return nil, false, err
 	}
 	var out []string
 	for _, l := range layers.all() {
@@ -563,5 +568,5 @@ func layerCopies(path string) ([]string, error) {
 			out = append(out, p)
 		}
 	}
-	return out, nil
+	return out, true, nil
 }
