@@ -25,6 +25,8 @@ enum sentinel_object_flag {
 	SENTINEL_OBJ_BLOCKDEV = 1 << 6,     /* key (dev, 0): the block device under a protected file; no write open */
 	SENTINEL_WATCH_SELF = 1 << 8,       /* file integrity events for the inode */
 	SENTINEL_WATCH_CHILDREN = 1 << 9,   /* file integrity events for entries of the directory */
+	SENTINEL_OBJ_INHERIT = 1 << 10,     /* directory: what a role it allows creates in it is protected as it is */
+	SENTINEL_OBJ_RELEASES = 1 << 11,    /* directory of release versions (struct sentinel_release) */
 };
 
 /* sentinel_listed has 1 << SENTINEL_LISTED_BITS byte slots. An inode whose
@@ -209,6 +211,16 @@ enum sentinel_stat {
 
 #define SENTINEL_NAME_LEN 64
 #define SENTINEL_COMM_LEN 16
+
+/* A versioned release layout (ServiceRadar's): a releases directory
+ * (SENTINEL_OBJ_RELEASES) holds one directory per version, each with the
+ * agent binary under the name below, and a symlink names the version in
+ * use. The whole tree is the updater's (SENTINEL_OBJ_INHERIT): what it
+ * creates there is protected at once, so the kernel can trust a version's
+ * binary the first time it runs. binary[0] == 0: no release layout. */
+struct sentinel_release {
+	char binary[SENTINEL_NAME_LEN];
+};
 
 struct sentinel_event {
 	__u64 time_ns; /* CLOCK_BOOTTIME */

@@ -26,6 +26,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define O_TRUNC 01000
 #define S_IFMT 00170000
 #define S_IFBLK 0060000
+#define S_IFDIR 0040000
 #define PTRACE_MODE_ATTACH 0x02
 #define FS_IOC_SETFLAGS 0x40086602
 #define FS_IOC32_SETFLAGS 0x40046602
@@ -144,6 +145,14 @@ struct {
 	__type(value, struct sentinel_settings);
 } sentinel_config SEC(".maps");
 
+// The release layout, if the agent has one (struct sentinel_release).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sentinel_release);
+} sentinel_layout SEC(".maps");
+
 // The bpf(2) command each thread last started among those that create a
 // program fd, so that the bpf_prog hook can tell a load from a lookup.
 struct {
@@ -204,6 +213,7 @@ const enum sentinel_op *unused_sentinel_op __attribute__((unused));
 const enum sentinel_role_stat *unused_sentinel_role_stat __attribute__((unused));
 const enum sentinel_identity_flag *unused_sentinel_identity_flag __attribute__((unused));
 const enum sentinel_stack_flag *unused_sentinel_stack_flag __attribute__((unused));
+const enum sentinel_object_flag *unused_sentinel_object_flag __attribute__((unused));
 
 static __always_inline void count(__u32 idx)
 {
@@ -720,6 +730,73 @@ static __always_inline void learn_agent_binary(struct dentry *src, struct sentin
 	     0);
 }
 
+// A role's tree (SENTINEL_OBJ_INHERIT on its directories) holds only what
+// was created in it: d_instantiate protects each new entry from the moment
+// it has a name, so nothing in the tree was ever writable by another
+// process, and into_tree refuses to move or link in an inode from outside,
+// which another process may have written or still hold open for writing.
+
+// into_tree refuses to put inode into dir, a directory of a role's tree,
+// unless the inode is protected already.
+static __always_inline int into_tree(__u32 op, struct inode *inode, struct inode *dir, struct dentry *dentry)
+{
+	struct sentinel_inode dkey, key;
+	struct sentinel_object *d = lookup_inode(dir, &dkey);
+	struct sentinel_object *o;
+	__u32 dflags = 0, oflags = 0;
+
+	if (d)
+		dflags = d->flags;
+	if (!(dflags & SENTINEL_OBJ_INHERIT))
+		return 0;
+	o = lookup_inode(inode, &key);
+	if (o)
+		oflags = o->flags;
+	if (oflags & SENTINEL_OBJ_PROTECTED)
+		return 0;
+	complete_key(inode, &key);
+	complete_key(dir, &dkey);
+	return deny(op, SENTINEL_OBJ_INHERIT, &key, &dkey, BPF_CORE_READ(dentry, d_name.name), 0);
+}
+
+// d_instantiate: an inode gets a name (a create, mkdir, symlink, mknod,
+// tmpfile or link; also a lookup that brings an existing entry into the
+// dcache). An entry that a role creates in a directory of its tree is
+// protected as the directory is: a directory with its entries and
+// inheriting, anything else by itself. Existing entries are in the policy
+// already and keep their entry (BPF_NOEXIST).
+SEC("lsm/d_instantiate")
+int BPF_PROG(d_instantiate, struct dentry *dentry, struct inode *inode)
+{
+	struct sentinel_object obj = {.flags = SENTINEL_OBJ_PROTECTED};
+	struct sentinel_inode dkey, key;
+	struct sentinel_object *d;
+	__u32 dflags = 0, slot;
+	__u8 *set;
+
+	if (!inode || !dentry)
+		return 0;
+	d = lookup_inode(dentry->d_parent->d_inode, &dkey);
+	if (d) {
+		dflags = d->flags;
+		obj.allow = d->allow;
+	}
+	if (!(dflags & SENTINEL_OBJ_INHERIT) || !(current_roles() & obj.allow))
+		return 0;
+	if ((inode->i_mode & S_IFMT) == S_IFDIR)
+		obj.flags |= SENTINEL_OBJ_CHILDREN | SENTINEL_OBJ_INHERIT;
+	inode_key(inode, &key);
+	// The filter slot first: sentinel_objects never holds an entry whose
+	// slot is clear.
+	slot = listed_slot(key.ino);
+	set = bpf_map_lookup_elem(&sentinel_listed, &slot);
+	if (!set)
+		return 0;
+	*set = 1;
+	bpf_map_update_elem(&sentinel_objects, &key, &obj, BPF_NOEXIST);
+	return 0;
+}
+
 SEC("lsm/inode_rename")
 int BPF_PROG(inode_rename, struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir,
 	     struct dentry *new_dentry, int ret)
@@ -736,6 +813,9 @@ int BPF_PROG(inode_rename, struct inode *old_dir, struct dentry *old_dentry, str
 		return err;
 	err = check(SENTINEL_OP_RENAME_TO, new_dentry->d_inode, new_dir, new_dentry,
 		    SENTINEL_OBJ_PROTECTED | SENTINEL_OBJ_ANCESTOR, 0);
+	if (err)
+		return err;
+	err = into_tree(SENTINEL_OP_RENAME_TO, old_dentry->d_inode, new_dir, new_dentry);
 	if (err)
 		return err;
 	target = lookup_inode(new_dentry->d_inode, &key);
@@ -756,6 +836,9 @@ int BPF_PROG(inode_link, struct dentry *old_dentry, struct inode *dir, struct de
 		return ret;
 	// A new name for a protected inode is a way to reach it later.
 	err = check_dentry(SENTINEL_OP_LINK, old_dentry, SENTINEL_OBJ_PROTECTED, 0);
+	if (err)
+		return err;
+	err = into_tree(SENTINEL_OP_LINK, old_dentry->d_inode, dir, new_dentry);
 	if (err)
 		return err;
 	return check(SENTINEL_OP_CREATE, NULL, dir, new_dentry, 0, 0);
@@ -1437,6 +1520,74 @@ static __always_inline __u32 grant(__u64 leader, struct sentinel_inode *exe, __u
 	return 0;
 }
 
+// release_binary: file is the agent binary of a release version: it has
+// the release's binary name, in a directory of the releases directory, and
+// is protected there (the whole tree is the updater's, and only what the
+// updater created in it is in it).
+static __always_inline bool release_binary(struct file *file, struct sentinel_inode *key)
+{
+	__u32 zero = 0;
+	struct sentinel_release *rel = bpf_map_lookup_elem(&sentinel_layout, &zero);
+	struct dentry *dentry = file->f_path.dentry;
+	struct dentry *vdir = dentry->d_parent;
+	struct sentinel_inode vkey, rkey;
+	struct sentinel_object *o;
+	char name[SENTINEL_NAME_LEN] = {};
+	__u32 flags = 0;
+
+	if (!rel || !rel->binary[0])
+		return false;
+	o = lookup_inode(dentry->d_inode, key);
+	if (o)
+		flags = o->flags;
+	if (!(flags & SENTINEL_OBJ_PROTECTED))
+		return false;
+	flags = 0;
+	o = lookup_inode(vdir->d_inode, &vkey);
+	if (o)
+		flags = o->flags;
+	if (!(flags & SENTINEL_OBJ_INHERIT))
+		return false;
+	flags = 0;
+	o = lookup_inode(vdir->d_parent->d_inode, &rkey);
+	if (o)
+		flags = o->flags;
+	if (!(flags & SENTINEL_OBJ_RELEASES))
+		return false;
+	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(dentry, d_name.name));
+	for (int i = 0; i < SENTINEL_NAME_LEN; i++) {
+		if (name[i] != rel->binary[i])
+			return false;
+		if (!name[i])
+			break;
+	}
+	return true;
+}
+
+// learn_release_binary makes the agent binary of a release version an agent
+// identity the first time it is exec'd: the updater put it there (an
+// upgrade), or swapped the current symlink back to it (a rollback). Whether
+// the exec earns the role is decided as for any role binary.
+static __always_inline bool learn_release_binary(struct file *file)
+{
+	struct inode *inode = file->f_inode;
+	struct sentinel_identity id = {.roles = SENTINEL_ROLE_AGENT, .gen_valid = 1};
+	struct sentinel_object obj = {.flags = SENTINEL_OBJ_PROTECTED | SENTINEL_OBJ_AGENT_BINARY,
+				      .allow = SENTINEL_ROLE_UPDATER};
+	struct sentinel_inode key, none = {};
+
+	if (!inode || on_overlay(inode) || !release_binary(file, &key))
+		return false;
+	complete_key(inode, &key);
+	id.gen = inode->i_generation;
+	if (bpf_map_update_elem(&sentinel_identities, &key, &id, BPF_ANY))
+		return false;
+	bpf_map_update_elem(&sentinel_objects, &key, &obj, BPF_ANY);
+	emit(SENTINEL_OP_IDENTITY_LEARNED, SENTINEL_ALLOWED, obj.flags, &key, &none,
+	     BPF_CORE_READ(file, f_path.dentry, d_name.name), 0);
+	return true;
+}
+
 // Every exec decides the thread group's role afresh: the kernel has made
 // the exec'ing thread the only one (de_thread) and the new executable is
 // bprm->file. bprm->unsafe is the kernel's own verdict on the exec: traced
@@ -1455,6 +1606,8 @@ int BPF_PROG(bprm_committing_creds, struct linux_binprm *bprm)
 	int unsafe;
 
 	roles = exe_roles(BPF_CORE_READ(bprm, file, f_inode), &key);
+	if (!roles && learn_release_binary(bprm->file))
+		roles = exe_roles(BPF_CORE_READ(bprm, file, f_inode), &key);
 	if (!roles) {
 		bpf_map_delete_elem(&sentinel_grants, &leader);
 		return 0;

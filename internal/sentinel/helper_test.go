@@ -98,6 +98,9 @@ func runHelper(mode string, args []string) int {
 		fmt.Println("fork", int(errno))
 		return 0
 	}
+	if code, ok := releaseHelper(mode, args); ok {
+		return code
+	}
 	if code, ok := identityHelper(mode, args); ok {
 		return code
 	}

@@ -24,6 +24,7 @@ const (
 	mapRoleStats = "sentinel_role_stats"
 	mapStacks    = "sentinel_stacks"
 	mapScratch   = "sentinel_scratch"
+	mapLayout    = "sentinel_layout"
 )
 
 // claimProgram is attached before every other program so that the loader
@@ -32,7 +33,7 @@ const claimProgram = "task_prctl"
 
 // newInRelease lists maps that a pinned Sentinel of an earlier release may
 // lack. Adoption creates them (sentinel_listed full, the others empty).
-var newInRelease = map[string]bool{mapListed: true, mapGrants: true, mapClaims: true, mapRoleStats: true, mapStacks: true, mapScratch: true}
+var newInRelease = map[string]bool{mapListed: true, mapGrants: true, mapClaims: true, mapRoleStats: true, mapStacks: true, mapScratch: true, mapLayout: true}
 
 // refusalNames name the bits of enum sentinel_refusal, in bit order.
 var refusalNames = []struct {

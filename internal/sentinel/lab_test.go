@@ -40,6 +40,7 @@ type lab struct {
 	free       string
 	trustPub   ed25519.PublicKey
 	trustPriv  ed25519.PrivateKey
+	releases   Releases
 	agent      *agentProc
 	// layers are further trees the snapshot covers (overlay layers);
 	// unmounts run in teardown once Sentinel is gone.
@@ -144,6 +145,7 @@ func (l *lab) config() helperConfig {
 			AgentBinary:   l.agentBin,
 			UpdaterBinary: l.updaterBin,
 			StagingDir:    l.staging,
+			Releases:      l.releases,
 			ConfigDir:     l.configDir,
 			StateDirs:     []string{l.stateDir},
 			Watched:       []string{l.watched, l.configDir},

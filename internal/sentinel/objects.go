@@ -18,17 +18,20 @@ const (
 	RoleUpdater Role = 1 << 1 // SENTINEL_ROLE_UPDATER
 )
 
-// Object flags (enum sentinel_object_flag in bpf/lib/sentinel.h).
+// Object flags: enum sentinel_object_flag in bpf/lib/sentinel.h, as
+// bpf2go generates it.
 const (
-	flagProtected   = 1 << 0
-	flagChildren    = 1 << 1
-	flagAncestor    = 1 << 2
-	flagAgentBinary = 1 << 3
-	flagSuperblock  = 1 << 4
-	flagRoot        = 1 << 5
-	flagBlockDev    = 1 << 6
-	flagWatchSelf   = 1 << 8
-	flagWatchKids   = 1 << 9
+	flagProtected   = uint32(sentinelSentinelObjectFlagSENTINEL_OBJ_PROTECTED)
+	flagChildren    = uint32(sentinelSentinelObjectFlagSENTINEL_OBJ_CHILDREN)
+	flagAncestor    = uint32(sentinelSentinelObjectFlagSENTINEL_OBJ_ANCESTOR)
+	flagAgentBinary = uint32(sentinelSentinelObjectFlagSENTINEL_OBJ_AGENT_BINARY)
+	flagSuperblock  = uint32(sentinelSentinelObjectFlagSENTINEL_OBJ_SUPERBLOCK)
+	flagRoot        = uint32(sentinelSentinelObjectFlagSENTINEL_OBJ_ROOT)
+	flagBlockDev    = uint32(sentinelSentinelObjectFlagSENTINEL_OBJ_BLOCKDEV)
+	flagWatchSelf   = uint32(sentinelSentinelObjectFlagSENTINEL_WATCH_SELF)
+	flagWatchKids   = uint32(sentinelSentinelObjectFlagSENTINEL_WATCH_CHILDREN)
+	flagInherit     = uint32(sentinelSentinelObjectFlagSENTINEL_OBJ_INHERIT)
+	flagReleases    = uint32(sentinelSentinelObjectFlagSENTINEL_OBJ_RELEASES)
 )
 
 // Inode is an inode as the kernel names it: the superblock's dev_t in the
@@ -147,6 +150,11 @@ func (p *policy) protectFile(path string, extra uint32, allow Role) error {
 // protectTree protects a directory, every entry below it, and the entries
 // that will be created in it later.
 func (p *policy) protectTree(root string, allow Role) error {
+	return p.protectTreeDirs(root, allow, 0)
+}
+
+// protectTreeDirs is protectTree with dirFlags added to every directory.
+func (p *policy) protectTreeDirs(root string, allow Role, dirFlags uint32) error {
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -157,7 +165,7 @@ func (p *policy) protectTree(root string, allow Role) error {
 		}
 		flags := uint32(flagProtected)
 		if d.IsDir() {
-			flags |= flagChildren
+			flags |= flagChildren | dirFlags
 		}
 		p.add(inodeOf(st), flags, allow, path)
 		return nil

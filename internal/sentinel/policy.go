@@ -22,7 +22,12 @@ func (s *Sentinel) buildPolicy() (*policy, error) {
 			return nil, fmt.Errorf("protect updater binary: %w", err)
 		}
 	}
-	if err := p.protectTree(c.StagingDir, RoleUpdater); err != nil {
+	if c.StagingDir != "" {
+		if err := p.protectTree(c.StagingDir, RoleUpdater); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.protectReleases(c.Releases); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(c.ConfigDir, 0o755); err != nil {
@@ -97,6 +102,20 @@ func (s *Sentinel) applyPolicy() error {
 		if err := binaryIdentities(bin, role, ids); err != nil {
 			return err
 		}
+	}
+	// Every installed version's agent binary, so that a rollback to one
+	// finds it an identity (the kernel also learns them at their exec).
+	releases, err := s.cfg.Releases.binaries()
+	if err != nil {
+		return err
+	}
+	for _, bin := range releases {
+		if err := binaryIdentities(bin, RoleAgent, ids); err != nil {
+			return err
+		}
+	}
+	if err := s.writeLayout(); err != nil {
+		return err
 	}
 	if err := s.writeStacks(p.stacks); err != nil {
 		return err

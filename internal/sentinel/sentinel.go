@@ -52,8 +52,12 @@ type Config struct {
 	UpdaterBinary string
 	// StagingDir is where the updater prepares a new agent binary; it must
 	// be on the agent binary's filesystem. Default: .fortress-staging next
-	// to the agent binary.
+	// to the agent binary, none with a release layout (the updater stages
+	// inside it).
 	StagingDir string
+	// Releases (optional) is a versioned release layout that the agent
+	// runs from and the updater alone changes (ServiceRadar's).
+	Releases Releases
 	// ConfigDir is protected with everything in it (default
 	// /etc/serviceradar). StateDirs are further protected trees (trust
 	// keys, last applied policy version).
@@ -112,7 +116,14 @@ func (c *Config) defaults() error {
 	if c.AgentBinary == "" {
 		return errors.New("sentinel: no agent binary configured")
 	}
-	if c.StagingDir == "" {
+	if c.Releases.Dir != "" {
+		if c.Releases.Binary == "" {
+			c.Releases.Binary = filepath.Base(c.AgentBinary)
+		}
+		if err := c.Releases.validate(); err != nil {
+			return fmt.Errorf("sentinel: %w", err)
+		}
+	} else if c.StagingDir == "" {
 		c.StagingDir = filepath.Join(filepath.Dir(c.AgentBinary), ".fortress-staging")
 	}
 	if c.Log == nil {
@@ -191,6 +202,9 @@ func (s *Sentinel) ensureDirs() error {
 		if err := s.cfg.PinRoot.Ensure(l); err != nil {
 			return err
 		}
+	}
+	if s.cfg.StagingDir == "" {
+		return nil
 	}
 	if err := os.MkdirAll(s.cfg.StagingDir, 0o700); err != nil {
 		return fmt.Errorf("create staging dir: %w", err)

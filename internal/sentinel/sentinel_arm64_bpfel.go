@@ -80,6 +80,22 @@ type sentinelSentinelObject struct {
 	Allow uint32
 }
 
+type sentinelSentinelObjectFlag uint32
+
+const (
+	sentinelSentinelObjectFlagSENTINEL_OBJ_PROTECTED    sentinelSentinelObjectFlag = 1
+	sentinelSentinelObjectFlagSENTINEL_OBJ_CHILDREN     sentinelSentinelObjectFlag = 2
+	sentinelSentinelObjectFlagSENTINEL_OBJ_ANCESTOR     sentinelSentinelObjectFlag = 4
+	sentinelSentinelObjectFlagSENTINEL_OBJ_AGENT_BINARY sentinelSentinelObjectFlag = 8
+	sentinelSentinelObjectFlagSENTINEL_OBJ_SUPERBLOCK   sentinelSentinelObjectFlag = 16
+	sentinelSentinelObjectFlagSENTINEL_OBJ_ROOT         sentinelSentinelObjectFlag = 32
+	sentinelSentinelObjectFlagSENTINEL_OBJ_BLOCKDEV     sentinelSentinelObjectFlag = 64
+	sentinelSentinelObjectFlagSENTINEL_WATCH_SELF       sentinelSentinelObjectFlag = 256
+	sentinelSentinelObjectFlagSENTINEL_WATCH_CHILDREN   sentinelSentinelObjectFlag = 512
+	sentinelSentinelObjectFlagSENTINEL_OBJ_INHERIT      sentinelSentinelObjectFlag = 1024
+	sentinelSentinelObjectFlagSENTINEL_OBJ_RELEASES     sentinelSentinelObjectFlag = 2048
+)
+
 type sentinelSentinelPrctl uint32
 
 const (
@@ -96,6 +112,11 @@ const (
 	sentinelSentinelRefusalSENTINEL_REFUSE_NO_ROOM      sentinelSentinelRefusal = 16
 	sentinelSentinelRefusalSENTINEL_REFUSE_CLAIM        sentinelSentinelRefusal = 32
 )
+
+type sentinelSentinelRelease struct {
+	_      structs.HostLayout
+	Binary [64]int8
+}
 
 type sentinelSentinelRoleStat uint32
 
@@ -144,6 +165,7 @@ const (
 	sentinelMapSentinelGuarded            = "sentinel_guarded"
 	sentinelMapSentinelHolders            = "sentinel_holders"
 	sentinelMapSentinelIdentities         = "sentinel_identities"
+	sentinelMapSentinelLayout             = "sentinel_layout"
 	sentinelMapSentinelLinkDeny           = "sentinel_link_deny"
 	sentinelMapSentinelLinkDenyN          = "sentinel_link_deny_n"
 	sentinelMapSentinelListed             = "sentinel_listed"
@@ -156,6 +178,7 @@ const (
 	sentinelProgBpfMap                    = "bpf_map"
 	sentinelProgBpfProg                   = "bpf_prog"
 	sentinelProgBprmCommittingCreds       = "bprm_committing_creds"
+	sentinelProgD_instantiate             = "d_instantiate"
 	sentinelProgFileAllocSecurity         = "file_alloc_security"
 	sentinelProgFileIoctl                 = "file_ioctl"
 	sentinelProgFileIoctlCompat           = "file_ioctl_compat"
@@ -191,6 +214,7 @@ const (
 	sentinelProgTaskPrctl                 = "task_prctl"
 	sentinelVarUnusedSentinelEvent        = "unused_sentinel_event"
 	sentinelVarUnusedSentinelIdentityFlag = "unused_sentinel_identity_flag"
+	sentinelVarUnusedSentinelObjectFlag   = "unused_sentinel_object_flag"
 	sentinelVarUnusedSentinelOp           = "unused_sentinel_op"
 	sentinelVarUnusedSentinelPrctl        = "unused_sentinel_prctl"
 	sentinelVarUnusedSentinelRefusal      = "unused_sentinel_refusal"
@@ -244,6 +268,7 @@ type sentinelProgramSpecs struct {
 	BpfMap              *ebpf.ProgramSpec `ebpf:"bpf_map"`
 	BpfProg             *ebpf.ProgramSpec `ebpf:"bpf_prog"`
 	BprmCommittingCreds *ebpf.ProgramSpec `ebpf:"bprm_committing_creds"`
+	D_instantiate       *ebpf.ProgramSpec `ebpf:"d_instantiate"`
 	FileAllocSecurity   *ebpf.ProgramSpec `ebpf:"file_alloc_security"`
 	FileIoctl           *ebpf.ProgramSpec `ebpf:"file_ioctl"`
 	FileIoctlCompat     *ebpf.ProgramSpec `ebpf:"file_ioctl_compat"`
@@ -291,6 +316,7 @@ type sentinelMapSpecs struct {
 	SentinelGuarded    *ebpf.MapSpec `ebpf:"sentinel_guarded"`
 	SentinelHolders    *ebpf.MapSpec `ebpf:"sentinel_holders"`
 	SentinelIdentities *ebpf.MapSpec `ebpf:"sentinel_identities"`
+	SentinelLayout     *ebpf.MapSpec `ebpf:"sentinel_layout"`
 	SentinelLinkDeny   *ebpf.MapSpec `ebpf:"sentinel_link_deny"`
 	SentinelLinkDenyN  *ebpf.MapSpec `ebpf:"sentinel_link_deny_n"`
 	SentinelListed     *ebpf.MapSpec `ebpf:"sentinel_listed"`
@@ -307,6 +333,7 @@ type sentinelMapSpecs struct {
 type sentinelVariableSpecs struct {
 	UnusedSentinelEvent        *ebpf.VariableSpec `ebpf:"unused_sentinel_event"`
 	UnusedSentinelIdentityFlag *ebpf.VariableSpec `ebpf:"unused_sentinel_identity_flag"`
+	UnusedSentinelObjectFlag   *ebpf.VariableSpec `ebpf:"unused_sentinel_object_flag"`
 	UnusedSentinelOp           *ebpf.VariableSpec `ebpf:"unused_sentinel_op"`
 	UnusedSentinelPrctl        *ebpf.VariableSpec `ebpf:"unused_sentinel_prctl"`
 	UnusedSentinelRefusal      *ebpf.VariableSpec `ebpf:"unused_sentinel_refusal"`
@@ -342,6 +369,7 @@ type sentinelMaps struct {
 	SentinelGuarded    *ebpf.Map `ebpf:"sentinel_guarded"`
 	SentinelHolders    *ebpf.Map `ebpf:"sentinel_holders"`
 	SentinelIdentities *ebpf.Map `ebpf:"sentinel_identities"`
+	SentinelLayout     *ebpf.Map `ebpf:"sentinel_layout"`
 	SentinelLinkDeny   *ebpf.Map `ebpf:"sentinel_link_deny"`
 	SentinelLinkDenyN  *ebpf.Map `ebpf:"sentinel_link_deny_n"`
 	SentinelListed     *ebpf.Map `ebpf:"sentinel_listed"`
@@ -362,6 +390,7 @@ func (m *sentinelMaps) Close() error {
 		m.SentinelGuarded,
 		m.SentinelHolders,
 		m.SentinelIdentities,
+		m.SentinelLayout,
 		m.SentinelLinkDeny,
 		m.SentinelLinkDenyN,
 		m.SentinelListed,
@@ -379,6 +408,7 @@ func (m *sentinelMaps) Close() error {
 type sentinelVariables struct {
 	UnusedSentinelEvent        *ebpf.Variable `ebpf:"unused_sentinel_event"`
 	UnusedSentinelIdentityFlag *ebpf.Variable `ebpf:"unused_sentinel_identity_flag"`
+	UnusedSentinelObjectFlag   *ebpf.Variable `ebpf:"unused_sentinel_object_flag"`
 	UnusedSentinelOp           *ebpf.Variable `ebpf:"unused_sentinel_op"`
 	UnusedSentinelPrctl        *ebpf.Variable `ebpf:"unused_sentinel_prctl"`
 	UnusedSentinelRefusal      *ebpf.Variable `ebpf:"unused_sentinel_refusal"`
@@ -394,6 +424,7 @@ type sentinelPrograms struct {
 	BpfMap              *ebpf.Program `ebpf:"bpf_map"`
 	BpfProg             *ebpf.Program `ebpf:"bpf_prog"`
 	BprmCommittingCreds *ebpf.Program `ebpf:"bprm_committing_creds"`
+	D_instantiate       *ebpf.Program `ebpf:"d_instantiate"`
 	FileAllocSecurity   *ebpf.Program `ebpf:"file_alloc_security"`
 	FileIoctl           *ebpf.Program `ebpf:"file_ioctl"`
 	FileIoctlCompat     *ebpf.Program `ebpf:"file_ioctl_compat"`
@@ -435,6 +466,7 @@ func (p *sentinelPrograms) Close() error {
 		p.BpfMap,
 		p.BpfProg,
 		p.BprmCommittingCreds,
+		p.D_instantiate,
 		p.FileAllocSecurity,
 		p.FileIoctl,
 		p.FileIoctlCompat,
