@@ -18,6 +18,7 @@ import (
 	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/internal/sentinel"
 	"github.com/carverauto/fortress/pkg/fortress"
+	"github.com/carverauto/fortress/pkg/paths"
 )
 
 func init() {
@@ -111,7 +112,7 @@ var actionCommand = map[string]string{sentinel.ActionAudit: "start", sentinel.Ac
 func maintenanceSend(ctx context.Context, want string, args []string, stdout io.Writer) (int, error) {
 	fs := newFlagSet("maintenance " + actionCommand[want])
 	tokenFile := fs.String("token", "", "token file (- for stdin)")
-	socket := fs.String("socket", defaultStatusSocket, "the agent's status socket")
+	socket := fs.String("socket", paths.StatusSocket, "the agent's status socket")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *tokenFile == "" {
 		return 2, usageError{maintenanceUsage}
 	}
@@ -149,7 +150,7 @@ func maintenanceSend(ctx context.Context, want string, args []string, stdout io.
 
 func maintenanceEnd(ctx context.Context, args []string, stdout io.Writer) (int, error) {
 	fs := newFlagSet("maintenance end")
-	socket := fs.String("socket", defaultStatusSocket, "the agent's status socket")
+	socket := fs.String("socket", paths.StatusSocket, "the agent's status socket")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return 2, usageError{maintenanceUsage}
 	}
