@@ -17,6 +17,7 @@ import (
 
 	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/internal/sentinel"
+	"github.com/carverauto/fortress/internal/statedir"
 	"github.com/carverauto/fortress/pkg/fortress"
 	"github.com/carverauto/fortress/pkg/paths"
 )
@@ -97,7 +98,7 @@ func maintenanceToken(args []string, stdout io.Writer) (int, error) {
 		fmt.Fprintln(stdout, raw)
 		return 0, nil
 	}
-	if err := bundle.WriteFileAtomic(*out, []byte(raw+"\n"), 0o600); err != nil {
+	if err := statedir.WriteFile(*out, []byte(raw+"\n"), 0o600); err != nil {
 		return 1, err
 	}
 	fmt.Fprintf(os.Stderr, "%s token for %s, valid until %s: %s\n", tok.Action, tok.Host, tok.NotAfter.Format(time.RFC3339), *out)

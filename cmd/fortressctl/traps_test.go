@@ -20,6 +20,7 @@ import (
 	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/internal/gateway"
 	"github.com/carverauto/fortress/internal/pki"
+	"github.com/carverauto/fortress/internal/statedir"
 	"github.com/carverauto/fortress/internal/store"
 )
 
@@ -249,7 +250,7 @@ func TestOutputsOnlyRegularFiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			code, err := w(p)
-			if code == 0 || !errors.Is(err, bundle.ErrNotRegular) {
+			if code == 0 || !errors.Is(err, statedir.ErrNotRegular) {
 				t.Errorf("%s --out %s: %d %v, want ErrNotRegular", name, s.name, code, err)
 			}
 			fi, lerr := os.Lstat(p)
