@@ -20,7 +20,7 @@ export BPF2GO_STRIP := $(STRIP)
 export BPF2GO_CFLAGS := -O2 -g -Wall -Werror -mcpu=v3
 export CGO_ENABLED := 0
 
-.PHONY: all deps generate check-generate build vet cross test test-host test-go125 test-race test-lab
+.PHONY: all deps generate check-generate build vet cross test test-host test-go125 test-race test-lab bench bench-sentinel
 
 all: build
 
@@ -80,3 +80,17 @@ test-lab:
 	$(GO) tool vmlab test --kernel all --test-timeout 20m
 
 test: deps vet build cross check-generate test-host test-go125 test-race test-lab
+
+# Benchmarks live in tools/bench, outside the shipped binaries. Shield's
+# runs on this host as root; Sentinel's needs BPF LSM, so it runs in the VM
+# lab, the bench binary handed to the guest with --add.
+BENCH_SHIELD ?= --shape feed --cidrs-v4 1000000 --cidrs-v6 100000 --json
+BENCH_SENTINEL ?= --json
+LAB_KERNEL ?= 6.1
+bench:
+	$(GO) tool bench shield $(BENCH_SHIELD)
+
+bench-sentinel:
+	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && \
+		$(GO) build -o "$$dir/bench" ./tools/bench && \
+		$(GO) tool vmlab run $(VMLAB_FLAGS) --add "$$dir" --kernel $(LAB_KERNEL) -- ./bench sentinel $(BENCH_SENTINEL)

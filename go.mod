@@ -41,6 +41,7 @@ require (
 )
 
 tool (
+	github.com/carverauto/fortress/tools/bench
 	github.com/carverauto/fortress/tools/vmlab
 	github.com/cilium/ebpf/cmd/bpf2go
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc

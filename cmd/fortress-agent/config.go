@@ -16,17 +16,17 @@ import (
 	"strings"
 
 	"github.com/carverauto/fortress/pkg/fortress"
+	"github.com/carverauto/fortress/pkg/paths"
 )
 
 // protectedConfigDir is the directory Sentinel protects; the agent reads its
 // configuration only from inside it, so that running the binary by hand
 // with a configuration written elsewhere gains nothing. Builds for other
 // layouts set it with -ldflags "-X main.protectedConfigDir=...".
-var protectedConfigDir = fortress.DefaultConfigDir
+var protectedConfigDir = paths.ConfigDir
 
 // Defaults of the agent's own settings.
 const (
-	defaultStatusSocket  = "/run/serviceradar/fortress.sock"
 	defaultMetricsListen = "127.0.0.1:9464"
 	maxConfigBytes       = 1 << 20
 )
@@ -93,9 +93,6 @@ type serviceRadarConfig struct {
 	Labels     map[string]string `json:"labels"`
 }
 
-// defaultServiceRadarCertDir is where ServiceRadar keeps its certificates.
-const defaultServiceRadarCertDir = "/etc/serviceradar/certs"
-
 type metricsConfig struct {
 	// Listen is host:port for /metrics; "off" disables it.
 	Listen string `json:"listen"`
@@ -159,10 +156,10 @@ func (c *config) check() error {
 			*s = v
 		}
 	}
-	def(&c.PinRoot, fortress.DefaultPinRoot)
-	def(&c.StateDir, fortress.DefaultStateDir)
-	def(&c.AuditLog, fortress.DefaultAuditLog)
-	def(&c.StatusSocket, defaultStatusSocket)
+	def(&c.PinRoot, paths.PinRoot)
+	def(&c.StateDir, paths.StateDir)
+	def(&c.AuditLog, paths.AuditLog)
+	def(&c.StatusSocket, paths.StatusSocket)
 	def(&c.Metrics.Listen, defaultMetricsListen)
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "json")
@@ -217,7 +214,7 @@ func (c *config) check() error {
 		if _, _, err := net.SplitHostPort(sr.Address); err != nil {
 			return fmt.Errorf("serviceradar.address: %q is not host:port", sr.Address)
 		}
-		def(&sr.CertDir, defaultServiceRadarCertDir)
+		def(&sr.CertDir, paths.ServiceRadarCerts)
 		def(&sr.CA, filepath.Join(sr.CertDir, "ca-chain.pem"))
 		def(&sr.Cert, filepath.Join(sr.CertDir, "component.pem"))
 		def(&sr.Key, filepath.Join(sr.CertDir, "component-key.pem"))

@@ -22,13 +22,12 @@ import (
 	"time"
 
 	"github.com/carverauto/fortress/pkg/fortress"
+	"github.com/carverauto/fortress/pkg/paths"
 	"github.com/carverauto/fortress/pkg/policy"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
-
-const defaultConfig = "/etc/serviceradar/fortress-agent.json"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -96,7 +95,7 @@ Flags:
 func newFlagSet(w io.Writer) (fs *flag.FlagSet, cfgPath *string, showVersion *bool) {
 	fs = flag.NewFlagSet("fortress-agent", flag.ContinueOnError)
 	fs.SetOutput(w)
-	cfgPath = fs.String("config", defaultConfig, "configuration `file` (inside "+protectedConfigDir+")")
+	cfgPath = fs.String("config", paths.AgentConfig, "configuration `file` (inside "+protectedConfigDir+")")
 	showVersion = fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)

@@ -31,11 +31,12 @@ import (
 	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/internal/sentinel"
 	"github.com/carverauto/fortress/pkg/fortress"
+	"github.com/carverauto/fortress/pkg/paths"
 )
 
 // protectedConfigDir is where the release key must live. Builds for other
 // layouts set it with -ldflags "-X main.protectedConfigDir=...".
-var protectedConfigDir = fortress.DefaultConfigDir
+var protectedConfigDir = paths.ConfigDir
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -47,12 +48,12 @@ func main() {
 func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("fortress-update", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	agent := fs.String("agent", "/usr/local/bin/fortress-agent", "the agent binary to replace")
+	agent := fs.String("agent", paths.AgentBinary, "the agent binary to replace")
 	staging := fs.String("staging", "", "protected staging directory (default: .fortress-staging next to the agent)")
-	keyPath := fs.String("trust-key", filepath.Join(protectedConfigDir, "fortress", "trust.pem"),
+	keyPath := fs.String("trust-key", filepath.Join(protectedConfigDir, paths.TrustKeyName),
 		"PEM Ed25519 public key(s) that sign agent releases, inside "+protectedConfigDir)
 	sigPath := fs.String("sig", "", "base64 Ed25519 signature of the new binary")
-	pinRoot := fs.String("pin-root", fortress.DefaultPinRoot, "bpffs root of Fortress's pins (to check the release key against Sentinel)")
+	pinRoot := fs.String("pin-root", paths.PinRoot, "bpffs root of Fortress's pins (to check the release key against Sentinel)")
 	usage := "usage: fortress-update --sig SIG [--trust-key KEY] [--agent PATH] NEW-BINARY"
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%v\n%s", err, usage)

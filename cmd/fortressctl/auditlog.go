@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/carverauto/fortress/internal/auditlog"
+	"github.com/carverauto/fortress/pkg/paths"
 )
 
 func init() {
@@ -22,11 +23,11 @@ func runAuditlog(_ context.Context, args []string) (int, error) {
 // intact, 1 the log fails verification (the error names the first bad
 // line), 2 bad usage or a log that cannot be read.
 func auditlogCmd(args []string, stdout io.Writer) (int, error) {
-	usage := "auditlog verify [FILE] (default " + auditlog.DefaultPath + ")"
+	usage := "auditlog verify [FILE] (default " + paths.AuditLog + ")"
 	if len(args) == 0 || args[0] != "verify" || len(args) > 2 {
 		return 2, usageError{usage}
 	}
-	path := auditlog.DefaultPath
+	path := paths.AuditLog
 	if len(args) == 2 {
 		if len(args[1]) > 0 && args[1][0] == '-' {
 			return 2, usageError{usage}

@@ -3,5 +3,5 @@ package main
 import "github.com/carverauto/fortress/internal/shield"
 
 func init() {
-	embedded = append(embedded, shield.Object, shield.BenchObject)
+	embedded = append(embedded, shield.Object)
 }

@@ -17,7 +17,9 @@ import (
 
 	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/internal/sentinel"
+	"github.com/carverauto/fortress/internal/statedir"
 	"github.com/carverauto/fortress/pkg/fortress"
+	"github.com/carverauto/fortress/pkg/paths"
 )
 
 func init() {
@@ -96,7 +98,7 @@ func maintenanceToken(args []string, stdout io.Writer) (int, error) {
 		fmt.Fprintln(stdout, raw)
 		return 0, nil
 	}
-	if err := bundle.WriteFileAtomic(*out, []byte(raw+"\n"), 0o600); err != nil {
+	if err := statedir.WriteFile(*out, []byte(raw+"\n"), 0o600); err != nil {
 		return 1, err
 	}
 	fmt.Fprintf(os.Stderr, "%s token for %s, valid until %s: %s\n", tok.Action, tok.Host, tok.NotAfter.Format(time.RFC3339), *out)
@@ -111,7 +113,7 @@ var actionCommand = map[string]string{sentinel.ActionAudit: "start", sentinel.Ac
 func maintenanceSend(ctx context.Context, want string, args []string, stdout io.Writer) (int, error) {
 	fs := newFlagSet("maintenance " + actionCommand[want])
 	tokenFile := fs.String("token", "", "token file (- for stdin)")
-	socket := fs.String("socket", defaultStatusSocket, "the agent's status socket")
+	socket := fs.String("socket", paths.StatusSocket, "the agent's status socket")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *tokenFile == "" {
 		return 2, usageError{maintenanceUsage}
 	}
@@ -149,7 +151,7 @@ func maintenanceSend(ctx context.Context, want string, args []string, stdout io.
 
 func maintenanceEnd(ctx context.Context, args []string, stdout io.Writer) (int, error) {
 	fs := newFlagSet("maintenance end")
-	socket := fs.String("socket", defaultStatusSocket, "the agent's status socket")
+	socket := fs.String("socket", paths.StatusSocket, "the agent's status socket")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return 2, usageError{maintenanceUsage}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/carverauto/fortress/internal/pins"
 	"github.com/carverauto/fortress/internal/shield"
+	"github.com/carverauto/fortress/pkg/paths"
 )
 
 func init() {
@@ -20,7 +21,7 @@ func runShield(_ context.Context, args []string) (int, error) {
 		return 2, usageError{"usage: fortressctl shield stats [--pin-root DIR] [--top N] [--json]"}
 	}
 	fs := newFlagSet("shield stats")
-	root := fs.String("pin-root", pins.DefaultRoot, "bpffs pin root")
+	root := fs.String("pin-root", paths.PinRoot, "bpffs pin root")
 	fs.String("state-dir", "", "ignored, kept for older scripts: the kernel's counters name their rules")
 	top := fs.Int("top", 20, "rules to print, most packets first (0 = all)")
 	asJSON := fs.Bool("json", false, "print JSON")

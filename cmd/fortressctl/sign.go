@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/carverauto/fortress/internal/bundle"
+	"github.com/carverauto/fortress/internal/statedir"
 )
 
 func init() {
@@ -101,7 +102,7 @@ func runSign(_ context.Context, args []string) (int, error) {
 		_, err = os.Stdout.Write(data)
 		return 0, err
 	}
-	if err := bundle.WriteFileAtomic(*out, data, 0o644); err != nil {
+	if err := statedir.WriteFile(*out, data, 0o644); err != nil {
 		return 1, err
 	}
 	fmt.Fprintf(os.Stderr, "signed version %d for %v: %s (%d bytes)\n", body.Version, body.Targets, *out, len(data))

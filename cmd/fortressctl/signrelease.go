@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/carverauto/fortress/internal/bundle"
+	"github.com/carverauto/fortress/internal/statedir"
 )
 
 func init() {
@@ -36,7 +37,7 @@ func runSignRelease(_ context.Context, args []string) (int, error) {
 		*out = fs.Arg(0) + ".sig"
 	}
 	sig := base64.StdEncoding.EncodeToString(ed25519.Sign(priv, bin))
-	if err := bundle.WriteFileAtomic(*out, []byte(sig+"\n"), 0o644); err != nil {
+	if err := statedir.WriteFile(*out, []byte(sig+"\n"), 0o644); err != nil {
 		return 1, err
 	}
 	fmt.Fprintf(os.Stderr, "signed %s (%d bytes) with %s: %s\n", fs.Arg(0), len(bin), bundle.KeyID(priv.Public().(ed25519.PublicKey)), *out)

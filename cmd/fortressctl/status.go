@@ -12,9 +12,8 @@ import (
 	"time"
 
 	"github.com/carverauto/fortress/pkg/fortress"
+	"github.com/carverauto/fortress/pkg/paths"
 )
-
-const defaultStatusSocket = "/run/serviceradar/fortress.sock"
 
 func init() {
 	register("status", "show the running agent's state: status [--socket PATH] [--json]", runStatus)
@@ -41,7 +40,7 @@ type agentStatus struct {
 // reached, 2 bad usage.
 func statusCmd(ctx context.Context, args []string, stdout io.Writer) (int, error) {
 	fs := newFlagSet("status")
-	socket := fs.String("socket", defaultStatusSocket, "the agent's status socket")
+	socket := fs.String("socket", paths.StatusSocket, "the agent's status socket")
 	asJSON := fs.Bool("json", false, "print the agent's reply as JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return 2, usageError{"status [--socket PATH] [--json]"}

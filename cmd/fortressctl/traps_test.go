@@ -20,6 +20,7 @@ import (
 	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/internal/gateway"
 	"github.com/carverauto/fortress/internal/pki"
+	"github.com/carverauto/fortress/internal/statedir"
 	"github.com/carverauto/fortress/internal/store"
 )
 
@@ -27,9 +28,9 @@ import (
 // flag of X and its description, and runs nothing.
 func TestHelpDescribesEveryFlag(t *testing.T) {
 	cases := [][]string{
-		{"sign"}, {"verify"}, {"push"}, {"keygen"}, {"status"}, {"probe"}, {"audit"}, {"loadgen"}, {"sign-release"},
+		{"sign"}, {"verify"}, {"push"}, {"keygen"}, {"status"}, {"probe"}, {"audit"}, {"sign-release"},
 		{"maintenance", "token"}, {"maintenance", "start"}, {"maintenance", "remove"}, {"maintenance", "end"},
-		{"shield", "stats"}, {"bench", "shield"}, {"bench", "sentinel"}, {"pki", "init"},
+		{"shield", "stats"}, {"pki", "init"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c, " "), func(t *testing.T) {
@@ -249,7 +250,7 @@ func TestOutputsOnlyRegularFiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			code, err := w(p)
-			if code == 0 || !errors.Is(err, bundle.ErrNotRegular) {
+			if code == 0 || !errors.Is(err, statedir.ErrNotRegular) {
 				t.Errorf("%s --out %s: %d %v, want ErrNotRegular", name, s.name, code, err)
 			}
 			fi, lerr := os.Lstat(p)

@@ -5,7 +5,7 @@
 //
 // # File format
 //
-// The log is a file of JSON lines (default [DefaultPath], mode 0600 in a
+// The log is a file of JSON lines (default paths.AuditLog, mode 0600 in a
 // 0700 directory). Line n holds the record with seq n. Each line is exactly
 //
 //	{"seq":N,"time":"T","actor":"A","action":"X","object":"O","outcome":"R","details":{...},"prev":"P","hash":"H"}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/carverauto/fortress/internal/statedir"
 )
 
 // ErrClosed is returned by Append after Close.
@@ -70,7 +72,7 @@ func Open(path string, opts ...Option) (*Log, error) {
 	if created {
 		// Make the new file's directory entry durable before the first
 		// record relies on it.
-		if err := errors.Join(f.Sync(), syncDir(dir)); err != nil {
+		if err := errors.Join(f.Sync(), statedir.SyncDir(dir)); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("open audit log %s: sync: %w", path, err)
 		}
@@ -104,7 +106,8 @@ func (l *Log) resume() error {
 			return fmt.Errorf("open audit log %s: %w", l.path, err)
 		}
 	}
-	removeStaleTemps(l.path)
+	// The exclusive lock is held, so no writer is using a head temporary.
+	statedir.RemoveTemps(l.path + HeadSuffix)
 	return nil
 }
 
@@ -239,65 +242,14 @@ func (l *Log) Close() error {
 
 // writeHead replaces the head file atomically and durably.
 func writeHead(logPath string, h Head) error {
-	dir, base := filepath.Split(logPath)
-	if dir == "" {
-		dir = "."
-	}
 	raw, err := json.Marshal(h)
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, base+HeadSuffix+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write head: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	_, err = tmp.Write(append(raw, '\n'))
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), logPath+HeadSuffix)
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err != nil {
+	if err := statedir.WriteFile(logPath+HeadSuffix, append(raw, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write head: %w", err)
 	}
 	return nil
-}
-
-// removeStaleTemps deletes head temporaries a crash left behind. The caller
-// holds the exclusive lock, so no writer is using one.
-func removeStaleTemps(logPath string) {
-	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(logPath), globEscape(filepath.Base(logPath))+HeadSuffix+".tmp-*"))
-	for _, m := range matches {
-		os.Remove(m)
-	}
-}
-
-func globEscape(s string) string {
-	out := make([]rune, 0, len(s))
-	for _, r := range s {
-		if r == '*' || r == '?' || r == '[' || r == '\\' {
-			out = append(out, '\\')
-		}
-		out = append(out, r)
-	}
-	return string(out)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // flock takes a flock(2) lock of kind how on f. With a nil ctx it blocks;

@@ -11,9 +11,6 @@ import (
 	"time"
 )
 
-// DefaultPath is where the agent keeps its audit log.
-const DefaultPath = "/var/log/serviceradar/fortress-audit.log"
-
 // HeadSuffix names the head file next to the log: "<path>.head".
 const HeadSuffix = ".head"
 

@@ -11,10 +11,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/carverauto/fortress/internal/statedir"
 )
 
 // StateFile is the name of the last-applied bundle inside the state directory.
-const StateFile = "last-applied.bundle"
+const StateFile = statedir.LastBundle
 
 // Config configures a Verifier.
 type Config struct {
@@ -143,7 +145,7 @@ func (v *Verifier) Accept(data []byte, apply func(*Bundle) error) (*Bundle, erro
 			return nil, fmt.Errorf("apply bundle version %d: %w", b.Version, err)
 		}
 	}
-	if err := WriteFileAtomic(filepath.Join(v.cfg.StateDir, StateFile), b.Raw, 0o600); err != nil {
+	if err := statedir.WriteFile(filepath.Join(v.cfg.StateDir, StateFile), b.Raw, 0o600); err != nil {
 		return nil, fmt.Errorf("record bundle version %d: %w", b.Version, err)
 	}
 	v.last.Store(b)
@@ -177,59 +179,6 @@ func (v *Verifier) Reapply(apply func(*Bundle) error) (bool, error) {
 	return true, nil
 }
 
-// ErrNotRegular refuses to replace something that is not a regular file.
-var ErrNotRegular = errors.New("not a regular file")
-
-// WriteFileAtomic writes data to a temporary file beside name, syncs it and
-// renames it into place, then syncs the directory, so a crash leaves either
-// the old file or the new one. It replaces only a regular file: a device
-// (sign --out /dev/null as root), fifo, socket, directory or symlink at name
-// is refused and left as it is.
-func WriteFileAtomic(name string, data []byte, perm os.FileMode) error {
-	if err := checkReplaceable(name); err != nil {
-		return err
-	}
-	dir := filepath.Dir(name)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	// Checked again just before the rename: the window is the write.
-	if err := checkReplaceable(name); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		return err
-	}
-	ok = true
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // checkProtected refuses a trust file that anyone but root or the current
 // user owns or can write, or that sits in such a directory.
 func checkProtected(file string) error {
@@ -254,36 +203,4 @@ func checkProtected(file string) error {
 		}
 	}
 	return nil
-}
-
-// checkReplaceable refuses a name that exists and is not a regular file.
-func checkReplaceable(name string) error {
-	fi, err := os.Lstat(name)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil
-	case err != nil:
-		return err
-	case !fi.Mode().IsRegular():
-		return fmt.Errorf("refusing to replace %s: %w (%s)", name, ErrNotRegular, fileKind(fi.Mode()))
-	}
-	return nil
-}
-
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeCharDevice != 0:
-		return "character device"
-	case m&fs.ModeDevice != 0:
-		return "block device"
-	case m&fs.ModeNamedPipe != 0:
-		return "fifo"
-	case m&fs.ModeSocket != 0:
-		return "socket"
-	case m&fs.ModeSymlink != 0:
-		return "symbolic link"
-	case m.IsDir():
-		return "directory"
-	}
-	return m.Type().String()
 }

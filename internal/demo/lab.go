@@ -19,6 +19,7 @@ import (
 
 	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/pkg/fortress"
+	"github.com/carverauto/fortress/pkg/paths"
 )
 
 // LabConfig configures RunLab.
@@ -34,7 +35,7 @@ type LabConfig struct {
 const labEnv = "FORTRESS_VMLAB"
 
 // SweepFile is the configuration file the lab demo attacks.
-var SweepFile = filepath.Join(fortress.DefaultConfigDir, "sweep.json")
+var SweepFile = filepath.Join(paths.ConfigDir, "sweep.json")
 
 // RunLab is the Sentinel demo for the VM lab: it starts the agent with
 // Sentinel protecting /etc/serviceradar, runs "rm -rf
@@ -48,7 +49,7 @@ func RunLab(ctx context.Context, cfg LabConfig) (err error) {
 	say := func(format string, args ...any) { fmt.Fprintf(cfg.Out, "fortress-demo: "+format+"\n", args...) }
 	if os.Getenv(labEnv) != "1" {
 		return fmt.Errorf("--lab runs inside vmlab only (it writes %s and loads BPF LSM programs); "+
-			"see README.md, \"Sentinel in the VM lab\"", fortress.DefaultConfigDir)
+			"see README.md, \"Sentinel in the VM lab\"", paths.ConfigDir)
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("--lab needs root")
@@ -88,7 +89,7 @@ func RunLab(ctx context.Context, cfg LabConfig) (err error) {
 	}()
 
 	// The protected file exists before the agent starts.
-	if err := os.MkdirAll(fortress.DefaultConfigDir, 0o755); err != nil {
+	if err := os.MkdirAll(paths.ConfigDir, 0o755); err != nil {
 		return err
 	}
 	sweep := []byte(`{"networks": ["10.0.0.0/24", "192.168.1.0/24"], "interval": "5m", "ports": [22, 80, 443, 8080]}` + "\n")
@@ -105,7 +106,7 @@ func RunLab(ctx context.Context, cfg LabConfig) (err error) {
 		return err
 	}
 	sock := filepath.Join(work, "run", "fortress.sock")
-	cfgPath, err := writeJSON(filepath.Join(fortress.DefaultConfigDir, "fortress-agent.json"), agentConfig{
+	cfgPath, err := writeJSON(paths.AgentConfig, agentConfig{
 		AgentID: "lab-agent", Interfaces: []map[string]any{}, PinRoot: pinRoot, StateDir: filepath.Join(work, "state"),
 		AuditLog: filepath.Join(work, "log", "audit.log"), TrustKey: trust, Metrics: map[string]any{"listen": "off"},
 		StatusSocket: sock, Sentinel: map[string]any{"enabled": true, "mode": "enforce"},

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/carverauto/fortress/pkg/paths"
 )
 
 // DefaultRoot is the production pin root.
-const DefaultRoot = "/sys/fs/bpf/serviceradar"
+const DefaultRoot = paths.PinRoot
 
 // Layer names a subtree of the pin root.
 type Layer string

@@ -593,3 +593,32 @@ func copyLive(from *shieldObjects, fc Capacity, to *shieldObjects, tc Capacity, 
 	}
 	return nil
 }
+
+// Tables are Shield's lookup maps, by their name in the object, and where
+// the generation in force lies in them: what a program that searches
+// exactly what Shield searches (the benchmark's) loads against.
+type Tables struct {
+	Maps map[string]*ebpf.Map
+	// Gen is the generation in force; V4Stride and V6Stride are the
+	// entries of one generation in the IPv4 block and IPv6 range arrays.
+	Gen                uint32
+	V4Stride, V6Stride uint32
+}
+
+// WithTables calls fn with Shield's tables while no apply can change them.
+func (s *Shield) WithTables(fn func(Tables) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return fn(Tables{
+		Maps: map[string]*ebpf.Map{
+			"shield_state": s.objs.ShieldState, "rule_hits": s.objs.RuleHits,
+			"v4_dir": s.objs.V4Dir, "v4_blocks": s.objs.V4Blocks,
+			"v6_dir": s.objs.V6Dir, "v6_keys": s.objs.V6Keys, "v6_vals": s.objs.V6Vals,
+		},
+		Gen: s.ctl.Gen, V4Stride: s.cap.V4Blocks, V6Stride: s.cap.V6Ranges,
+	})
+}
+
+// RuleOf is the rule a verdict word names for a packet from src, false when
+// the verdict is no match.
+func RuleOf(verdict uint32, src netip.Addr) (lpm.Rule, bool) { return ruleFor(verdict, src) }

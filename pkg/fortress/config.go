@@ -10,14 +10,16 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/carverauto/fortress/pkg/paths"
 )
 
-// Defaults for the paths an agent uses.
+// Defaults for the paths an agent uses, from the table in package paths.
 const (
-	DefaultPinRoot   = "/sys/fs/bpf/serviceradar"
-	DefaultStateDir  = "/var/lib/serviceradar/fortress"
-	DefaultAuditLog  = "/var/log/serviceradar/fortress-audit.log"
-	DefaultConfigDir = "/etc/serviceradar"
+	DefaultPinRoot   = paths.PinRoot
+	DefaultStateDir  = paths.StateDir
+	DefaultAuditLog  = paths.AuditLog
+	DefaultConfigDir = paths.ConfigDir
 )
 
 // AttachMode is how Shield attaches to an interface.

@@ -16,6 +16,7 @@ import (
 	"github.com/carverauto/fortress/internal/lpm"
 	"github.com/carverauto/fortress/internal/sentinel"
 	"github.com/carverauto/fortress/internal/shield"
+	"github.com/carverauto/fortress/internal/statedir"
 )
 
 type count struct{ packets, bytes uint64 }
@@ -260,7 +261,7 @@ func (f *Fortress) readSentinel() {
 // not yet delivered when the agent died is lost to the gateway: under-counting
 // by at most one read interval, never double counting.
 func (f *Fortress) reportedPath() string {
-	return filepath.Join(f.cfg.StateDir, "counters-reported.json")
+	return filepath.Join(f.cfg.StateDir, statedir.ReportedCounters)
 }
 
 type reportedRule struct {
@@ -282,11 +283,7 @@ func (c *counterState) save(path string) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return statedir.WriteFile(path, b, 0o600)
 }
 
 func (c *counterState) load(path string) error {

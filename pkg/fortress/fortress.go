@@ -24,6 +24,7 @@ import (
 	"github.com/carverauto/fortress/internal/pins"
 	"github.com/carverauto/fortress/internal/sentinel"
 	"github.com/carverauto/fortress/internal/shield"
+	"github.com/carverauto/fortress/internal/statedir"
 )
 
 // openShield adopts pinned Shield state or loads a fresh Shield.
@@ -104,7 +105,7 @@ func Start(ctx context.Context, cfg Config) (*Fortress, error) {
 		started: time.Now(),
 		ifaces:  map[string]*InterfaceStatus{},
 		events:  make(chan Event, cfg.EventBuffer),
-		lists:   listCache{dir: filepath.Join(cfg.StateDir, "lists"), fetch: cfg.FetchList},
+		lists:   listCache{dir: filepath.Join(cfg.StateDir, statedir.Lists), fetch: cfg.FetchList},
 	}
 	f.counters.init()
 	f.ctx, f.cancel = context.WithCancel(context.WithoutCancel(ctx))

@@ -23,6 +23,7 @@ import (
 	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/internal/lpm"
 	"github.com/carverauto/fortress/internal/shield"
+	"github.com/carverauto/fortress/internal/statedir"
 )
 
 // maxListBytes bounds a referenced CIDR list (a million IPv6 rules with
@@ -264,7 +265,7 @@ func (c listCache) get(ctx context.Context, ref bundle.ListRef) (io.Reader, erro
 	}
 	if err := os.MkdirAll(c.dir, 0o700); err == nil {
 		// A failed cache write costs a refetch after restart, no more.
-		_ = bundle.WriteFileAtomic(c.path(ref.SHA256), data, 0o600)
+		_ = statedir.WriteFile(c.path(ref.SHA256), data, 0o600)
 	}
 	return bytes.NewReader(data), nil
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/carverauto/fortress/internal/sentinel"
+	"github.com/carverauto/fortress/internal/statedir"
 )
 
 // ErrTokenUsed: a maintenance token opens one window, once. Replaying it
@@ -32,7 +33,7 @@ const maxUsedTokens = 1024
 // usedTokensPath keeps the tokens already honoured, in the protected state
 // directory.
 func (f *Fortress) usedTokensPath() string {
-	return filepath.Join(f.cfg.StateDir, "maintenance-used.json")
+	return filepath.Join(f.cfg.StateDir, statedir.UsedTokens)
 }
 
 type usedToken struct {
@@ -119,12 +120,7 @@ func (f *Fortress) spendToken(t sentinel.Token, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	path := f.usedTokensPath()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("record used token: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := statedir.WriteFile(f.usedTokensPath(), b, 0o600); err != nil {
 		return fmt.Errorf("record used token: %w", err)
 	}
 	return nil

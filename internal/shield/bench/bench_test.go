@@ -1,16 +1,41 @@
-package shield
+package bench
 
 import (
+	"errors"
 	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/carverauto/fortress/internal/shield"
+	"github.com/carverauto/fortress/internal/testutil"
 )
+
+// requireShield skips where Shield cannot load (no root, no BPF) the way
+// package shield's tests do.
+func requireShield(t *testing.T) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := shield.New(shield.Config{})
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		testutil.MissingFeature(t, err.Error())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
 
 // TestBenchSmall runs the benchmark machinery on a small set: the kernel
 // verdicts must equal the reference for every checked address, and the
 // figures must be present.
 func TestBenchSmall(t *testing.T) {
-	newShield(t, Config{}) // root and feature checks
+	requireShield(t)
 	for _, shape := range []string{ShapeUniform, ShapeFeed} {
-		r, err := Bench(BenchOptions{Shape: shape, CIDRsV4: 5000, CIDRsV6: 2000, Verify: 1 << 16, Rounds: 1})
+		r, err := Run(Options{Shape: shape, CIDRsV4: 5000, CIDRsV6: 2000, Verify: 1 << 16, Rounds: 1})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package shield
+package bench
 
 import (
 	"bufio"
@@ -26,6 +26,7 @@ import (
 	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/internal/lpm"
 	"github.com/carverauto/fortress/internal/pins"
+	"github.com/carverauto/fortress/internal/shield"
 )
 
 // Shapes of generated rule sets.
@@ -62,30 +63,30 @@ func (r hashingFile) Stat() (os.FileInfo, error) { return r.f.Stat() }
 // applyListBundle is the agent's path from bundle bytes to the set in
 // force: verify the bundle, stream the referenced list through the parser
 // while hashing it, refuse it if the digest differs, apply it.
-func applyListBundle(s *Shield, raw []byte, keys []ed25519.PublicKey) (ApplyResult, error) {
+func applyListBundle(s *shield.Shield, raw []byte, keys []ed25519.PublicKey) (shield.ApplyResult, error) {
 	b, err := bundle.Parse(raw, bundle.Options{Keys: keys})
 	if err != nil {
-		return ApplyResult{}, err
+		return shield.ApplyResult{}, err
 	}
 	sec := b.Payload.Shield
 	if sec == nil || sec.ListRef == nil {
-		return ApplyResult{}, fmt.Errorf("bench bundle: no shield list_ref")
+		return shield.ApplyResult{}, fmt.Errorf("bench bundle: no shield list_ref")
 	}
 	f, err := os.Open(sec.ListRef.URL)
 	if err != nil {
-		return ApplyResult{}, fmt.Errorf("open list: %w", err)
+		return shield.ApplyResult{}, fmt.Errorf("open list: %w", err)
 	}
 	defer f.Close()
 	hr := hashingFile{f: f, h: sha256.New()}
 	l, err := blocklist.Parse(hr)
 	if err != nil {
-		return ApplyResult{}, fmt.Errorf("list %s: %w", sec.ListRef.URL, err)
+		return shield.ApplyResult{}, fmt.Errorf("list %s: %w", sec.ListRef.URL, err)
 	}
 	if got := hex.EncodeToString(hr.h.Sum(nil)); got != sec.ListRef.SHA256 {
-		return ApplyResult{}, fmt.Errorf("%w: %s has sha256 %s, bundle says %s", bundle.ErrListDigest, sec.ListRef.URL, got, sec.ListRef.SHA256)
+		return shield.ApplyResult{}, fmt.Errorf("%w: %s has sha256 %s, bundle says %s", bundle.ErrListDigest, sec.ListRef.URL, got, sec.ListRef.SHA256)
 	}
 	dry := sec.Mode == bundle.ShieldDryRun
-	return s.ApplyAs(l.Rules, dry, SetIDForList(sec.ListRef.SHA256, dry))
+	return s.ApplyAs(l.Rules, dry, shield.SetIDForList(sec.ListRef.SHA256, dry))
 }
 
 // writeList writes rules as a plain-text list (bare addresses for single
@@ -193,7 +194,7 @@ func ipsetRestore(file string) (time.Duration, error) {
 // same shape and size, alternating, in a Shield pinned on a private bpffs;
 // then restarts (adoption of the pinned set) and ipset restore of the same
 // IPv4 addresses.
-func applyBench(opts BenchOptions, gen func(uint64, int, int) []lpm.Rule, res *BenchResult) error {
+func applyBench(opts Options, gen func(uint64, int, int) []lpm.Rule, res *Result) error {
 	dir, err := os.MkdirTemp("", "fortress-bench-")
 	if err != nil {
 		return err
@@ -205,7 +206,7 @@ func applyBench(opts BenchOptions, gen func(uint64, int, int) []lpm.Rule, res *B
 	}
 	_, haveIpset := exec.LookPath("ipset")
 	var bundles [2][]byte
-	var ids [2]SetID
+	var ids [2]shield.SetID
 	for i := range bundles {
 		rules := gen(opts.Seed+uint64(i)*1000, opts.CIDRsV4, opts.CIDRsV6)
 		list := filepath.Join(dir, fmt.Sprintf("list-%d.txt", i))
@@ -223,7 +224,7 @@ func applyBench(opts BenchOptions, gen func(uint64, int, int) []lpm.Rule, res *B
 		if err != nil {
 			return err
 		}
-		ids[i] = SetIDForList(sum, false)
+		ids[i] = shield.SetIDForList(sum, false)
 	}
 	keys := []ed25519.PublicKey{pub}
 
@@ -235,10 +236,10 @@ func applyBench(opts BenchOptions, gen func(uint64, int, int) []lpm.Rule, res *B
 		return fmt.Errorf("mount bench bpffs: %w", err)
 	}
 	defer unix.Unmount(bpffs, unix.MNT_DETACH)
-	cfg := Config{Budget: opts.Budget, PinRoot: pins.Root(bpffs), Logger: quietLogger()}
+	cfg := shield.Config{Budget: opts.Budget, PinRoot: pins.Root(bpffs), Logger: quietLogger()}
 
 	resetPeak()
-	s, err := Open(cfg)
+	s, err := shield.Open(cfg)
 	if err != nil {
 		return err
 	}
@@ -270,7 +271,7 @@ func applyBench(opts BenchOptions, gen func(uint64, int, int) []lpm.Rule, res *B
 	var adopts []float64
 	for i := 0; i < opts.Rounds; i++ {
 		start := time.Now()
-		s2, err := Open(cfg)
+		s2, err := shield.Open(cfg)
 		if err != nil {
 			return fmt.Errorf("adopt: %w", err)
 		}
@@ -307,7 +308,7 @@ func applyBench(opts BenchOptions, gen func(uint64, int, int) []lpm.Rule, res *B
 // hitContention measures the whole program on a frame that matches one
 // drop rule: on one CPU alone, then on every CPU at once (one shared
 // counter, atomic adds from all of them).
-func hitContention(s *Shield, frame []byte, rounds int) (one, all float64, cpus int, err error) {
+func hitContention(s *shield.Shield, frame []byte, rounds int) (one, all float64, cpus int, err error) {
 	prog := s.Program()
 	const repeat = 1 << 20
 	cpus = runtime.NumCPU()

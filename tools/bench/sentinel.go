@@ -16,19 +16,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/carverauto/fortress/internal/pins"
-	"github.com/carverauto/fortress/internal/probe"
 	"github.com/carverauto/fortress/internal/sentinel"
 )
 
-func init() {
-	embedded = append(embedded, sentinel.Embedded(), probe.Embedded())
-
-	benchTargets["sentinel"] = func(ctx context.Context, args []string, _ io.Writer) (int, error) {
-		return benchSentinel(ctx, args)
-	}
-}
-
-// benchResult is the output of bench sentinel. Absolute times under
+// benchResult is the output of `bench sentinel`. Absolute times under
 // emulation mean little; the ratio, measured in one run, is the result.
 type benchResult struct {
 	Ops             int     `json:"ops"`
@@ -46,10 +37,10 @@ type benchResult struct {
 
 // benchSentinel times a file workload on unprotected paths without and with
 // Sentinel attached, alternating rounds, in the same run. Sentinel is
-// loaded with a throwaway pin root and config tree; fortressctl is its
+// loaded with a throwaway pin root and config tree; this binary is its
 // agent identity only for this instance, which is removed afterwards.
 func benchSentinel(ctx context.Context, args []string) (int, error) {
-	fs := newFlagSet("bench sentinel")
+	fs := newFlagSet("sentinel")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	ops := fs.Int("ops", 20000, "workload iterations per round")
 	rounds := fs.Int("rounds", 5, "rounds of each kind, alternating")

@@ -5,37 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/carverauto/fortress/internal/shield"
+	"github.com/carverauto/fortress/internal/shield/bench"
 )
 
-func init() {
-	register("bench", "run a benchmark: bench shield [--shape uniform|feed --cidrs-v4 N --cidrs-v6 M --json] | bench sentinel [--json] (BPF LSM: lab only)", runBench)
-}
-
-// benchTargets are the bench sub-commands; other layers add theirs.
-var benchTargets = map[string]func(ctx context.Context, args []string, out io.Writer) (int, error){
-	"shield": benchShield,
-}
-
-func runBench(ctx context.Context, args []string) (int, error) {
-	if len(args) == 0 {
-		return 2, usageError{"usage: fortressctl bench shield|sentinel [flags]"}
-	}
-	f, ok := benchTargets[args[0]]
-	if !ok {
-		return 2, usageError{fmt.Sprintf("unknown bench target %q", args[0])}
-	}
-	return f(ctx, args[1:], os.Stdout)
-}
-
 func benchShield(_ context.Context, args []string, out io.Writer) (int, error) {
-	fs := newFlagSet("bench shield")
-	var o shield.BenchOptions
-	fs.StringVar(&o.Shape, "shape", shield.ShapeUniform, "rule set shape: uniform (IPv4 /8-/32, IPv6 /16-/128) or feed (mostly single addresses)")
+	fs := newFlagSet("shield")
+	var o bench.Options
+	fs.StringVar(&o.Shape, "shape", bench.ShapeUniform, "rule set shape: uniform (IPv4 /8-/32, IPv6 /16-/128) or feed (mostly single addresses)")
 	fs.IntVar(&o.CIDRsV4, "cidrs-v4", 100000, "number of IPv4 CIDRs")
 	fs.IntVar(&o.CIDRsV6, "cidrs-v6", 100000, "number of IPv6 CIDRs")
 	fs.IntVar(&o.Addrs, "addrs", 1<<16, "distinct random addresses per family for timing (power of two >= 65536)")
@@ -51,7 +31,7 @@ func benchShield(_ context.Context, args []string, out io.Writer) (int, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return 1, fmt.Errorf("remove memlock limit: %w", err)
 	}
-	r, err := shield.Bench(o)
+	r, err := bench.Run(o)
 	if err != nil {
 		return 1, err
 	}

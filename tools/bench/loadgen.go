@@ -27,10 +27,6 @@ import (
 	"github.com/carverauto/fortress/internal/store"
 )
 
-func init() {
-	register("loadgen", "simulate agents against a gateway over real gRPC on loopback and check stored totals", runLoadgen)
-}
-
 type loadOpts struct {
 	agents, rules   int
 	seconds         int

@@ -1,4 +1,4 @@
-package shield
+package bench
 
 import (
 	"encoding/binary"
@@ -9,19 +9,21 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/carverauto/fortress/internal/bytecode"
 	"github.com/carverauto/fortress/internal/lpm"
+	"github.com/carverauto/fortress/internal/shield"
 )
 
 // benchBatch matches BENCH_BATCH in bpf/shield/bench.c.
 const benchBatch = 16
 
-// BenchAllow is the helper allowlist of the embedded benchmark object.
-var BenchAllow = func() bytecode.Allowlist {
+// Allow is the helper allowlist of the embedded benchmark object.
+var Allow = func() bytecode.Allowlist {
 	a := bytecode.Allowlist{}
 	for _, p := range []string{"bench_empty", "bench_fetch_v4", "bench_trie_v4", "bench_shield_v4",
 		"bench_fetch_v6", "bench_trie_v6", "bench_shield_v6", "verify_v4", "verify_v6"} {
@@ -30,11 +32,11 @@ var BenchAllow = func() bytecode.Allowlist {
 	return a
 }()
 
-// BenchObject describes the embedded benchmark object for the bytecode audit.
-var BenchObject = bytecode.Embedded{Name: "shield-bench", Load: loadBench, Allow: BenchAllow}
+// Object describes the embedded benchmark object for the bytecode audit.
+var Object = bytecode.Embedded{Name: "shield-bench", Load: loadBench, Allow: Allow}
 
-// BenchOptions configures Bench.
-type BenchOptions struct {
+// Options configures Bench.
+type Options struct {
 	CIDRsV4, CIDRsV6 int
 	// Shape is ShapeUniform (the default) or ShapeFeed.
 	Shape string
@@ -51,9 +53,9 @@ type BenchOptions struct {
 	Budget uint64
 }
 
-// BenchResult is the output of `fortressctl bench shield --json`. All
+// Result is the output of `bench shield --json` (tools/bench). All
 // per-address figures are medians over Rounds, in nanoseconds.
-type BenchResult struct {
+type Result struct {
 	Shape      string  `json:"shape"`
 	CIDRsV4    int     `json:"cidrs_v4"`
 	CIDRsV6    int     `json:"cidrs_v6"`
@@ -107,7 +109,7 @@ type BenchResult struct {
 	HitCPUs          int     `json:"rule_hit_cpus"`
 }
 
-// Bench measures Shield against the kernel LPM trie on the same rule set.
+// Run measures Shield against the kernel LPM trie on the same rule set.
 //
 // Method: both structures are searched by XDP programs run through
 // BPF_PROG_TEST_RUN. Each run of a bench program looks up the next 16 of
@@ -119,7 +121,7 @@ type BenchResult struct {
 // UDP frame. Mismatches compares the kernel's Shield verdicts with the
 // plain Go reference LPM for Verify random addresses per family plus the
 // first, last and neighbouring addresses of every rule.
-func Bench(opts BenchOptions) (*BenchResult, error) {
+func Run(opts Options) (*Result, error) {
 	if opts.Addrs == 0 {
 		opts.Addrs = 1 << 16
 	}
@@ -142,7 +144,7 @@ func Bench(opts BenchOptions) (*BenchResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &BenchResult{Shape: opts.Shape, CIDRsV4: opts.CIDRsV4, CIDRsV6: opts.CIDRsV6, Addrs: opts.Addrs, Rounds: opts.Rounds}
+	res := &Result{Shape: opts.Shape, CIDRsV4: opts.CIDRsV4, CIDRsV6: opts.CIDRsV6, Addrs: opts.Addrs, Rounds: opts.Rounds}
 
 	// First, while nothing else is in memory: end-to-end applies, peak
 	// RSS, adoption, ipset.
@@ -152,7 +154,7 @@ func Bench(opts BenchOptions) (*BenchResult, error) {
 	applyMapBytes := res.MapBytes
 
 	rules := gen(opts.Seed, opts.CIDRsV4, opts.CIDRsV6)
-	s, err := New(Config{Budget: opts.Budget, Logger: quietLogger()})
+	s, err := shield.New(shield.Config{Budget: opts.Budget, Logger: quietLogger()})
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +178,7 @@ func Bench(opts BenchOptions) (*BenchResult, error) {
 	res.SwapMs, res.CompileMs = median(swaps), median(compiles)
 	res.MapBytes = max(s.MapBytes(), applyMapBytes)
 
-	b, err := s.loadBench(rules, opts)
+	b, err := loadRig(s, rules, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +198,7 @@ func Bench(opts BenchOptions) (*BenchResult, error) {
 		return nil, err
 	}
 
-	frame := Frame(v4[0], netip.MustParseAddr("192.0.2.1"))
+	frame := shield.Frame(v4[0], netip.MustParseAddr("192.0.2.1"))
 	measure := func(p *ebpf.Program, perRun int) (float64, error) {
 		var xs []float64
 		for r := 0; r < opts.Rounds; r++ {
@@ -220,7 +222,7 @@ func Bench(opts BenchOptions) (*BenchResult, error) {
 	var fetch4, fetch6, trie4, trie6, sh4, sh6 float64
 	for _, x := range []m{
 		{b.objs.BenchEmpty, &res.EmptyNs, 1},
-		{s.objs.XdpShield, &res.ProgramNs, 1},
+		{s.Program(), &res.ProgramNs, 1},
 		{b.objs.BenchFetchV4, &fetch4, benchBatch},
 		{b.objs.BenchTrieV4, &trie4, benchBatch},
 		{b.objs.BenchShieldV4, &sh4, benchBatch},
@@ -246,7 +248,7 @@ func Bench(opts BenchOptions) (*BenchResult, error) {
 
 	for _, r := range rules {
 		if r.Action == lpm.Drop && !r.LogOnly && r.Prefix.Addr().Is4() {
-			one, all, cpus, err := hitContention(s, Frame(r.Prefix.Addr(), netip.MustParseAddr("192.0.2.1")), opts.Rounds)
+			one, all, cpus, err := hitContention(s, shield.Frame(r.Prefix.Addr(), netip.MustParseAddr("192.0.2.1")), opts.Rounds)
 			if err != nil {
 				return nil, err
 			}
@@ -264,7 +266,7 @@ func Bench(opts BenchOptions) (*BenchResult, error) {
 }
 
 type benchRig struct {
-	s    *Shield
+	s    *shield.Shield
 	objs benchObjects
 	n4   int
 	n6   int
@@ -272,12 +274,12 @@ type benchRig struct {
 
 func (b *benchRig) Close() error { return b.objs.Close() }
 
-func (s *Shield) loadBench(rules []lpm.Rule, opts BenchOptions) (*benchRig, error) {
+func loadRig(s *shield.Shield, rules []lpm.Rule, opts Options) (*benchRig, error) {
 	spec, err := loadBench()
 	if err != nil {
 		return nil, fmt.Errorf("load embedded bench: %w", err)
 	}
-	if _, err := bytecode.Check("shield-bench", spec, BenchAllow); err != nil {
+	if _, err := bytecode.Check("shield-bench", spec, Allow); err != nil {
 		return nil, err
 	}
 	// The address arrays hold the verify set; the timing runs use the
@@ -297,28 +299,27 @@ func (s *Shield) loadBench(rules []lpm.Rule, opts BenchOptions) (*benchRig, erro
 	spec.Maps["trie_v4"].MaxEntries = uint32(n4)
 	spec.Maps["trie_v6"].MaxEntries = uint32(n6)
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	replace := map[string]*ebpf.Map{
-		"shield_state": s.objs.ShieldState, "rule_hits": s.objs.RuleHits,
-		"v4_dir": s.objs.V4Dir, "v4_blocks": s.objs.V4Blocks,
-		"v6_dir": s.objs.V6Dir, "v6_keys": s.objs.V6Keys, "v6_vals": s.objs.V6Vals,
-	}
-	for name, m := range replace {
-		spec.Maps[name].MaxEntries = m.MaxEntries()
-	}
-	for name, v := range map[string]uint32{"addr_mask": uint32(opts.Addrs - 1), "bench_gen": s.ctl.Gen,
-		"v4_gen_stride": s.cap.V4Blocks, "v6_gen_stride": s.cap.V6Ranges} {
-		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("set %s: %w", name, err)
-		}
-	}
 	b := &benchRig{s: s}
-	if err := spec.LoadAndAssign(&b.objs, &ebpf.CollectionOptions{MapReplacements: replace}); err != nil {
-		return nil, fmt.Errorf("load bench: %w", err)
-	}
-	if err := b.fillTries(rules); err != nil {
-		b.Close()
+	err = s.WithTables(func(t shield.Tables) error {
+		for name, m := range t.Maps {
+			spec.Maps[name].MaxEntries = m.MaxEntries()
+		}
+		for name, v := range map[string]uint32{"addr_mask": uint32(opts.Addrs - 1), "bench_gen": t.Gen,
+			"v4_gen_stride": t.V4Stride, "v6_gen_stride": t.V6Stride} {
+			if err := spec.Variables[name].Set(v); err != nil {
+				return fmt.Errorf("set %s: %w", name, err)
+			}
+		}
+		if err := spec.LoadAndAssign(&b.objs, &ebpf.CollectionOptions{MapReplacements: t.Maps}); err != nil {
+			return fmt.Errorf("load bench: %w", err)
+		}
+		if err := b.fillTries(rules); err != nil {
+			b.Close()
+			return err
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -383,10 +384,10 @@ func (b *benchRig) fill(v4, v6 []netip.Addr) error {
 		x := a.As4()
 		a4[i] = uint64(binary.NativeEndian.Uint32(x[:]))
 	}
-	a6 := make([]key128, len(v6))
+	a6 := make([]benchShieldKey128, len(v6))
 	for i, a := range v6 {
 		x := a.As16()
-		a6[i] = key128{Hi: binary.BigEndian.Uint64(x[:8]), Lo: binary.BigEndian.Uint64(x[8:])}
+		a6[i] = benchShieldKey128{Hi: binary.BigEndian.Uint64(x[:8]), Lo: binary.BigEndian.Uint64(x[8:])}
 	}
 	b.n4, b.n6 = len(v4), len(v6)
 	for _, w := range []struct {
@@ -434,7 +435,7 @@ func (b *benchRig) verify(rules []lpm.Rule, v4, v6 []netip.Addr) (checked, bad i
 				want = rules[idx]
 				want.Prefix = want.Prefix.Masked()
 			}
-			got, _ := ruleFor(uint32(out[i]), a)
+			got, _ := shield.RuleOf(uint32(out[i]), a)
 			checked++
 			if got != want {
 				bad++
@@ -454,4 +455,12 @@ func median(xs []float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+func asBytes[T any](s []T) []byte {
+	if len(s) == 0 {
+		return nil
+	}
+	var z T
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(z)))
 }
