@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/carverauto/fortress/internal/pins"
+	"github.com/carverauto/fortress/pkg/paths"
 )
 
 // Mode is enforce or audit.
@@ -36,7 +37,7 @@ func (m Mode) String() string {
 }
 
 // DefaultConfigDir is the agent's configuration directory.
-const DefaultConfigDir = "/etc/serviceradar"
+const DefaultConfigDir = paths.ConfigDir
 
 // ErrUnavailable says BPF LSM cannot be used on this kernel; Sentinel then
 // protects nothing and must say so.

@@ -51,6 +51,20 @@ type SentinelConfig struct {
 	AgentBinary string
 	// UpdaterBinary (optional) is the update manager's executable.
 	UpdaterBinary string
+	// ReleaseDir (optional) is a versioned release layout the agent runs
+	// from: ReleaseDir/versions/<version>/<ReleaseBinary>, with the symlink
+	// ReleaseDir/current naming the version in use. The tree becomes the
+	// updater's alone; an upgrade or rollback by symlink swap keeps the
+	// agent its identity. An agent binary inside ServiceRadar's release
+	// root (paths.ServiceRadarReleases) selects that layout by default,
+	// with ServiceRadar's updater and seed where they exist.
+	ReleaseDir string
+	// ReleaseBinary is the agent binary's name in a version directory
+	// (default: the agent binary's base name).
+	ReleaseBinary string
+	// SeedBinary (optional) is an agent binary outside the release tree
+	// that runs before any version is installed.
+	SeedBinary string
 	// ConfigDir is protected with everything in it (DefaultConfigDir).
 	ConfigDir string
 	// Protect lists further protected paths (files or whole trees). The

@@ -25,4 +25,15 @@ const (
 	StatusSocket = "/run/serviceradar/fortress.sock"
 	// AgentBinary is where the agent binary is installed.
 	AgentBinary = "/usr/local/bin/fortress-agent"
+
+	// ServiceRadarReleases is the release root of ServiceRadar's agent:
+	// versions/<version>/ServiceRadarAgentName and the current symlink.
+	ServiceRadarReleases = "/var/lib/serviceradar/agent"
+	// ServiceRadarAgentName is the agent binary's name in a version.
+	ServiceRadarAgentName = "serviceradar-agent"
+	// ServiceRadarUpdater installs, switches and removes versions.
+	ServiceRadarUpdater = "/usr/local/bin/serviceradar-agent-updater"
+	// ServiceRadarSeed is the agent binary that runs before the first
+	// version is installed.
+	ServiceRadarSeed = "/usr/local/lib/serviceradar/agent/serviceradar-agent-seed"
 )

@@ -13,11 +13,13 @@ import (
 	"strings"
 
 	"github.com/carverauto/fortress/pkg/fortress"
+
+	"github.com/carverauto/fortress/pkg/paths"
 )
 
 // DefaultTrustKey is where the trust key file is looked for when the block
 // names none: inside /etc/serviceradar, which Sentinel protects.
-const DefaultTrustKey = "/etc/serviceradar/fortress/trust.pem"
+const DefaultTrustKey = paths.TrustKey
 
 // Config is the "fortress" block of ServiceRadar's agent.json. The zero
 // value (an empty block) is valid: Shield loads with no interfaces and
@@ -80,6 +82,14 @@ type SentinelConfig struct {
 	AgentBinary string `json:"agent_binary,omitempty"`
 	// UpdaterBinary is the agent's update manager.
 	UpdaterBinary string `json:"updater_binary,omitempty"`
+	// ReleaseDir is the release layout the agent runs from (versions/<v>/
+	// behind the current symlink), ReleaseBinary the agent's name in a
+	// version, SeedBinary the binary that runs before any version is
+	// installed. An agent binary under /var/lib/serviceradar/agent selects
+	// ServiceRadar's layout, updater and seed without these.
+	ReleaseDir    string `json:"release_dir,omitempty"`
+	ReleaseBinary string `json:"release_binary,omitempty"`
+	SeedBinary    string `json:"seed_binary,omitempty"`
 	// Protect and Watch list further protected paths and paths that raise
 	// file-integrity events.
 	Protect []string `json:"protect,omitempty"`
@@ -159,7 +169,8 @@ func (c *Config) Validate() error {
 	}
 	for _, p := range []struct{ name, path string }{{"pin_root", c.PinRoot}, {"state_dir", c.StateDir},
 		{"audit_log", c.AuditLog}, {"trust_key", c.TrustKey}, {"sentinel.agent_binary", c.Sentinel.AgentBinary},
-		{"sentinel.updater_binary", c.Sentinel.UpdaterBinary}} {
+		{"sentinel.updater_binary", c.Sentinel.UpdaterBinary}, {"sentinel.release_dir", c.Sentinel.ReleaseDir},
+		{"sentinel.seed_binary", c.Sentinel.SeedBinary}} {
 		if p.path != "" && !cleanAbs(p.path) {
 			return fmt.Errorf("fortress.%s: %q is not a clean absolute path", p.name, p.path)
 		}
@@ -188,6 +199,9 @@ func (c *Config) Validate() error {
 	if c.TopRules < 0 || c.TopRules > 10000 {
 		return fmt.Errorf("fortress.top_rules: %d is not in 1..10000", c.TopRules)
 	}
+	if b := c.Sentinel.ReleaseBinary; b != "" && (strings.ContainsAny(b, "/\x00") || b == "." || b == ".." || len(b) > 63) {
+		return fmt.Errorf("fortress.sentinel.release_binary: %q is not a file name of at most 63 bytes", b)
+	}
 	if c.Sentinel.Mode != "enforce" && c.Sentinel.Mode != "audit" {
 		return fmt.Errorf("fortress.sentinel.mode: %q is not enforce or audit", c.Sentinel.Mode)
 	}
@@ -214,6 +228,7 @@ func (c *Config) fortressConfig() fortress.Config {
 		Sentinel: fortress.SentinelConfig{
 			Disabled: !c.Sentinel.Enabled, Audit: c.Sentinel.Mode == "audit",
 			AgentBinary: c.Sentinel.AgentBinary, UpdaterBinary: c.Sentinel.UpdaterBinary,
+			ReleaseDir: c.Sentinel.ReleaseDir, ReleaseBinary: c.Sentinel.ReleaseBinary, SeedBinary: c.Sentinel.SeedBinary,
 			Protect: c.Sentinel.Protect, Watch: c.Sentinel.Watch,
 		},
 	}

@@ -322,6 +322,9 @@ func TestConfig(t *testing.T) {
 		`{"interfaces":[{"name":"a"},{"name":"a"}]}`:     "listed twice",
 		`{"trust_key":"/etc/serviceradar/../trust.pem"}`: "fortress.trust_key",
 		`{"enabled":true} {}`:                            "invalid character",
+		`{"sentinel":{"release_dir":"agent"}}`:           "fortress.sentinel.release_dir",
+		`{"sentinel":{"release_binary":"bin/agent"}}`:    "fortress.sentinel.release_binary",
+		`{"sentinel":{"seed_binary":"/a/../b"}}`:         "fortress.sentinel.seed_binary",
 	} {
 		if _, err := ParseConfig([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err %v, want %q", in, err, want)

@@ -10,5 +10,6 @@ var labPackages = []string{
 	"./internal/sentinel",
 	"./internal/shield",
 	"./pkg/fortress",
+	"./pkg/serviceradar",
 	"./internal/e2e",
 }
