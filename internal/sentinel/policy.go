@@ -267,8 +267,8 @@ func (s *Sentinel) merge(p *policy, what, path string) error {
 }
 
 const (
-	guardMap  = 1 // SENTINEL_GUARD_MAP
-	guardLink = 2 // SENTINEL_GUARD_LINK
+	guardMap  = uint32(sentinelSentinelGuardKindSENTINEL_GUARD_MAP)
+	guardLink = uint32(sentinelSentinelGuardKindSENTINEL_GUARD_LINK)
 )
 
 func (s *Sentinel) guardID(kind, id uint32) error {

@@ -25,8 +25,8 @@ import (
 type Mode uint32
 
 const (
-	Enforce Mode = 0 // SENTINEL_MODE_ENFORCE
-	Audit   Mode = 1 // SENTINEL_MODE_AUDIT
+	Enforce = Mode(sentinelSentinelModeSENTINEL_MODE_ENFORCE)
+	Audit   = Mode(sentinelSentinelModeSENTINEL_MODE_AUDIT)
 )
 
 func (m Mode) String() string {
@@ -98,13 +98,13 @@ type Sentinel struct {
 }
 
 const (
-	mapObjects    = "sentinel_objects"
-	mapIdentities = "sentinel_identities"
-	mapGuarded    = "sentinel_guarded"
-	mapConfig     = "sentinel_config"
-	mapStats      = "sentinel_stats"
-	mapEvents     = "sentinel_events"
-	mapListed     = "sentinel_listed"
+	mapObjects    = sentinelMapSentinelObjects
+	mapIdentities = sentinelMapSentinelIdentities
+	mapGuarded    = sentinelMapSentinelGuarded
+	mapConfig     = sentinelMapSentinelConfig
+	mapStats      = sentinelMapSentinelStats
+	mapEvents     = sentinelMapSentinelEvents
+	mapListed     = sentinelMapSentinelListed
 )
 
 func (c *Config) defaults() error {

@@ -245,7 +245,7 @@ func (f *Fortress) startSentinel(last *policy) {
 	sc = releaseDefaults(sc, bin)
 	s, err := sentinel.Start(sentinel.Config{
 		PinRoot: pins.Root(f.cfg.PinRoot), AgentBinary: bin, UpdaterBinary: sc.UpdaterBinary,
-		Releases: sentinel.Releases{Dir: sc.ReleaseDir, Binary: sc.ReleaseBinary, Seed: sc.SeedBinary},
+		Releases:  sentinel.Releases{Dir: sc.ReleaseDir, Binary: sc.ReleaseBinary, Seed: sc.SeedBinary},
 		ConfigDir: sc.ConfigDir, StateDirs: protect, Watched: watch, Mode: mode,
 		Recorder: f.audit, Log: f.log,
 	})
