@@ -179,7 +179,7 @@ func (s *Sentinel) counters(name string, n int) ([]uint64, error) {
 // failures) are delivered too.
 func (s *Sentinel) ReadEvents(ctx context.Context, fn func(Event)) error {
 	s.mu.Lock()
-	events := s.maps[mapEvents]
+	events := s.m.SentinelEvents
 	s.mu.Unlock()
 	if events == nil {
 		return errors.New("read events: sentinel closed")

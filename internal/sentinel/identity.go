@@ -81,7 +81,7 @@ func prctlDetail(arg uint64) string {
 // it confirmed; one without it cannot even open the claim, since the claims
 // map is guarded.
 func (s *Sentinel) claim() error {
-	m := s.maps[mapClaims]
+	m := s.m.SentinelClaims
 	if m == nil {
 		return errors.New("claim role: no claims map")
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -83,9 +84,12 @@ type Recorder interface {
 
 // Sentinel is a loaded (or adopted) set of Sentinel programs.
 type Sentinel struct {
-	cfg     Config
-	log     *slog.Logger
+	cfg Config
+	log *slog.Logger
+	// maps holds every map by name (pinning and adoption go by name);
+	// m names the same maps by bpf2go's generated fields.
 	maps    map[string]*ebpf.Map
+	m       sentinelMaps
 	links   map[string]link.Link
 	progs   map[string]*ebpf.Program
 	adopted bool
@@ -261,6 +265,9 @@ func (s *Sentinel) load(spec *ebpf.CollectionSpec, replace map[string]*ebpf.Map)
 		}
 		s.maps[name] = m
 	}
+	if err := s.bindMaps(); err != nil {
+		return err
+	}
 	for name, p := range coll.Programs {
 		s.progs[name] = p
 	}
@@ -376,6 +383,7 @@ func (s *Sentinel) Close() error {
 		m.Close()
 	}
 	s.links, s.progs, s.maps = map[string]link.Link{}, map[string]*ebpf.Program{}, map[string]*ebpf.Map{}
+	s.m = sentinelMaps{}
 	return nil
 }
 
@@ -452,4 +460,19 @@ func waitGone(ids []ebpf.ProgramID, limit time.Duration) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// bindMaps points the generated struct's fields (tagged with the C names)
+// at the loaded maps.
+func (s *Sentinel) bindMaps() error {
+	v := reflect.ValueOf(&s.m).Elem()
+	for i := range v.NumField() {
+		name := v.Type().Field(i).Tag.Get("ebpf")
+		m, ok := s.maps[name]
+		if !ok {
+			return fmt.Errorf("bind map %s: not loaded", name)
+		}
+		v.Field(i).Set(reflect.ValueOf(m))
+	}
+	return nil
 }
