@@ -44,27 +44,40 @@ func sentinelUnsupported(goarch, release string) string {
 // ExpectSentinelUnavailable is for lab tests of Sentinel, after they tried
 // to start it. Where Sentinel must run (SentinelUnsupported is empty) it
 // does nothing. Where the kernel cannot run it, err (what the start
-// returned) must wrap unavailable (sentinel.ErrUnavailable, which this
-// package cannot import) and carry the kernel's refusal of the attach
-// (ENOTSUPP, "not supported"); the test then ends as skipped, naming the
-// reason and the error. A Sentinel that started there, or failed for
-// another reason, fails the test: it must never claim to protect, and must
-// say why it cannot.
+// returned) must pass CheckSentinelUnavailable, and the test then ends as
+// skipped, naming the reason and the error; otherwise the test fails.
 func ExpectSentinelUnavailable(t testing.TB, err, unavailable error) {
 	t.Helper()
 	reason := SentinelUnsupported()
 	if reason == "" {
 		return
 	}
-	switch {
-	case err == nil:
-		t.Fatalf("%s, yet Sentinel started", reason)
-	case !errors.Is(err, unavailable):
-		t.Fatalf("%s, and Sentinel failed otherwise than unavailable: %v", reason, err)
-	case !strings.Contains(err.Error(), "not supported"):
-		t.Fatalf("%s, and Sentinel is unavailable, but not for the kernel's refusal (ENOTSUPP): %v", reason, err)
+	if cerr := CheckSentinelUnavailable(err, unavailable); cerr != nil {
+		t.Fatal(cerr)
 	}
 	t.Skipf("Sentinel is unavailable here, as it must be: %s; start said: %v", reason, err)
+}
+
+// CheckSentinelUnavailable says whether err, what starting Sentinel
+// returned on a kernel that cannot run it (SentinelUnsupported), is right:
+// it must wrap unavailable (sentinel.ErrUnavailable, which this package
+// cannot import) and carry the kernel's refusal of the attach (ENOTSUPP,
+// "not supported"). A Sentinel that started there, or failed for another
+// reason, is wrong: it must never claim to protect, and must say why it
+// cannot.
+func CheckSentinelUnavailable(err, unavailable error) error {
+	reason := SentinelUnsupported()
+	switch {
+	case reason == "":
+		return errors.New("sentinel can run on this kernel")
+	case err == nil:
+		return fmt.Errorf("%s, yet Sentinel started", reason)
+	case !errors.Is(err, unavailable):
+		return fmt.Errorf("%s, and Sentinel failed otherwise than unavailable: %w", reason, err)
+	case !strings.Contains(err.Error(), "not supported"):
+		return fmt.Errorf("%s, and Sentinel is unavailable, but not for the kernel's refusal (ENOTSUPP): %w", reason, err)
+	}
+	return nil
 }
 
 // ExpectSentinelStatusUnavailable is ExpectSentinelUnavailable for code

@@ -40,5 +40,9 @@ func TestExpectSentinelUnavailableElsewhere(t *testing.T) {
 	errUnavailable := errors.New("unavailable")
 	for _, err := range []error{nil, errUnavailable, fmt.Errorf("%w: attach: not supported", errUnavailable), errors.New("other")} {
 		ExpectSentinelUnavailable(t, err, errUnavailable)
+		ExpectSentinelStatusUnavailable(t, "enforcing", "")
+		if CheckSentinelUnavailable(err, errUnavailable) == nil {
+			t.Errorf("CheckSentinelUnavailable(%v) accepted a refusal where Sentinel can run", err)
+		}
 	}
 }
