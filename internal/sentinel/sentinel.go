@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -338,6 +339,11 @@ func (s *Sentinel) attachAll(reason string) ([]string, error) {
 		}
 		s.record("attach", "lsm/"+name, err, details)
 		if err != nil {
+			if runtime.GOARCH == "arm64" && errors.Is(err, ebpf.ErrNotSupported) {
+				// arm64 attaches BPF trampolines to kernel functions
+				// only from 6.4 (ftrace direct calls).
+				return nil, fmt.Errorf("%w: attach %s: %v (arm64 kernels before 6.4 cannot attach BPF trampolines to kernel functions)", ErrUnavailable, name, err)
+			}
 			return nil, fmt.Errorf("%w: attach %s: %v", ErrUnavailable, name, err)
 		}
 		if err := s.GuardLink(l); err != nil {
