@@ -34,6 +34,9 @@ var (
 	laterV4 = addr("10.68.4.2") // blocked from bundle version 2 on
 )
 
+// inLab reports a run inside the VM lab.
+func inLab() bool { return testutil.InLab() }
+
 func sign(t *testing.T, priv ed25519.PrivateKey, version uint64, targets []string, rules ...policy.Rule) []byte {
 	t.Helper()
 	raw, err := policy.Sign(policy.Body{Version: version, IssuedAt: time.Now().Add(-time.Minute), Targets: targets,

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/carverauto/fortress/internal/testutil"
 	"github.com/carverauto/fortress/pkg/fortress"
 	"github.com/carverauto/fortress/pkg/policy"
 )
@@ -352,7 +351,7 @@ func TestConfig(t *testing.T) {
 // TestDocsNameEverything: docs/SERVICERADAR.md names every command and
 // capability this package answers and claims.
 func TestDocsNameEverything(t *testing.T) {
-	if testutil.InLab() {
+	if inLab() {
 		t.Skip("the VM lab carries test binaries, not the source tree; the host run checks the docs")
 	}
 	doc, err := os.ReadFile("../../docs/SERVICERADAR.md")
