@@ -25,8 +25,9 @@ import (
 // TestServiceRadarPeerSentinelInLab: the ServiceRadar agent-gateway (the
 // test peer) drives Sentinel in an agent hosting this package: a bundle
 // with a Sentinel section protects a directory, root's writes there are
-// refused and arrive as OCSF events, refused bundles answer success=false
-// with the reason and change nothing, and a maintenance token sent as a
+// refused and arrive as OCSF events, refused bundles (bad signature,
+// unknown key, another agent, rollback, replay) answer success=false with
+// the reason and change nothing, and a maintenance token sent as a
 // command removes Fortress. This test process is the agent.
 func TestServiceRadarPeerSentinelInLab(t *testing.T) {
 	testutil.RequireRoot(t)
@@ -165,16 +166,22 @@ func TestServiceRadarPeerSentinelInLab(t *testing.T) {
 		}
 	}
 
+	// Version 2 keeps the protection; version 1 is then a rollback.
+	v2 := sign(2, &policy.Sentinel{Mode: policy.SentinelEnforce, Protect: []string{guarded}})
+	if res := run("apply-2", CommandApplyBundle, v2); !res.Success {
+		t.Fatalf("apply v2: %+v", res)
+	}
+
 	// Refused bundles: the reason comes back, Sentinel keeps the policy.
 	_, otherPriv, _ := policy.GenerateKey()
-	unprotect := sign(2, &policy.Sentinel{Mode: policy.SentinelAudit})
+	unprotect := sign(3, &policy.Sentinel{Mode: policy.SentinelAudit})
 	forged := []byte(strings.Replace(string(unprotect), `"audit"`, `"enforce"`, 1))
-	foreign, err := policy.Sign(policy.Body{Version: 3, IssuedAt: time.Now().Add(-time.Minute), Targets: []string{"sr-lab"},
+	foreign, err := policy.Sign(policy.Body{Version: 4, IssuedAt: time.Now().Add(-time.Minute), Targets: []string{"sr-lab"},
 		Payload: policy.Payload{Sentinel: &policy.Sentinel{Mode: policy.SentinelAudit}}}, otherPriv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := policy.Sign(policy.Body{Version: 4, IssuedAt: time.Now().Add(-time.Minute), Targets: []string{"someone-else"},
+	other, err := policy.Sign(policy.Body{Version: 5, IssuedAt: time.Now().Add(-time.Minute), Targets: []string{"someone-else"},
 		Payload: policy.Payload{Sentinel: &policy.Sentinel{Mode: policy.SentinelAudit}}}, priv)
 	if err != nil {
 		t.Fatal(err)
@@ -186,12 +193,13 @@ func TestServiceRadarPeerSentinelInLab(t *testing.T) {
 		{"bad-signature", "bad_signature", forged},
 		{"unknown-key", "unknown_key", foreign},
 		{"other-agent", "not_for_agent", other},
-		{"replay", "replay", v1},
+		{"rollback", "rollback", v1},
+		{"replay", "replay", v2},
 	} {
 		res := run(c.id, CommandApplyBundle, c.raw)
 		var ref Refusal
 		_ = json.Unmarshal(res.PayloadJson, &ref)
-		if res.Success || ref.Reason != c.reason || ref.InForce != 1 {
+		if res.Success || ref.Reason != c.reason || ref.InForce != 2 {
 			t.Errorf("%s: %+v", c.id, res)
 		}
 	}
@@ -200,7 +208,7 @@ func TestServiceRadarPeerSentinelInLab(t *testing.T) {
 	}
 	var st fortress.Status
 	res := run("status", CommandStatus, nil)
-	if err := json.Unmarshal(res.PayloadJson, &st); err != nil || st.Policy.Version != 1 || st.Sentinel.State != "enforcing" || !slices.Contains(st.Sentinel.Protected, guarded) || st.Sentinel.Denied == 0 {
+	if err := json.Unmarshal(res.PayloadJson, &st); err != nil || st.Policy.Version != 2 || st.Sentinel.State != "enforcing" || !slices.Contains(st.Sentinel.Protected, guarded) || st.Sentinel.Denied == 0 {
 		t.Errorf("status: %+v %v", st.Sentinel, err)
 	}
 
