@@ -28,12 +28,12 @@ var ErrPinnedLayout = errors.New("pinned shield maps have another layout")
 // is adopted: its maps (rule set, counters) and links stay as they are, so
 // filtering never stops across an agent restart. The pinned program is
 // checked against the embedded one (same instructions and same load-time
-// settings, such as the gateways); if it differs, it is replaced atomically
+// settings, such as the management addresses); if it differs, it is replaced atomically
 // on every link. Without pins, Open loads a fresh Shield and pins it.
 func Open(cfg Config) (*Shield, error) {
 	cfg.defaults()
 	if cfg.PinRoot != "" {
-		if _, err := os.Stat(cfg.PinRoot.Path(pins.Shield, "xdp_shield")); err == nil {
+		if _, err := os.Stat(cfg.PinRoot.Path(pins.Shield, programPin)); err == nil {
 			s, err := adopt(cfg)
 			cfg.Audit.Record("adopt", "shield", err, nil)
 			if errors.Is(err, ErrPinnedLayout) {
@@ -110,7 +110,7 @@ func adopt(cfg Config) (_ *Shield, err error) {
 		objs.Close()
 		return nil, err
 	}
-	same, why, err := sameProgram(cfg.PinRoot.Path(pins.Shield, "xdp_shield"), objs.XdpShield)
+	same, why, err := sameProgram(cfg.PinRoot.Path(pins.Shield, programPin), objs.XdpShield)
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -120,7 +120,7 @@ func adopt(cfg Config) (_ *Shield, err error) {
 		return nil, err
 	}
 	if !same {
-		// Not the embedded program (another build, other gateways, or
+		// Not the embedded program (another build, other management addresses, or
 		// tampering): switch every link to the embedded one in one step.
 		cfg.Logger.Warn("shield: pinned program differs from the embedded one; replacing it", "reason", why)
 		for iface, l := range s.links {
@@ -129,7 +129,7 @@ func adopt(cfg Config) (_ *Shield, err error) {
 				return nil, fmt.Errorf("replace pinned shield program on %s: %w", iface, err)
 			}
 		}
-		if err := pinReplace(objs.XdpShield, cfg.PinRoot.Path(pins.Shield, "xdp_shield")); err != nil {
+		if err := pinReplace(objs.XdpShield, cfg.PinRoot.Path(pins.Shield, programPin)); err != nil {
 			s.Close()
 			return nil, err
 		}
@@ -179,7 +179,7 @@ func sameProgram(path string, fresh *ebpf.Program) (bool, string, error) {
 		return false, "", err
 	}
 	if !bytes.Equal(pr, fr) {
-		return false, "load-time settings (gateways, table strides) differ", nil
+		return false, "load-time settings (management addresses, table strides) differ", nil
 	}
 	return true, "", nil
 }

@@ -23,7 +23,7 @@ func TestAdoptAfterRestart(t *testing.T) {
 	newShield(t, Config{}) // root and rlimit
 	root := pins.Root(testutil.TempBPFFS(t))
 	lab := newLab(t)
-	cfg := Config{PinRoot: root, Gateways: []netip.Addr{netip.MustParseAddr("10.66.2.2")}}
+	cfg := Config{PinRoot: root, Management: []netip.Addr{netip.MustParseAddr("10.66.2.2")}}
 
 	s1, err := Open(cfg)
 	if err != nil {
@@ -85,7 +85,7 @@ func TestAdoptAfterRestart(t *testing.T) {
 	}
 	defer s2.Close()
 	// Adoption of an identical program keeps the pinned one running.
-	linkProg, err := ebpf.LoadPinnedProgram(root.Path(pins.Shield, "xdp_shield"), nil)
+	linkProg, err := ebpf.LoadPinnedProgram(root.Path(pins.Shield, programPin), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestAdoptReplacesDifferentProgram(t *testing.T) {
 	root := pins.Root(testutil.TempBPFFS(t))
 	lab := newLab(t)
 	a := netip.MustParseAddr
-	cfg := Config{PinRoot: root, Gateways: []netip.Addr{a("10.66.2.2")}}
+	cfg := Config{PinRoot: root, Management: []netip.Addr{a("10.66.2.2")}}
 	s1, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +147,7 @@ func TestAdoptReplacesDifferentProgram(t *testing.T) {
 	for _, l := range s1.links {
 		l.Close()
 	}
-	cfg.Gateways = []netip.Addr{a("10.66.3.2")}
+	cfg.Management = []netip.Addr{a("10.66.3.2")}
 	s2, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -148,7 +148,7 @@ func (s *Shield) pinAll() error {
 		return err
 	}
 	objs := map[string]pinner{
-		"xdp_shield":     s.objs.XdpShield,
+		programPin:       s.objs.XdpShield,
 		"shield_state":   s.objs.ShieldState,
 		"shield_stats":   s.objs.ShieldStats,
 		"shield_samples": s.objs.ShieldSamples,

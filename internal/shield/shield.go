@@ -26,8 +26,8 @@ import (
 // compiles (a few tens of milliseconds against seconds of work).
 const largeSet = 100000
 
-// MaxGateways is the number of management gateways per family.
-const MaxGateways = 4
+// MaxManagement is the number of management addresses per family.
+const MaxManagement = 4
 
 // Allow is the helper allowlist of the embedded Shield object.
 var Allow = bytecode.Allowlist{
@@ -50,9 +50,9 @@ func (nopRecorder) Record(string, string, error, map[string]any) {}
 
 // Config configures a Shield instance.
 type Config struct {
-	// Gateways are management addresses no rule can drop (up to four per
+	// Management are the management addresses no rule can drop (up to four per
 	// family).
-	Gateways []netip.Addr
+	Management []netip.Addr
 	// Budget caps the memory of all Shield maps; 0 means DefaultBudget.
 	Budget uint64
 	// SampleGap is the minimum time between two dry-run samples per CPU;
@@ -160,27 +160,28 @@ func (s *Shield) rcuSync() error {
 	return nil
 }
 
-// gatewayConsts converts gateway addresses to the program's constants.
-func gatewayConsts(gws []netip.Addr) (v4 [MaxGateways]uint32, n4 uint32, v6 [MaxGateways]key128, n6 uint32, err error) {
+// managementConsts converts the management addresses to the program's
+// constants.
+func managementConsts(gws []netip.Addr) (v4 [MaxManagement]uint32, n4 uint32, v6 [MaxManagement]key128, n6 uint32, err error) {
 	for _, g := range gws {
 		g = g.Unmap()
 		switch {
 		case g.Is4():
-			if n4 == MaxGateways {
-				return v4, 0, v6, 0, fmt.Errorf("gateways: more than %d IPv4 addresses", MaxGateways)
+			if n4 == MaxManagement {
+				return v4, 0, v6, 0, fmt.Errorf("management addresses: more than %d IPv4 addresses", MaxManagement)
 			}
 			a := g.As4()
 			v4[n4] = binary.NativeEndian.Uint32(a[:])
 			n4++
 		case g.Is6():
-			if n6 == MaxGateways {
-				return v4, 0, v6, 0, fmt.Errorf("gateways: more than %d IPv6 addresses", MaxGateways)
+			if n6 == MaxManagement {
+				return v4, 0, v6, 0, fmt.Errorf("management addresses: more than %d IPv6 addresses", MaxManagement)
 			}
 			a := g.As16()
 			v6[n6] = key128{Hi: binary.BigEndian.Uint64(a[:8]), Lo: binary.BigEndian.Uint64(a[8:])}
 			n6++
 		default:
-			return v4, 0, v6, 0, fmt.Errorf("gateways: invalid address %v", g)
+			return v4, 0, v6, 0, fmt.Errorf("management addresses: invalid address %v", g)
 		}
 	}
 	return v4, n4, v6, n6, nil
@@ -204,7 +205,7 @@ func (s *Shield) spec(c Capacity) (*ebpf.CollectionSpec, error) {
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
 	}
-	v4, n4, v6, n6, err := gatewayConsts(s.cfg.Gateways)
+	v4, n4, v6, n6, err := managementConsts(s.cfg.Management)
 	if err != nil {
 		return nil, err
 	}

@@ -68,7 +68,7 @@ var (
 )
 
 func TestVerdicts(t *testing.T) {
-	s := newShield(t, Config{Gateways: []netip.Addr{gw4, gw6}})
+	s := newShield(t, Config{Management: []netip.Addr{gw4, gw6}})
 	rules := []lpm.Rule{
 		rule("0.0.0.0/0", lpm.Drop, false),
 		rule("10.0.0.0/8", lpm.Allow, false),

@@ -10,28 +10,28 @@ import (
 	"github.com/carverauto/fortress/internal/pins"
 )
 
-// Gateways returns the management addresses that bypass every rule.
-func (s *Shield) Gateways() []netip.Addr {
+// Management returns the management addresses: those no rule can drop.
+func (s *Shield) Management() []netip.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.cfg.Gateways)
+	return slices.Clone(s.cfg.Management)
 }
 
-// SetGateways changes the bypass addresses. They are load-time constants of
+// SetManagement changes the management addresses. They are load-time constants of
 // the program, so a new program is loaded over the same maps and swapped in
 // on every interface through its link: there is no moment without a program
 // and the rule set and counters are untouched.
-func (s *Shield) SetGateways(gws []netip.Addr) error {
-	if _, _, _, _, err := gatewayConsts(gws); err != nil {
+func (s *Shield) SetManagement(gws []netip.Addr) error {
+	if _, _, _, _, err := managementConsts(gws); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.cfg.Gateways
-	s.cfg.Gateways = slices.Clone(gws)
+	old := s.cfg.Management
+	s.cfg.Management = slices.Clone(gws)
 	err := s.replaceProgram()
 	if err != nil {
-		s.cfg.Gateways = old
+		s.cfg.Management = old
 	}
 	s.cfg.Audit.Record("replace", "shield xdp_shield", err, map[string]any{"gateways": fmt.Sprint(gws)})
 	return err
@@ -58,7 +58,7 @@ func (s *Shield) replaceProgram() error {
 	old := s.objs
 	s.objs = objs
 	if s.cfg.PinRoot != "" {
-		if err := pinReplace(objs.XdpShield, s.cfg.PinRoot.Path(pins.Shield, "xdp_shield")); err != nil {
+		if err := pinReplace(objs.XdpShield, s.cfg.PinRoot.Path(pins.Shield, programPin)); err != nil {
 			return err
 		}
 	}
