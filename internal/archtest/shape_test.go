@@ -30,7 +30,6 @@ const (
 // ("package/path.Type": why). The test fails once one is within its limits, so
 // the list only shrinks.
 var knownExceptions = map[string]string{
-	"internal/gateway.Gateway":   "28 methods, 3 mutexes",
 	"internal/sentinel.Sentinel": "38 methods",
 	"internal/shield.Shield":     "34 methods",
 }
