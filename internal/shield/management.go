@@ -10,13 +10,6 @@ import (
 	"github.com/carverauto/fortress/internal/pins"
 )
 
-// Management returns the management addresses: those no rule can drop.
-func (s *Shield) Management() []netip.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.cfg.Management)
-}
-
 // SetManagement changes the management addresses. They are load-time constants of
 // the program, so a new program is loaded over the same maps and swapped in
 // on every interface through its link: there is no moment without a program
@@ -42,18 +35,16 @@ func (s *Shield) SetManagement(gws []netip.Addr) error {
 func (s *Shield) replaceProgram() error {
 	keep := map[string]*ebpf.Map{}
 	for _, name := range tableMaps {
-		keep[name] = s.mapByName(name)
+		keep[name] = objectMap(s.objs, name)
 	}
 	keep["sample_last"] = s.objs.SampleLast
-	objs, err := s.load(s.cap, keep)
+	objs, err := loadObjects(s.cfg, s.ncpu, s.cap, keep)
 	if err != nil {
 		return err
 	}
-	for iface, l := range s.links {
-		if err := l.Update(objs.XdpShield); err != nil {
-			objs.Close()
-			return fmt.Errorf("switch %s to the new shield program: %w", iface, err)
-		}
+	if iface, err := s.links.update(objs.XdpShield); err != nil {
+		objs.Close()
+		return fmt.Errorf("switch %s to the new shield program: %w", iface, err)
 	}
 	old := s.objs
 	s.objs = objs
@@ -65,11 +56,12 @@ func (s *Shield) replaceProgram() error {
 	return old.Close()
 }
 
-func (s *Shield) mapByName(name string) *ebpf.Map {
+// objectMap is the map of objs named name in the object.
+func objectMap(objs *shieldObjects, name string) *ebpf.Map {
 	return map[string]*ebpf.Map{
-		"shield_state": s.objs.ShieldState, "shield_stats": s.objs.ShieldStats,
-		"shield_samples": s.objs.ShieldSamples, "rule_hits": s.objs.RuleHits,
-		"v4_dir": s.objs.V4Dir, "v4_blocks": s.objs.V4Blocks,
-		"v6_dir": s.objs.V6Dir, "v6_keys": s.objs.V6Keys, "v6_vals": s.objs.V6Vals,
+		"shield_state": objs.ShieldState, "shield_stats": objs.ShieldStats,
+		"shield_samples": objs.ShieldSamples, "rule_hits": objs.RuleHits,
+		"v4_dir": objs.V4Dir, "v4_blocks": objs.V4Blocks,
+		"v6_dir": objs.V6Dir, "v6_keys": objs.V6Keys, "v6_vals": objs.V6Vals,
 	}[name]
 }

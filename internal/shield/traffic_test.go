@@ -139,7 +139,7 @@ func TestRealTrafficOnVeth(t *testing.T) {
 			t.Errorf("rule %s counted %d bytes for %d packets", p, m[p].Bytes, want)
 		}
 	}
-	st, err := s.Stats()
+	st, err := s.Counters().Stats()
 	if err != nil {
 		t.Fatal(err)
 	}

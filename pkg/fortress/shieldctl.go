@@ -111,16 +111,17 @@ func (c *shieldCtl) start(last *policy) {
 	c.mu.Lock()
 	c.sh = sh
 	c.mu.Unlock()
-	if sh.Adopted() {
+	info := sh.Info()
+	if info.Adopted {
 		// The pinned counters kept counting; only what was not yet
 		// reported before the restart is new.
 		if err := c.counters.load(c.reported); err != nil {
 			c.events.log.Warn("shield: counters reported before the restart are unknown; the first read is reported whole", "err", err)
 		}
 	}
-	attached := sh.Interfaces()
+	attached := info.Interfaces
 	c.update(func(v *shieldView) {
-		v.management, v.adopted = slices.Clone(mgmt), sh.Adopted()
+		v.management, v.adopted = slices.Clone(mgmt), info.Adopted
 		for _, name := range attached {
 			st, ok := v.ifaces[name]
 			if !ok {
@@ -363,15 +364,15 @@ func (c *shieldCtl) readCounters(dryRun bool) {
 	start := time.Now()
 	// Only rules that matched: idle rules of a 1M-rule set cost nothing
 	// beyond the kernel read.
-	stats, err := sh.ActiveRuleStats()
+	stats, err := sh.Counters().ActiveRuleStats()
 	slices.SortFunc(stats, func(a, b shield.RuleStat) int { return cmp.Compare(b.Packets, a.Packets) })
 	var totals shield.Stats
 	var terr error
 	if err == nil {
-		totals, terr = sh.Stats()
+		totals, terr = sh.Counters().Stats()
 	}
-	mapBytes := sh.MapBytes()
-	attached := sh.Interfaces()
+	info := sh.Info()
+	mapBytes, attached := info.MapBytes, info.Interfaces
 	c.mu.RUnlock()
 	if err != nil || terr != nil {
 		c.events.log.Warn("read shield counters", "err", err, "stats_err", terr)
@@ -404,7 +405,7 @@ func (c *shieldCtl) readCounters(dryRun bool) {
 // kernel; those the ring could not take are counted in the totals).
 func (c *shieldCtl) readSamples(ctx context.Context) {
 	c.mu.RLock()
-	ch, err := c.sh.Samples(ctx)
+	ch, err := c.sh.Counters().Samples(ctx)
 	c.mu.RUnlock()
 	if err != nil {
 		c.events.critical("shield", "dry-run samples unavailable: "+err.Error())
