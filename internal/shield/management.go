@@ -14,19 +14,19 @@ import (
 // the program, so a new program is loaded over the same maps and swapped in
 // on every interface through its link: there is no moment without a program
 // and the rule set and counters are untouched.
-func (s *Shield) SetManagement(gws []netip.Addr) error {
-	if _, _, _, _, err := managementConsts(gws); err != nil {
+func (s *Shield) SetManagement(addrs []netip.Addr) error {
+	if _, _, _, _, err := managementConsts(addrs); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.cfg.Management
-	s.cfg.Management = slices.Clone(gws)
+	s.cfg.Management = slices.Clone(addrs)
 	err := s.replaceProgram()
 	if err != nil {
 		s.cfg.Management = old
 	}
-	s.cfg.Audit.Record("replace", "shield xdp_shield", err, map[string]any{"gateways": fmt.Sprint(gws)})
+	s.cfg.Audit.Record("replace", "shield xdp_shield", err, map[string]any{"gateways": fmt.Sprint(addrs)})
 	return err
 }
 

@@ -155,8 +155,8 @@ func sideObjects(objs *shieldObjects, log *slog.Logger) (*Counters, *rcuSync, er
 
 // managementConsts converts the management addresses to the program's
 // constants.
-func managementConsts(gws []netip.Addr) (v4 [MaxManagement]uint32, n4 uint32, v6 [MaxManagement]key128, n6 uint32, err error) {
-	for _, g := range gws {
+func managementConsts(addrs []netip.Addr) (v4 [MaxManagement]uint32, n4 uint32, v6 [MaxManagement]key128, n6 uint32, err error) {
+	for _, g := range addrs {
 		g = g.Unmap()
 		switch {
 		case g.Is4():
