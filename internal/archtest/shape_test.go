@@ -21,16 +21,18 @@ const (
 	// maxMutexes is the most sync.Mutex or sync.RWMutex fields any struct
 	// may hold: one owner, one lock.
 	maxMutexes = 1
-	// coordinator is the file of Fortress's coordinator and its bound.
+	// coordinator is Fortress's coordinator, kept under coordinatorLines.
 	coordinator      = "pkg/fortress/fortress.go"
 	coordinatorLines = 300
 )
 
 // knownExceptions are types over a limit that another change must fix
-// ("package/path.Type": why). The test fails once one is within its limits, so
-// the list only shrinks.
+// ("package/path.Type": what is over). The test fails once one is within
+// its limits, so the list only shrinks.
 var knownExceptions = map[string]string{
-	"internal/sentinel.Sentinel": "38 methods",
+	// Sentinel's loader is being reshaped separately (generated contract,
+	// split by concern); it should leave this list then.
+	"internal/sentinel.Sentinel": "38 methods (one mutex)",
 }
 
 // typeShape is what the test counts of one type.
