@@ -18,6 +18,8 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -191,6 +193,9 @@ func runAgent(ctx context.Context, cfg *config, log *slog.Logger, ready func(*ag
 	kernel := probeKernel()
 	fc.Kernel = &kernel
 	warnLacking(log, kernel)
+	if err := refuseLacking(cfg, kernel); err != nil {
+		return err
+	}
 
 	fwd := &counterForwarder{}
 	fc.OnCounters = fwd.add
@@ -286,4 +291,38 @@ func warnLacking(log *slog.Logger, k fortress.KernelReport) {
 			log.Warn("kernel check failed", "check", name, "reason", k.Reasons[name])
 		}
 	}
+}
+
+// refuseLacking stops the agent before it loads anything when the process
+// lacks a capability that a layer it is configured to run needs (Shield:
+// interfaces configured; Sentinel: not disabled), or, on a kernel that
+// charges BPF maps to RLIMIT_MEMLOCK, a limit it cannot raise. Such an
+// agent would run half protected: a layer that cannot load, or that loads
+// now and cannot adopt its pins after a restart. The kernel's own checks
+// would not always say so (CAP_SYS_ADMIN passes its CAP_BPF, CAP_PERFMON
+// and XDP load checks), so the agent holds to the named set. A kernel or
+// architecture without BPF LSM is not refused: Sentinel reports itself
+// unavailable, as before.
+func refuseLacking(cfg *config, k fortress.KernelReport) error {
+	var checks []string
+	if len(cfg.Interfaces) > 0 {
+		checks = append(checks, "caps_shield")
+	}
+	if cfg.Sentinel.Enabled == nil || *cfg.Sentinel.Enabled {
+		checks = append(checks, "caps_sentinel")
+	}
+	if len(checks) > 0 {
+		checks = append(checks, "memlock")
+	}
+	var reasons []string
+	for _, name := range checks {
+		if ok, probed := k.Checks[name]; probed && !ok && !slices.Contains(reasons, k.Reasons[name]) {
+			reasons = append(reasons, k.Reasons[name])
+		}
+	}
+	if len(reasons) == 0 {
+		return nil
+	}
+	return fmt.Errorf("not starting half protected: %s (the unit grants the set in AmbientCapabilities= and CapabilityBoundingSet=, and LimitMEMLOCK=infinity: deploy/systemd)",
+		strings.Join(reasons, "; "))
 }

@@ -44,14 +44,18 @@ type Need struct {
 }
 
 // Needs is the whole table. The kernel checks cited are those of 5.10 to
-// 6.12: CAP_BPF and CAP_PERFMON exist since 5.8.
+// 6.12: CAP_BPF and CAP_PERFMON exist since 5.8. The kernel's bpf(2)
+// checks also accept CAP_SYS_ADMIN in place of CAP_BPF, CAP_PERFMON and
+// (for loading XDP) CAP_NET_ADMIN, so next to it those add no power; they
+// are named so that the set says what each layer uses, and the agent
+// refuses to start without any required one (cmd/fortress-agent).
 var Needs = []Need{
 	{BPF, []string{Shield, Sentinel}, "create maps, load programs, pin and open pins (bpf(2))", false},
 	{NetAdmin, []string{Shield}, "load XDP programs and attach them to interfaces", false},
 	{Perfmon, []string{Sentinel}, "load LSM and fentry programs and let them read kernel memory (bpf_probe_read_kernel)", false},
-	{SysAdmin, []string{Shield, Sentinel}, "get programs, maps and links by id (BPF_*_GET_FD_BY_ID) to adopt and verify pinned state after a restart", false},
+	{SysAdmin, []string{Shield, Sentinel}, "get programs, maps and links by id (BPF_*_GET_FD_BY_ID) to adopt and verify pinned state after a restart, and enter an interface's network namespace (setns)", false},
 	{DACReadSearch, []string{Shield, Sentinel}, "reach the pins below /sys/fs/bpf (mode 0700, root's) and read root-owned configuration and trust keys", false},
-	{SysPtrace, []string{Sentinel}, "name the executable of another user's process in violation events (/proc/PID/exe); without it events carry pid and command only", true},
+	{SysPtrace, []string{Sentinel}, "give the full path of another user's executable in violation events (/proc/PID/exe); without it events carry its file name as the kernel reports it", true},
 }
 
 // MemlockNeed is what a kernel that charges BPF maps to RLIMIT_MEMLOCK

@@ -53,6 +53,9 @@ func (s *Sentinel) adopt(spec *ebpf.CollectionSpec) error {
 			return err
 		}
 	}
+	if err := s.bindMaps(); err != nil {
+		return err
+	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, s.collectionOptions(s.maps))
 	if err != nil {
 		return fmt.Errorf("load embedded sentinel for comparison: %w", err)

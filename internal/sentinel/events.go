@@ -102,10 +102,10 @@ func (s *Sentinel) decode(raw []byte) (Event, error) {
 	if ev.Op == "" {
 		ev.Op = "op" + strconv.Itoa(int(e.Op))
 	}
-	switch e.Verdict {
-	case 1:
+	switch sentinelSentinelVerdict(e.Verdict) {
+	case sentinelSentinelVerdictSENTINEL_DENIED:
 		ev.Verdict = VerdictDenied
-	case 2:
+	case sentinelSentinelVerdictSENTINEL_AUDITED:
 		ev.Verdict = VerdictAudited
 	default:
 		ev.Verdict = VerdictAllowed
@@ -148,11 +148,12 @@ type Stats struct {
 
 // Stats reads the kernel-side counters.
 func (s *Sentinel) Stats() (Stats, error) {
-	v, err := s.counters(mapStats, 4)
+	v, err := s.counters(mapStats, int(sentinelSentinelStatSENTINEL_STAT_MAX))
 	if err != nil {
 		return Stats{}, fmt.Errorf("read stats: %w", err)
 	}
-	return Stats{Lost: v[0], Denied: v[1], Audited: v[2], Events: v[3]}, nil
+	return Stats{Lost: v[sentinelSentinelStatSENTINEL_STAT_LOST], Denied: v[sentinelSentinelStatSENTINEL_STAT_DENIED],
+		Audited: v[sentinelSentinelStatSENTINEL_STAT_AUDITED], Events: v[sentinelSentinelStatSENTINEL_STAT_EVENTS]}, nil
 }
 
 // counters reads the first n slots of the counter array map name.
@@ -178,7 +179,7 @@ func (s *Sentinel) counters(name string, n int) ([]uint64, error) {
 // failures) are delivered too.
 func (s *Sentinel) ReadEvents(ctx context.Context, fn func(Event)) error {
 	s.mu.Lock()
-	events := s.maps[mapEvents]
+	events := s.m.SentinelEvents
 	s.mu.Unlock()
 	if events == nil {
 		return errors.New("read events: sentinel closed")

@@ -19,12 +19,12 @@ var ErrRoleRefused = errors.New("sentinel: the kernel refused this process the a
 
 // Maps of the identity model (bpf/lib/sentinel.h).
 const (
-	mapGrants    = "sentinel_grants"
-	mapClaims    = "sentinel_claims"
-	mapRoleStats = "sentinel_role_stats"
-	mapStacks    = "sentinel_stacks"
-	mapScratch   = "sentinel_scratch"
-	mapLayout    = "sentinel_layout"
+	mapGrants    = sentinelMapSentinelGrants
+	mapClaims    = sentinelMapSentinelClaims
+	mapRoleStats = sentinelMapSentinelRoleStats
+	mapStacks    = sentinelMapSentinelStacks
+	mapScratch   = sentinelMapSentinelScratch
+	mapLayout    = sentinelMapSentinelLayout
 )
 
 // claimProgram is attached before every other program so that the loader
@@ -81,7 +81,7 @@ func prctlDetail(arg uint64) string {
 // it confirmed; one without it cannot even open the claim, since the claims
 // map is guarded.
 func (s *Sentinel) claim() error {
-	m := s.maps[mapClaims]
+	m := s.m.SentinelClaims
 	if m == nil {
 		return errors.New("claim role: no claims map")
 	}

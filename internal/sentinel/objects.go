@@ -14,8 +14,8 @@ import (
 type Role uint32
 
 const (
-	RoleAgent   Role = 1 << 0 // SENTINEL_ROLE_AGENT
-	RoleUpdater Role = 1 << 1 // SENTINEL_ROLE_UPDATER
+	RoleAgent   = Role(sentinelSentinelRoleSENTINEL_ROLE_AGENT)
+	RoleUpdater = Role(sentinelSentinelRoleSENTINEL_ROLE_UPDATER)
 )
 
 // Object flags: enum sentinel_object_flag in bpf/lib/sentinel.h, as

@@ -489,7 +489,7 @@ var errStackUnknown = errors.New("overlay layers are not the ones recorded at lo
 // the storage mounted from somewhere else) would make it record, and
 // protect, other files.
 func (s *Sentinel) writeStacks(want map[sentinelSentinelStack]sentinelSentinelStackTrust) error {
-	m := s.maps[mapStacks]
+	m := s.m.SentinelStacks
 	if s.adopted {
 		for k, v := range want {
 			var have sentinelSentinelStackTrust

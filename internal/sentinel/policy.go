@@ -121,7 +121,7 @@ func (s *Sentinel) applyPolicy() error {
 		return err
 	}
 
-	objs, idm := s.maps[mapObjects], s.maps[mapIdentities]
+	objs, idm := s.m.SentinelObjects, s.m.SentinelIdentities
 	// New entries first, then removals: never a moment with less
 	// protection than either the old or the new policy.
 	for in, id := range ids {
@@ -191,7 +191,7 @@ func (s *Sentinel) markListed(entries []Entry) error {
 		if done[slot] {
 			continue
 		}
-		if err := s.maps[mapListed].Put(slot, uint8(1)); err != nil {
+		if err := s.m.SentinelListed.Put(slot, uint8(1)); err != nil {
 			return fmt.Errorf("mark %s listed: %w", e.Path, err)
 		}
 		done[slot] = true
@@ -247,7 +247,7 @@ func (s *Sentinel) merge(p *policy, what, path string) error {
 	}
 	for _, e := range p.Entries() {
 		var old sentinelSentinelObject
-		if s.maps[mapObjects].Lookup(key(e.Inode), &old) == nil && old.Flags&protections != 0 {
+		if s.m.SentinelObjects.Lookup(key(e.Inode), &old) == nil && old.Flags&protections != 0 {
 			if e.Flags&protections != 0 {
 				e.Allow &= Role(old.Allow)
 			} else {
@@ -255,7 +255,7 @@ func (s *Sentinel) merge(p *policy, what, path string) error {
 			}
 		}
 		e.Flags |= old.Flags
-		if err := s.maps[mapObjects].Put(key(e.Inode), sentinelSentinelObject{Flags: e.Flags, Allow: uint32(e.Allow)}); err != nil {
+		if err := s.m.SentinelObjects.Put(key(e.Inode), sentinelSentinelObject{Flags: e.Flags, Allow: uint32(e.Allow)}); err != nil {
 			return fmt.Errorf("%s %s: %w", what, e.Path, err)
 		}
 		s.mu.Lock()
@@ -267,12 +267,12 @@ func (s *Sentinel) merge(p *policy, what, path string) error {
 }
 
 const (
-	guardMap  = 1 // SENTINEL_GUARD_MAP
-	guardLink = 2 // SENTINEL_GUARD_LINK
+	guardMap  = uint32(sentinelSentinelGuardKindSENTINEL_GUARD_MAP)
+	guardLink = uint32(sentinelSentinelGuardKindSENTINEL_GUARD_LINK)
 )
 
 func (s *Sentinel) guardID(kind, id uint32) error {
-	err := s.maps[mapGuarded].Put(sentinelSentinelGuard{Kind: kind, Id: id}, uint32(1))
+	err := s.m.SentinelGuarded.Put(sentinelSentinelGuard{Kind: kind, Id: id}, uint32(1))
 	if err != nil {
 		return fmt.Errorf("guard bpf object %d: %w", id, err)
 	}
@@ -309,7 +309,7 @@ func (s *Sentinel) setMode(m Mode, until time.Time) error {
 	if m == Audit && !until.IsZero() {
 		v.AuditUntilNs = uint64(bootNow() + time.Until(until).Nanoseconds())
 	}
-	err := s.maps[mapConfig].Put(uint32(0), v)
+	err := s.m.SentinelConfig.Put(uint32(0), v)
 	s.record("map_update", mapConfig, err, map[string]any{"mode": m.String(), "until": until})
 	if err != nil {
 		return fmt.Errorf("set mode %s: %w", m, err)
@@ -320,7 +320,7 @@ func (s *Sentinel) setMode(m Mode, until time.Time) error {
 // Mode returns the mode in force and the end of an audit window.
 func (s *Sentinel) Mode() (Mode, time.Time, error) {
 	var v sentinelSentinelSettings
-	if err := s.maps[mapConfig].Lookup(uint32(0), &v); err != nil {
+	if err := s.m.SentinelConfig.Lookup(uint32(0), &v); err != nil {
 		return Enforce, time.Time{}, fmt.Errorf("read mode: %w", err)
 	}
 	if Mode(v.Mode) != Audit {

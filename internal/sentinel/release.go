@@ -185,7 +185,7 @@ func (r Releases) layout() sentinelSentinelRelease {
 }
 
 func (s *Sentinel) writeLayout() error {
-	err := s.maps[mapLayout].Put(uint32(0), s.cfg.Releases.layout())
+	err := s.m.SentinelLayout.Put(uint32(0), s.cfg.Releases.layout())
 	s.record("map_update", mapLayout, err, map[string]any{"releases": s.cfg.Releases.Dir, "binary": s.cfg.Releases.Binary})
 	if err != nil {
 		return fmt.Errorf("write release layout: %w", err)

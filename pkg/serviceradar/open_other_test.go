@@ -20,3 +20,6 @@ func TestOpenUnsupported(t *testing.T) {
 		t.Error("capabilities without Fortress")
 	}
 }
+
+// inLab: the VM lab is Linux.
+func inLab() bool { return false }

@@ -351,6 +351,9 @@ func TestConfig(t *testing.T) {
 // TestDocsNameEverything: docs/SERVICERADAR.md names every command and
 // capability this package answers and claims.
 func TestDocsNameEverything(t *testing.T) {
+	if inLab() {
+		t.Skip("the VM lab carries test binaries, not the source tree; the host run checks the docs")
+	}
 	doc, err := os.ReadFile("../../docs/SERVICERADAR.md")
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/carverauto/fortress/tools/vmlab/internal/arch"
 	"github.com/carverauto/fortress/tools/vmlab/internal/initramfs"
 	"github.com/carverauto/fortress/tools/vmlab/internal/kernel"
 	"github.com/carverauto/fortress/tools/vmlab/internal/vm"
@@ -18,10 +19,11 @@ import (
 func cmdRun(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: vmlab run --kernel 5.10|6.1|6.12 [--add DIR] [--icount] [--timeout D] [-v] -- CMD ARGS...")
+		fmt.Fprintln(fs.Output(), "usage: vmlab run [--arch amd64|arm64] --kernel 5.10|6.1|6.12 [--add DIR] [--icount] [--timeout D] [-v] -- CMD ARGS...")
 		fs.PrintDefaults()
 	}
-	kname := fs.String("kernel", "", "kernel line to boot: 5.10, 6.1 or 6.12")
+	aname := archFlag(fs)
+	kname := fs.String("kernel", "", "kernel line to boot: 5.10 (amd64 only), 6.1 or 6.12")
 	add := fs.String("add", "", "host directory copied into the guest at /lab/extra (the command's working directory)")
 	timeout := fs.Duration("timeout", defaultTimeout, "limit for the whole VM run, boot included")
 	verbose := fs.Bool("v", false, "print the whole serial console to stderr")
@@ -33,7 +35,11 @@ func cmdRun(ctx context.Context, args []string) error {
 		fs.Usage()
 		return usageError{errors.New("run needs --kernel and a command")}
 	}
-	line, err := kernel.LookupLine(*kname)
+	a, err := arch.Lookup(*aname)
+	if err != nil {
+		return usageError{err}
+	}
+	line, err := kernel.LookupLineFor(a.Name, *kname)
 	if err != nil {
 		return usageError{err}
 	}
@@ -43,7 +49,7 @@ func cmdRun(ctx context.Context, args []string) error {
 		}
 	}
 
-	l, err := newLab(ctx, *verbose)
+	l, err := newLab(ctx, *verbose, a)
 	if err != nil {
 		return labError{err}
 	}
@@ -84,11 +90,21 @@ func cmdRun(ctx context.Context, args []string) error {
 // cmdFetch downloads (or refreshes) the kernels without booting them.
 func cmdFetch(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("fetch", flag.ContinueOnError)
-	kname := fs.String("kernel", "all", "kernel line: 5.10, 6.1, 6.12 or all")
+	aname := archFlag(fs)
+	kname := fs.String("kernel", "all", "kernel line: 5.10 (amd64 only), 6.1, 6.12 or all")
 	if err := fs.Parse(args); err != nil {
 		return parseError(err)
 	}
-	l, err := newLab(ctx, false)
+	a, err := arch.Lookup(*aname)
+	if err != nil {
+		return usageError{err}
+	}
+	if *kname != "all" {
+		if _, err := kernel.LookupLineFor(a.Name, *kname); err != nil {
+			return usageError{err}
+		}
+	}
+	l, err := newLab(ctx, false, a)
 	if err != nil {
 		return labError{err}
 	}
@@ -101,4 +117,9 @@ func cmdFetch(ctx context.Context, args []string) error {
 		fmt.Printf("vmlab: %s: %s %s (%s)\n", k.Line, k.Package, k.Version, k.Dir)
 	}
 	return nil
+}
+
+// archFlag defines the --arch flag of a sub-command.
+func archFlag(fs *flag.FlagSet) *string {
+	return fs.String("arch", "amd64", "guest architecture: amd64 or arm64 (arm64 has the 6.1 and 6.12 lines)")
 }

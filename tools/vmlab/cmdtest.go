@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/carverauto/fortress/tools/vmlab/internal/arch"
 	"github.com/carverauto/fortress/tools/vmlab/internal/initramfs"
 	"github.com/carverauto/fortress/tools/vmlab/internal/kernel"
 	"github.com/carverauto/fortress/tools/vmlab/internal/vm"
@@ -36,10 +37,11 @@ type testPackage struct {
 func cmdTest(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: vmlab test [--kernel 5.10|6.1|6.12|all] [--run REGEX] [--timeout D] [-v]")
+		fmt.Fprintln(fs.Output(), "usage: vmlab test [--arch amd64|arm64] [--kernel 5.10|6.1|6.12|all] [--run REGEX] [--timeout D] [-v]")
 		fs.PrintDefaults()
 	}
-	kname := fs.String("kernel", "all", "kernel line to test: 5.10, 6.1, 6.12 or all")
+	aname := archFlag(fs)
+	kname := fs.String("kernel", "all", "kernel line to test: 5.10 (amd64 only), 6.1, 6.12 or all")
 	runRe := fs.String("run", "", "run only the tests matching this regular expression (go test -run)")
 	timeout := fs.Duration("timeout", defaultTimeout, "limit for each VM run, boot included")
 	testTimeout := fs.Duration("test-timeout", 10*time.Minute, "limit for each test binary (go test -timeout)")
@@ -55,16 +57,20 @@ func cmdTest(ctx context.Context, args []string) error {
 			return usageError{fmt.Errorf("--run: %w", err)}
 		}
 	}
-	lines := kernel.Lines
+	a, err := arch.Lookup(*aname)
+	if err != nil {
+		return usageError{err}
+	}
+	lines := kernel.LinesFor(a.Name)
 	if *kname != "all" {
-		line, err := kernel.LookupLine(*kname)
+		line, err := kernel.LookupLineFor(a.Name, *kname)
 		if err != nil {
 			return usageError{err}
 		}
 		lines = []kernel.Line{line}
 	}
 
-	l, err := newLab(ctx, *verbose)
+	l, err := newLab(ctx, *verbose, a)
 	if err != nil {
 		return labError{err}
 	}

@@ -9,17 +9,30 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/carverauto/fortress/tools/vmlab/internal/apt"
+	"github.com/carverauto/fortress/tools/vmlab/internal/arch"
 	"github.com/carverauto/fortress/tools/vmlab/internal/initramfs"
 	"github.com/carverauto/fortress/tools/vmlab/internal/kernel"
+	"github.com/carverauto/fortress/tools/vmlab/internal/userland"
 	"github.com/carverauto/fortress/tools/vmlab/internal/vm"
 )
 
-// hostPackages are the Debian packages vmlab needs on the host.
-var hostPackages = []string{"qemu-system-x86", "busybox-static", "bpftool", "iproute2"}
+// hostPackages are the Debian packages vmlab needs on the host to boot a
+// guests: the architecture's emulator, and the tools the guest gets (for
+// another architecture the host's copies still list busybox's applets and
+// name the library packages the guest's copies need).
+func hostPackages(a arch.Arch) []string {
+	return []string{a.QemuPackage, "busybox-static", "bpftool", "iproute2"}
+}
+
+// guestSuites are the Debian suites the guest's own tools come from when
+// its architecture is not the host's: the release of the lab's hosts
+// (Debian 12), whose package names the host's package database gives.
+var guestSuites = []string{"bookworm", "bookworm-security"}
 
 // projectCommands are the project binaries put into the guest's
 // /usr/local/bin, each built when its cmd/ directory exists.
@@ -39,23 +52,25 @@ const bootTimeout = 4 * time.Minute
 // lab holds what every VM run shares: the host tools, the module root,
 // the kernel cache and a scratch directory.
 type lab struct {
-	root    string // module root
-	work    string // scratch directory, removed by close
+	arch    arch.Arch // the guest's architecture
+	root    string    // module root
+	work    string    // scratch directory, removed by close
 	cache   *kernel.Cache
 	log     io.Writer
 	verbose bool
 	icount  bool // guest time counts instructions (vm.Config.Icount)
 
-	qemu, busybox, bpftool, ip string
-	dash                       string // the guest's /bin/sh; empty to use busybox's
-	applets                    []string
-	binDir                     string // built project binaries
+	qemu    string
+	files   []userland.File // the guest's programs and their libraries, busybox last
+	applets []string
+	binDir  string // built project binaries
 }
 
-// newLab installs missing host packages and finds the tools and the module.
-func newLab(ctx context.Context, verbose bool) (*lab, error) {
-	l := &lab{log: os.Stderr, verbose: verbose}
-	if err := apt.EnsureInstalled(ctx, l.log, hostPackages...); err != nil {
+// newLab installs missing host packages, finds the tools and the module,
+// and gathers the guest's programs for architecture a.
+func newLab(ctx context.Context, verbose bool, a arch.Arch) (*lab, error) {
+	l := &lab{arch: a, log: os.Stderr, verbose: verbose}
+	if err := apt.EnsureInstalled(ctx, l.log, hostPackages(a)...); err != nil {
 		return nil, fmt.Errorf("install host packages: %w", err)
 	}
 	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
@@ -71,27 +86,40 @@ func newLab(ctx context.Context, verbose bool) (*lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.cache = &kernel.Cache{Dir: dir, Log: l.log}
-	for _, t := range []struct {
-		name string
-		dst  *string
-	}{{"busybox", &l.busybox}, {"bpftool", &l.bpftool}, {"ip", &l.ip}, {"qemu-system-x86_64", &l.qemu}} {
-		if *t.dst, err = lookTool(t.name); err != nil {
-			return nil, err
-		}
+	l.cache = &kernel.Cache{Dir: kernel.DirFor(dir, a.Name), Arch: a.Name, Log: l.log}
+	if l.qemu, err = lookTool(a.Qemu); err != nil {
+		return nil, err
 	}
-	// dash is essential on Debian; without it the guest falls back to
-	// busybox's shell.
-	l.dash, _ = lookTool("dash")
-	static, err := initramfs.IsStatic(l.busybox)
+	busybox, err := lookTool("busybox")
+	if err != nil {
+		return nil, err
+	}
+	static, err := initramfs.IsStatic(busybox)
 	if err != nil {
 		return nil, err
 	}
 	if !static {
-		return nil, fmt.Errorf("busybox at %s is not static: install busybox-static", l.busybox)
+		return nil, fmt.Errorf("busybox at %s is not static: install busybox-static", busybox)
 	}
-	if l.applets, err = initramfs.Applets(ctx, l.busybox); err != nil {
+	// The guest's busybox, of any architecture, comes from the same Debian
+	// release as the host's, with the same applets.
+	if l.applets, err = initramfs.Applets(ctx, busybox); err != nil {
 		return nil, err
+	}
+	if a.Native() {
+		l.files, err = hostFiles(ctx, busybox)
+	} else {
+		fetch := func(ctx context.Context, name string) (string, error) {
+			return l.cache.Package(ctx, name, guestSuites)
+		}
+		host, ok := arch.Host()
+		if !ok {
+			return nil, fmt.Errorf("guest programs for %s: vmlab does not know the host's architecture", a.Name)
+		}
+		l.files, err = userland.Assemble(ctx, a, userland.Tools, fetch, userland.HostProviders(host.Triplet))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("guest programs for %s: %w", a.Name, err)
 	}
 	if l.work, err = os.MkdirTemp("", "vmlab-"); err != nil {
 		return nil, fmt.Errorf("create scratch dir: %w", err)
@@ -104,6 +132,35 @@ func (l *lab) close() {
 	if l.work != "" {
 		os.RemoveAll(l.work)
 	}
+}
+
+// hostFiles are the guest's programs when it runs the host's binaries:
+// bpftool, ip and dash (as /bin/sh) with every library ldd lists, at the
+// same paths, and busybox. /bin/sh is dash, not busybox's shell: Debian
+// builds busybox with FEATURE_SH_STANDALONE, whose shell runs its own
+// applets before any program in PATH, so "ip" in a script would never
+// reach iproute2.
+func hostFiles(ctx context.Context, busybox string) ([]userland.File, error) {
+	var files []userland.File
+	tools := []struct{ name, dst string }{{"bpftool", "/usr/sbin/bpftool"}, {"ip", "/usr/sbin/ip"}, {"dash", "/bin/sh"}}
+	for _, t := range tools {
+		src, err := lookTool(t.name)
+		if err != nil {
+			if t.name == "dash" {
+				continue // essential on Debian; without it, busybox's shell
+			}
+			return nil, err
+		}
+		files = append(files, userland.File{Dest: t.dst, Src: src})
+		libs, err := initramfs.Libraries(ctx, src)
+		if err != nil {
+			return nil, err
+		}
+		for _, lib := range libs {
+			files = append(files, userland.File{Dest: lib, Src: lib})
+		}
+	}
+	return append(files, userland.File{Dest: "/bin/busybox", Src: busybox}), nil
 }
 
 // lookTool finds a host tool in PATH or in the sbin directories, which a
@@ -121,13 +178,14 @@ func lookTool(name string) (string, error) {
 	return "", fmt.Errorf("find %s: not installed", name)
 }
 
-// kernels resolves the named lines' kernels ("all" means every line).
+// kernels resolves the named lines' kernels ("all" means every line of
+// the lab's architecture).
 func (l *lab) kernels(ctx context.Context, name string) ([]kernel.Line, []*kernel.Kernel, error) {
 	var lines []kernel.Line
 	if name == "all" {
-		lines = kernel.Lines
+		lines = kernel.LinesFor(l.arch.Name)
 	} else {
-		line, err := kernel.LookupLine(name)
+		line, err := kernel.LookupLineFor(l.arch.Name, name)
 		if err != nil {
 			return nil, nil, usageError{err}
 		}
@@ -144,17 +202,24 @@ func (l *lab) kernels(ctx context.Context, name string) ([]kernel.Line, []*kerne
 	return lines, ks, nil
 }
 
-// goBuild runs the go tool in the module root with cgo disabled.
+// goBuild runs the go tool in the module root with cgo disabled, for the
+// guest's architecture.
 func (l *lab) goBuild(ctx context.Context, args ...string) error {
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = l.root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = buildEnv(os.Environ(), l.arch)
 	cmd.Stdout = l.log
 	cmd.Stderr = l.log
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
 	}
 	return nil
+}
+
+// buildEnv is env with the settings of every build for the guest: no cgo
+// (static binaries), and the guest's GOOS and GOARCH.
+func buildEnv(env []string, a arch.Arch) []string {
+	return append(slices.Clone(env), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+a.OrDefault().Name)
 }
 
 // buildCommands builds the project binaries whose cmd/ directory exists
@@ -233,29 +298,12 @@ func (l *lab) fill(ctx context.Context, w *initramfs.Writer, k *kernel.Kernel, s
 			return err
 		}
 	}
-	// Dynamic host tools with every library ldd lists, at the same paths.
-	// /bin/sh is dash, not busybox's shell: Debian builds busybox with
-	// FEATURE_SH_STANDALONE, whose shell runs its own applets before any
-	// program in PATH, so "ip" in a script would never reach iproute2.
-	tools := []struct{ src, dst string }{{l.bpftool, "/usr/sbin/bpftool"}, {l.ip, "/usr/sbin/ip"}}
-	if l.dash != "" {
-		tools = append(tools, struct{ src, dst string }{l.dash, "/bin/sh"})
-	}
-	for _, t := range tools {
-		if err := w.CopyFile(t.dst, t.src, 0o755); err != nil {
-			return err
+	for _, f := range l.files {
+		if w.Has(f.Dest) {
+			continue
 		}
-		libs, err := initramfs.Libraries(ctx, t.src)
-		if err != nil {
+		if err := w.CopyFile(f.Dest, f.Src, 0o755); err != nil {
 			return err
-		}
-		for _, lib := range libs {
-			if w.Has(lib) {
-				continue
-			}
-			if err := w.CopyFile(lib, lib, 0o755); err != nil {
-				return err
-			}
 		}
 	}
 	if l.binDir != "" {
@@ -276,10 +324,7 @@ func (l *lab) fill(ctx context.Context, w *initramfs.Writer, k *kernel.Kernel, s
 			return err
 		}
 	}
-	// busybox last, so that its applets never shadow a real tool.
-	if err := w.CopyFile("/bin/busybox", l.busybox, 0o755); err != nil {
-		return err
-	}
+	// Applets last, so that they never shadow a real tool.
 	for _, a := range l.applets {
 		if w.Has(a) {
 			continue
@@ -298,7 +343,7 @@ func (l *lab) fill(ctx context.Context, w *initramfs.Writer, k *kernel.Kernel, s
 // vCPU is live-patching (XDP program swaps under traffic), which needs two.
 // output receives the guest command's lines.
 func (l *lab) boot(ctx context.Context, line kernel.Line, k *kernel.Kernel, initrd string, timeout time.Duration, output func(string)) (vm.Result, error) {
-	cfg := vm.Config{Qemu: l.qemu, Kernel: k.Vmlinuz(), Initrd: initrd, Cmdline: line.Cmdline, Timeout: timeout, BootTimeout: bootTimeout, Icount: l.icount}
+	cfg := vm.Config{Arch: l.arch, Qemu: l.qemu, Kernel: k.Vmlinuz(), Initrd: initrd, Cmdline: line.Cmdline, Timeout: timeout, BootTimeout: bootTimeout, Icount: l.icount}
 	const attempts = 3
 	var res vm.Result
 	for attempt := 1; attempt <= attempts; attempt++ {

@@ -1,20 +1,26 @@
 // Command vmlab is Fortress's kernel lab: it boots Debian cloud kernels
-// (5.10, 6.1, 6.12) in QEMU with software emulation and runs commands or
-// the lab test packages inside them as root. The development hosts refuse
-// BPF LSM loads, so every LSM test is proven here.
+// (5.10, 6.1, 6.12 on amd64; 6.1, 6.12 on arm64) in QEMU with software
+// emulation and runs commands or the lab test packages inside them as
+// root. The development hosts refuse BPF LSM loads, so every LSM test is
+// proven here.
 //
 // Usage:
 //
-//	go tool vmlab run --kernel 6.1 [--add DIR] [--timeout 30m] -- CMD ARGS...
-//	go tool vmlab test [--kernel all] [--run REGEX]
-//	go tool vmlab fetch [--kernel all]
+//	go tool vmlab run [--arch arm64] --kernel 6.1 [--add DIR] [--timeout 30m] -- CMD ARGS...
+//	go tool vmlab test [--arch arm64] [--kernel all] [--run REGEX]
+//	go tool vmlab fetch [--arch arm64] [--kernel all]
 //
 // vmlab is also a tool of the module: "go tool vmlab ..." runs the same
 // command and, unlike "go run", passes its exit status on unchanged.
 //
-// vmlab installs the Debian packages it needs (qemu-system-x86,
-// busybox-static, bpftool, iproute2), and downloads the newest cloud kernel
-// of each line into ${XDG_CACHE_HOME:-$HOME/.cache}/fortress-vmlab.
+// vmlab installs the Debian packages it needs (qemu-system-x86 or
+// qemu-system-arm, busybox-static, bpftool, iproute2), and downloads the
+// newest cloud kernel of each line into
+// ${XDG_CACHE_HOME:-$HOME/.cache}/fortress-vmlab (arm64 in its arm64
+// subdirectory). The default architecture, amd64, is the host's: its guest
+// gets the host's tools. An arm64 guest (qemu-system-aarch64, the "virt"
+// board) gets arm64 busybox, dash, ip and bpftool and their libraries from
+// Debian 12's arm64 packages, and test binaries built with GOARCH=arm64.
 //
 // Exit status: "run" exits with the command's status; "test" exits 1 when
 // a test fails. Both exit 125 when the lab itself failed (a kernel panic or

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/carverauto/fortress/tools/vmlab/internal/arch"
 )
 
 func TestReport(t *testing.T) {
@@ -50,6 +52,11 @@ func TestRunUsage(t *testing.T) {
 		{"test", "extra"},
 		{"run", "--bogus"},
 		{"fetch", "--bogus"},
+		{"test", "--arch", "riscv64"},
+		{"test", "--arch", "arm64", "--kernel", "5.10"}, // no arm64 5.10 line
+		{"run", "--arch", "arm64", "--kernel", "5.10", "--", "true"},
+		{"run", "--arch", "x86_64", "--kernel", "6.1", "--", "true"},
+		{"fetch", "--arch", "arm64", "--kernel", "5.10"},
 	} {
 		err := run(ctx, args)
 		var ue usageError
@@ -119,5 +126,27 @@ func TestLookTool(t *testing.T) {
 	}
 	if _, err := lookTool("no-such-tool-vmlab"); err == nil {
 		t.Error("lookTool found a tool that does not exist")
+	}
+}
+
+func TestBuildEnv(t *testing.T) {
+	base := []string{"HOME=/root", "GOARCH=riscv64", "CGO_ENABLED=1"}
+	for _, tt := range []struct {
+		a    arch.Arch
+		want string
+	}{{arch.Arch{}, "amd64"}, {arch.AMD64, "amd64"}, {arch.ARM64, "arm64"}} {
+		env := buildEnv(base, tt.a)
+		// The last setting of a variable wins (os/exec keeps the last).
+		got := map[string]string{}
+		for _, kv := range env {
+			k, v, _ := strings.Cut(kv, "=")
+			got[k] = v
+		}
+		if got["GOARCH"] != tt.want || got["GOOS"] != "linux" || got["CGO_ENABLED"] != "0" || got["HOME"] != "/root" {
+			t.Errorf("buildEnv(%s) = %q", tt.a.Name, env)
+		}
+	}
+	if base[1] != "GOARCH=riscv64" {
+		t.Error("buildEnv changed its input")
 	}
 }

@@ -22,6 +22,10 @@ import (
 //	Dir/updated          its mtime is the last successful update
 type Repo struct {
 	Dir string
+	// Arch is the Debian architecture apt works for (APT::Architecture),
+	// so that another architecture's packages go by their plain names;
+	// empty means the host's.
+	Arch string
 	// Log receives apt's progress output; nil discards it.
 	Log io.Writer
 }
@@ -54,9 +58,10 @@ func (r *Repo) WriteSources(srcs []Source, arch string) error {
 func (r *Repo) sourcesPath() string { return filepath.Join(r.Dir, "sources.sources") }
 func (r *Repo) stampPath() string   { return filepath.Join(r.Dir, "updated") }
 
-// options are the apt options that point every tool at the private state.
+// options are the apt options that point every tool at the private state
+// (and architecture).
 func (r *Repo) options() []string {
-	return []string{
+	opts := []string{
 		"-o", "Dir::Etc::SourceList=" + r.sourcesPath(),
 		"-o", "Dir::Etc::SourceParts=/dev/null",
 		"-o", "Dir::State::Lists=" + filepath.Join(r.Dir, "lists"),
@@ -64,6 +69,10 @@ func (r *Repo) options() []string {
 		// Downloads land in directories the _apt user may not enter.
 		"-o", "APT::Sandbox::User=root",
 	}
+	if r.Arch != "" {
+		opts = append(opts, "-o", "APT::Architecture="+r.Arch, "-o", "APT::Architectures="+r.Arch)
+	}
+	return opts
 }
 
 // Updated returns the time of the last successful Update, zero if none.

@@ -81,6 +81,10 @@ func (k *Kernel) ModuleFiles() []string {
 //	Dir/kernels/current-<line>.json  the kernel last resolved for a line
 type Cache struct {
 	Dir string
+	// Arch is the Debian architecture of the kernels (and packages) the
+	// cache holds; empty means amd64. Use DirFor to keep architectures
+	// apart.
+	Arch string
 	// EtcApt is the machine's apt configuration directory, read for the
 	// Debian mirror URI; normally /etc/apt.
 	EtcApt string
@@ -99,8 +103,25 @@ func DefaultDir() (string, error) {
 	return filepath.Join(base, "fortress-vmlab"), nil
 }
 
+// DirFor is the cache directory for architecture a below base: base
+// itself for amd64 (where the lab's cache has always been), base/<a> for
+// the others.
+func DirFor(base, a string) string {
+	if a == "" || a == "amd64" {
+		return base
+	}
+	return filepath.Join(base, a)
+}
+
+func (c *Cache) arch() string {
+	if c.Arch == "" {
+		return "amd64"
+	}
+	return c.Arch
+}
+
 func (c *Cache) repo() *apt.Repo {
-	return &apt.Repo{Dir: filepath.Join(c.Dir, "apt"), Log: nil}
+	return &apt.Repo{Dir: filepath.Join(c.Dir, "apt"), Arch: c.arch(), Log: nil}
 }
 
 func (c *Cache) logf(format string, args ...any) {
@@ -124,16 +145,9 @@ func (c *Cache) Get(ctx context.Context, line Line) (*Kernel, error) {
 
 	repo := c.repo()
 	cur := c.current(line)
-	updated := repo.Updated()
-	if time.Since(updated) > c.maxAge() || !repo.HasLists() {
-		c.logf("refreshing the kernel package index")
-		err := c.writeSources(repo)
-		if err == nil {
-			err = repo.Update(ctx)
-		}
+	updated, err := c.refresh(ctx, repo)
+	if err != nil {
 		switch {
-		case err == nil:
-			updated = repo.Updated()
 		case cur != nil:
 			c.logf("warning: %v; using cached kernel %s", err, cur.Release)
 			return cur, nil
@@ -176,6 +190,25 @@ func (c *Cache) Get(ctx context.Context, line Line) (*Kernel, error) {
 	return nil, fmt.Errorf("kernel %s: no package could be downloaded (%d candidates)", line.Name, len(cands))
 }
 
+// refresh downloads the package index when it is older than MaxAge (or
+// missing) and returns the time of the index in use. On error the index
+// is as it was: stale, or absent (repo.HasLists says which).
+func (c *Cache) refresh(ctx context.Context, repo *apt.Repo) (time.Time, error) {
+	updated := repo.Updated()
+	if time.Since(updated) <= c.maxAge() && repo.HasLists() {
+		return updated, nil
+	}
+	c.logf("refreshing the %s package index", c.arch())
+	err := c.writeSources(repo)
+	if err == nil {
+		err = repo.Update(ctx)
+	}
+	if err != nil {
+		return updated, err
+	}
+	return repo.Updated(), nil
+}
+
 func (c *Cache) maxAge() time.Duration {
 	if c.MaxAge > 0 {
 		return c.MaxAge
@@ -212,14 +245,14 @@ func (c *Cache) writeSources(repo *apt.Repo) error {
 	if err != nil {
 		return err
 	}
-	archive, security := suites()
+	archive, security := suites(LinesFor(c.arch()))
 	srcs := []apt.Source{{Types: []string{"deb"}, URIs: []string{m.Archive}, Suites: archive, Components: []string{"main"}, SignedBy: m.SignedBy}}
 	if m.Security != "" {
 		srcs = append(srcs, apt.Source{Types: []string{"deb"}, URIs: []string{m.Security}, Suites: security, Components: []string{"main"}, SignedBy: m.SignedBy})
 	} else {
 		c.logf("note: the apt sources name no Debian security archive; searching %s only", strings.Join(archive, ", "))
 	}
-	return repo.WriteSources(srcs, "amd64")
+	return repo.WriteSources(srcs, c.arch())
 }
 
 // resolve lists the line's available packages, newest first.

@@ -91,8 +91,87 @@ func TestLinePatterns(t *testing.T) {
 	}
 }
 
+func TestLinePatternsARM64(t *testing.T) {
+	tests := []struct {
+		line, pkg string
+		match     bool
+	}{
+		{"6.1", "linux-image-6.1.0-50-cloud-arm64-unsigned", true},
+		{"6.1", "linux-image-6.1.0-50-cloud-amd64-unsigned", false},
+		{"6.1", "linux-image-6.1.0-50-arm64-unsigned", false},
+		{"6.1", "linux-image-6.1.0-50-cloud-arm64", false},
+		{"6.12", "linux-image-6.12.57+deb13-cloud-arm64-unsigned", true},
+		{"6.12", "linux-image-6.12.57+deb13-cloud-arm64-unsigned-dbg", false},
+		{"6.12", "linux-image-6.12.57+deb13-arm64-16k-unsigned", false},
+		{"6.12", "linux-image-6.1.0-50-cloud-arm64-unsigned", false},
+	}
+	for _, tt := range tests {
+		line, err := LookupLineFor("arm64", tt.line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := regexp.MustCompile(line.Pattern).MatchString(tt.pkg); got != tt.match {
+			t.Errorf("arm64 %s pattern on %s = %v, want %v", tt.line, tt.pkg, got, tt.match)
+		}
+	}
+	// arm64 has no 5.10 line; amd64's lines are unchanged.
+	if _, err := LookupLineFor("arm64", "5.10"); err == nil {
+		t.Error("arm64 has a 5.10 line")
+	}
+	var names []string
+	for _, l := range LinesFor("arm64") {
+		names = append(names, l.Name)
+	}
+	if !slices.Equal(names, []string{"6.1", "6.12"}) {
+		t.Errorf("arm64 lines = %q", names)
+	}
+	if len(Lines) != 3 || Lines[0].Name != "5.10" || Lines[0].Pattern != `^linux-image-5\.10\.0-[0-9]+-cloud-amd64-unsigned$` {
+		t.Errorf("amd64 lines = %+v", Lines)
+	}
+	if len(LinesFor("riscv64")) != 0 {
+		t.Error("lines for an unknown architecture")
+	}
+	// Changing one architecture's suites must not change the other's.
+	LinesFor("arm64")[0].Suites[0] = "changed"
+	if LinesFor("arm64")[0].Suites[0] != "bookworm" {
+		t.Error("LinesFor shares its suites")
+	}
+}
+
+func TestDirFor(t *testing.T) {
+	for a, want := range map[string]string{"": "/c", "amd64": "/c", "arm64": "/c/arm64"} {
+		if got := DirFor("/c", a); got != want {
+			t.Errorf("DirFor(/c, %q) = %s, want %s", a, got, want)
+		}
+	}
+	archive, security := suites(LinesFor("arm64"))
+	if !slices.Equal(archive, []string{"bookworm", "bookworm-backports", "trixie"}) || !slices.Equal(security, []string{"bookworm-security", "trixie-security"}) {
+		t.Errorf("arm64 suites = %q, %q", archive, security)
+	}
+}
+
+func TestUnpacked(t *testing.T) {
+	c := &Cache{Dir: t.TempDir()}
+	for _, d := range []string{"libc6_2.36-9+deb12u9", "libc6_2.36-9+deb12u13", "libc6-dev_2.36-9", "busybox-static_1:1.35.0-4+b3"} {
+		if err := os.MkdirAll(filepath.Join(c.Dir, "packages", d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := c.unpacked("libc6")
+	var names []string
+	for _, d := range got {
+		names = append(names, filepath.Base(d))
+	}
+	if !slices.Equal(names, []string{"libc6_2.36-9+deb12u13", "libc6_2.36-9+deb12u9"}) {
+		t.Errorf("unpacked(libc6) = %q", names)
+	}
+	if got := c.unpacked("busybox-static"); len(got) != 1 {
+		t.Errorf("unpacked(busybox-static) = %q", got)
+	}
+}
+
 func TestSuites(t *testing.T) {
-	archive, security := suites()
+	archive, security := suites(Lines)
 	if !slices.Equal(archive, []string{"bullseye", "bookworm", "bookworm-backports", "trixie"}) {
 		t.Errorf("archive suites = %q", archive)
 	}

@@ -23,39 +23,73 @@ type Line struct {
 	Cmdline string
 }
 
-// Lines are the kernel lines vmlab knows, oldest first.
-var Lines = []Line{
+// lines are the kernel lines vmlab knows, oldest first, with the image
+// package's release part as a pattern and the architectures each is
+// tested on. arm64 has no 5.10 line: arm64 kernels before 6.4 cannot
+// attach BPF LSM programs at all, and 6.1 already shows that.
+var lines = []struct {
+	Line
+	release string
+	arches  []string
+}{
 	{
-		Name:    "5.10",
-		Pattern: `^linux-image-5\.10\.0-[0-9]+-cloud-amd64-unsigned$`,
-		Suites:  []string{"bullseye", "bullseye-security"},
-		// BPF LSM is built in but not in 5.10's default LSM list.
-		Cmdline: "lsm=lockdown,yama,bpf",
+		Line: Line{
+			Name:   "5.10",
+			Suites: []string{"bullseye", "bullseye-security"},
+			// BPF LSM is built in but not in 5.10's default LSM list.
+			Cmdline: "lsm=lockdown,yama,bpf",
+		},
+		release: `5\.10\.0-[0-9]+`,
+		arches:  []string{"amd64"},
 	},
 	{
-		Name:    "6.1",
-		Pattern: `^linux-image-6\.1\.0-[0-9][0-9a-z.+]*-cloud-amd64-unsigned$`,
-		Suites:  []string{"bookworm", "bookworm-security"},
+		Line:    Line{Name: "6.1", Suites: []string{"bookworm", "bookworm-security"}},
+		release: `6\.1\.0-[0-9][0-9a-z.+]*`,
+		arches:  []string{"amd64", "arm64"},
 	},
 	{
-		Name:    "6.12",
-		Pattern: `^linux-image-6\.12\.[0-9][0-9a-z.+]*-cloud-amd64-unsigned$`,
-		Suites:  []string{"bookworm-backports", "trixie", "trixie-security"},
+		Line:    Line{Name: "6.12", Suites: []string{"bookworm-backports", "trixie", "trixie-security"}},
+		release: `6\.12\.[0-9][0-9a-z.+]*`,
+		arches:  []string{"amd64", "arm64"},
 	},
 }
 
-// LookupLine returns the line named name.
-func LookupLine(name string) (Line, error) {
-	for _, l := range Lines {
+// LinesFor returns the kernel lines of architecture a (Debian's name:
+// "amd64", "arm64"), oldest first, with patterns for its cloud kernels
+// (linux-image-<release>-cloud-<a>-unsigned).
+func LinesFor(a string) []Line {
+	var out []Line
+	for _, l := range lines {
+		if !slices.Contains(l.arches, a) {
+			continue
+		}
+		line := l.Line
+		line.Suites = slices.Clone(l.Suites)
+		line.Pattern = "^linux-image-" + l.release + "-cloud-" + a + "-unsigned$"
+		out = append(out, line)
+	}
+	return out
+}
+
+// Lines are the kernel lines of the default architecture, amd64.
+var Lines = LinesFor("amd64")
+
+// LookupLine returns the amd64 line named name.
+func LookupLine(name string) (Line, error) { return LookupLineFor("amd64", name) }
+
+// LookupLineFor returns architecture a's line named name.
+func LookupLineFor(a, name string) (Line, error) {
+	ls := LinesFor(a)
+	for _, l := range ls {
 		if l.Name == name {
 			return l, nil
 		}
 	}
-	names := make([]string, len(Lines))
-	for i, l := range Lines {
+	names := make([]string, len(ls))
+	for i, l := range ls {
 		names[i] = l.Name
 	}
-	return Line{}, fmt.Errorf("unknown kernel %q (known: %s)", name, strings.Join(names, ", "))
+	return Line{}, fmt.Errorf("unknown kernel %q for %s (known: %s)", name, a, strings.Join(names, ", "))
 }
 
 // Newest returns the candidates served by one of suites, newest first and
@@ -82,10 +116,10 @@ func Newest(cands []apt.Candidate, suites []string) []apt.Candidate {
 	return out
 }
 
-// suites returns every suite any line needs, split into the main archive's
+// suites returns every suite the lines need, split into the main archive's
 // and the security archive's.
-func suites() (archive, security []string) {
-	for _, l := range Lines {
+func suites(ls []Line) (archive, security []string) {
+	for _, l := range ls {
 		for _, s := range l.Suites {
 			if strings.HasSuffix(s, "-security") {
 				security = append(security, s)

@@ -22,10 +22,11 @@ const (
 var (
 	panicRe = regexp.MustCompile(`Kernel panic`)
 	// oopsRe matches the kernel's crash headers at the start of a line,
-	// after the optional printk timestamp: "BUG: ...", "Oops: ...", and
-	// die()'s "<reason>: 0000 [#1] ..." (general protection fault, double
-	// fault, invalid opcode, ...).
-	oopsRe = regexp.MustCompile(`^(\[\s*[0-9]+\.[0-9]+\]\s*)?(BUG: |Oops|.*: [0-9a-f]{4} \[#[0-9]+\])`)
+	// after the optional printk timestamp: "BUG: ...", "Oops: ...", x86's
+	// die() "<reason>: 0000 [#1] ..." (general protection fault, double
+	// fault, invalid opcode, ...) and arm64's die() "Internal error:
+	// <reason>: <esr> [#1] ...".
+	oopsRe = regexp.MustCompile(`^(\[\s*[0-9]+\.[0-9]+\]\s*)?(BUG: |Oops|Internal error: |.*: [0-9a-f]{4} \[#[0-9]+\])`)
 	exitRe = regexp.MustCompile(regexp.QuoteMeta(ExitMarker) + `(-?[0-9]+)`)
 )
 

@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/carverauto/fortress/tools/vmlab/internal/arch"
 )
 
 // feed runs lines through a fresh Console and returns its output, events
@@ -89,6 +91,9 @@ func TestConsoleOopsDuringCommand(t *testing.T) {
 		"[   12.5] general protection fault, probably for non-canonical address 0xdead000000000100: 0000 [#1] SMP NOPTI",
 		"[   12.5] Oops: 0002 [#1] SMP PTI",
 		"[   3.0] double fault: 0000 [#1] PREEMPT SMP NOPTI",
+		// arm64's die(): the reason is followed by the 64-bit ESR.
+		"[   7.1] Internal error: Oops: 0000000096000004 [#1] SMP",
+		"Internal error: BRK handler: 00000000f2000800 [#1] SMP",
 	}
 	for _, crash := range tests {
 		out, events, o := feed(StartMarker, "=== RUN TestLSM", crash, "more trace", ExitMarker+"1")
@@ -192,5 +197,28 @@ func TestConfigArgs(t *testing.T) {
 	}
 	if args := strings.Join(Config{Icount: true}.Args(), " "); !strings.HasSuffix(args, "-icount shift=0") {
 		t.Errorf("icount asked for: %q", args)
+	}
+}
+
+func TestConfigArgsARM64(t *testing.T) {
+	args := strings.Join(Config{Arch: arch.ARM64, Kernel: "K", Initrd: "I"}.Args(), " ")
+	for _, want := range []string{
+		"-accel tcg -M virt -cpu max,pauth-impdef=on", "-m 2048", "-smp 2", "-nographic", "-no-reboot",
+		"-nic none", "-kernel K", "-initrd I",
+		"-append console=ttyAMA0 quiet panic=-1 random.trust_cpu=on",
+	} {
+		if !strings.Contains(args, want) {
+			t.Errorf("qemu args %q lack %q", args, want)
+		}
+	}
+	for _, bad := range []string{"ttyS0", "cx16", "kvm"} {
+		if strings.Contains(args, bad) {
+			t.Errorf("arm64 qemu args %q contain %q", args, bad)
+		}
+	}
+	// The x86 arguments are unchanged by an explicit amd64.
+	a, b := Config{Arch: arch.AMD64, Kernel: "K"}.Args(), Config{Kernel: "K"}.Args()
+	if strings.Join(a, " ") != strings.Join(b, " ") {
+		t.Errorf("explicit amd64 %q differs from the default %q", a, b)
 	}
 }

@@ -11,11 +11,15 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/carverauto/fortress/tools/vmlab/internal/arch"
 )
 
 // Config describes one VM run.
 type Config struct {
-	// Qemu is the emulator binary; empty means qemu-system-x86_64.
+	// Arch is the guest's architecture; zero means amd64.
+	Arch arch.Arch
+	// Qemu is the emulator binary; empty means Arch's emulator in PATH.
 	Qemu   string
 	Kernel string
 	Initrd string
@@ -41,16 +45,19 @@ type Config struct {
 	Grace time.Duration
 }
 
-// BaseCmdline is the kernel command line every run starts from. panic=-1
-// reboots at once on a panic, which -no-reboot turns into a qemu exit;
-// random.trust_cpu=on seeds the RNG from the emulated RDRAND, so that
-// getrandom does not block the guest at boot.
-const BaseCmdline = "console=ttyS0 quiet panic=-1 random.trust_cpu=on"
+// BaseCmdline is the kernel command line every run starts from, with the
+// architecture's serial console. panic=-1 reboots at once on a panic,
+// which -no-reboot turns into a qemu exit; random.trust_cpu=on seeds the
+// RNG from the emulated CPU's generator (RDRAND, RNDR), so that getrandom
+// does not block the guest at boot.
+func BaseCmdline(a arch.Arch) string {
+	return "console=" + a.OrDefault().Console + " quiet panic=-1 random.trust_cpu=on"
+}
 
-// Args returns qemu's command line. Software emulation (TCG) and a CPU
-// without cmpxchg16b are deliberate: KVM does not boot these kernels on
-// the lab machines, and the emulated cmpxchg16b crashes 6.12's slab
-// allocator at random. The guest gets no network device.
+// Args returns qemu's command line. Software emulation (TCG) is
+// deliberate: KVM does not boot these kernels on the lab machines (and
+// cannot run another architecture). The machine and CPU are the
+// architecture's (arch.Arch.Machine). The guest gets no network device.
 func (c Config) Args() []string {
 	mem, cpus := c.MemoryMB, c.CPUs
 	if mem == 0 {
@@ -59,9 +66,10 @@ func (c Config) Args() []string {
 	if cpus == 0 {
 		cpus = 2
 	}
-	args := []string{
-		"-accel", "tcg",
-		"-cpu", "max,-cx16",
+	a := c.Arch.OrDefault()
+	args := []string{"-accel", "tcg"}
+	args = append(args, a.Machine...)
+	args = append(args,
 		"-m", fmt.Sprint(mem),
 		"-smp", fmt.Sprint(cpus),
 		"-nographic",
@@ -69,8 +77,8 @@ func (c Config) Args() []string {
 		"-nic", "none",
 		"-kernel", c.Kernel,
 		"-initrd", c.Initrd,
-		"-append", strings.TrimSpace(BaseCmdline + " " + c.Cmdline),
-	}
+		"-append", strings.TrimSpace(BaseCmdline(a)+" "+c.Cmdline),
+	)
 	if c.Icount {
 		args = append(args, "-icount", "shift=0")
 	}
@@ -133,7 +141,7 @@ func stderrNote(s string) string {
 func Run(ctx context.Context, cfg Config, con *Console) (Result, error) {
 	bin := cfg.Qemu
 	if bin == "" {
-		bin = "qemu-system-x86_64"
+		bin = cfg.Arch.OrDefault().Qemu
 	}
 	grace := cfg.Grace
 	if grace == 0 {
