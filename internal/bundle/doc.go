@@ -1,6 +1,9 @@
 // Package bundle defines Fortress's signed policy bundles: the format, its
-// canonical encoding, Ed25519 signing and verification, and the agent-side
-// Verifier that remembers the last applied bundle on disk.
+// canonical encoding, Ed25519 signing and verification. Verification is a
+// pure function ([Verify]: bytes, keys, agent id and the last applied
+// version in, a [Bundle] or a refusal out); the agent's policy controller
+// (pkg/fortress) applies what verifies and records it. [Verifier] adds a
+// memory of the last applied bundle for tools and tests.
 //
 // # File format
 //

@@ -32,9 +32,12 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Verifier is the agent's policy intake: it verifies bundles, hands accepted
-// ones to an apply function and records the last applied bundle on disk, so
-// that versions only ever increase, across restarts too.
+// Verifier is Verify with a memory, for programs that stand in for an agent
+// (tools, tests, examples): it verifies bundles, hands accepted ones to an
+// apply function and records the last applied bundle on disk, so that
+// versions only ever increase, across restarts too. The agent itself
+// (pkg/fortress) calls Verify and ReadStored and records what it applied in
+// one place, beside the policy in force.
 type Verifier struct {
 	cfg Config
 	// mu serialises Accept and Reapply (it is held while the apply
@@ -68,25 +71,13 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		return nil, fmt.Errorf("bundle state dir: %w", err)
 	}
 	v := &Verifier{cfg: cfg}
-	f, err := os.Open(filepath.Join(cfg.StateDir, StateFile))
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return v, nil
-	case err != nil:
-		return nil, fmt.Errorf("bundle state: %w", err)
-	}
-	defer f.Close()
-	data, err := ReadLimited(f, cfg.MaxSize)
+	b, err := ReadStored(filepath.Join(cfg.StateDir, StateFile), v.options(true))
 	if err != nil {
-		return nil, fmt.Errorf("bundle state: %w", err)
+		return nil, err
 	}
-	opt := v.options(true)
-	opt.Stored = true
-	b, err := Parse(data, opt)
-	if err != nil {
-		return nil, fmt.Errorf("bundle state %s no longer verifies: %w", f.Name(), err)
+	if b != nil {
+		v.last.Store(b)
 	}
-	v.last.Store(b)
 	return v, nil
 }
 
@@ -115,19 +106,7 @@ func (v *Verifier) Check(data []byte) (*Bundle, error) {
 }
 
 func (v *Verifier) check(data []byte) (*Bundle, error) {
-	b, err := Parse(data, v.options(false))
-	if err != nil {
-		return nil, err
-	}
-	if last := v.last.Load(); last != nil {
-		switch {
-		case b.Version == last.Version:
-			return nil, fmt.Errorf("%w: version %d", ErrReplay, b.Version)
-		case b.Version < last.Version:
-			return nil, fmt.Errorf("%w: version %d, last applied %d", ErrRollback, b.Version, last.Version)
-		}
-	}
-	return b, nil
+	return Verify(data, v.options(false), v.LastVersion())
 }
 
 // Accept verifies data, calls apply with the bundle and, when apply

@@ -259,9 +259,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // Epoch is this client's sequence space id.
 func (c *Client) Epoch() uint64 { return c.epoch }
 
-func (c *Client) signal() {
+// poke wakes the writer without waiting: one pending wake-up is enough.
+func poke(wake chan struct{}) {
 	select {
-	case c.wake <- struct{}{}:
+	case wake <- struct{}{}:
 	default:
 	}
 }
@@ -320,7 +321,7 @@ func (c *Client) AddEvent(e Event) bool {
 	}
 	c.events = append(c.events, pe)
 	c.mu.Unlock()
-	c.signal()
+	poke(c.wake)
 	return true
 }
 
@@ -346,7 +347,7 @@ func (c *Client) SetStatus(s Status) {
 		DegradedReasons: append([]string(nil), s.Degraded...)}
 	c.statusVersion++
 	c.mu.Unlock()
-	c.signal()
+	poke(c.wake)
 }
 
 // Flush cuts pending counters into a batch now instead of at the next tick.
@@ -354,7 +355,7 @@ func (c *Client) Flush() {
 	c.mu.Lock()
 	c.cutCounters()
 	c.mu.Unlock()
-	c.signal()
+	poke(c.wake)
 }
 
 // Stats are the client's counters.
@@ -498,31 +499,26 @@ func backoff(attempt int, min, max time.Duration) time.Duration {
 	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
 }
 
-func (c *Client) dial() (*grpc.ClientConn, error) {
-	return grpc.NewClient(c.cfg.Addr,
-		grpc.WithTransportCredentials(credentials.NewTLS(c.cfg.TLS)),
+func dial(cfg ClientConfig) (*grpc.ClientConn, error) {
+	return grpc.NewClient(cfg.Addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(cfg.TLS)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessage)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
 }
 
-func (c *Client) hello() *pb.Hello {
-	h := c.cfg.Hello
-	c.mu.Lock()
-	var pv uint64
-	if c.status != nil {
-		pv = c.status.PolicyVersion
-	}
-	c.mu.Unlock()
+// hello is the first message of a session: who the agent is, its kernel,
+// its sequence space and the policy version it reports.
+func hello(h Hello, epoch, pv uint64) *pb.Hello {
 	return &pb.Hello{AgentId: h.AgentID, AgentVersion: h.AgentVersion, Hostname: h.Hostname, Capabilities: h.Capabilities,
 		Kernel: &pb.KernelProbe{Release: h.KernelRelease, Checks: h.KernelChecks, Reasons: h.KernelReasons},
-		Epoch:  c.epoch, PolicyVersion: pv}
+		Epoch:  epoch, PolicyVersion: pv}
 }
 
 // session runs one connection: hello, welcome, then the writer loop here and
 // the reader in a goroutine, until either fails.
 func (c *Client) session(ctx context.Context) error {
-	conn, err := c.dial()
+	conn, err := dial(c.cfg)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", c.cfg.Addr, err)
 	}
@@ -533,7 +529,13 @@ func (c *Client) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open stream: %w", err)
 	}
-	if err := stream.Send(&pb.AgentMessage{Msg: &pb.AgentMessage_Hello{Hello: c.hello()}}); err != nil {
+	c.mu.Lock()
+	var pv uint64
+	if c.status != nil {
+		pv = c.status.PolicyVersion
+	}
+	c.mu.Unlock()
+	if err := stream.Send(&pb.AgentMessage{Msg: &pb.AgentMessage_Hello{Hello: hello(c.cfg.Hello, c.epoch, pv)}}); err != nil {
 		return fmt.Errorf("send hello: %w", err)
 	}
 	welcomeTimer := time.AfterFunc(15*time.Second, cancel)
@@ -578,7 +580,7 @@ func (c *Client) reader(ctx context.Context, stream pb.Control_StreamClient) err
 				c.pongs = append(c.pongs, x.Ping.TimeUnixNano)
 			}
 			c.mu.Unlock()
-			c.signal()
+			poke(c.wake)
 		case *pb.GatewayMessage_Bundle:
 			select {
 			case c.bundles <- x.Bundle:
@@ -610,7 +612,7 @@ func (c *Client) bundleWorker(ctx context.Context) {
 				c.acks = append(c.acks, ack)
 			}
 			c.mu.Unlock()
-			c.signal()
+			poke(c.wake)
 		}
 	}
 }

@@ -118,7 +118,7 @@ func Start(ctx context.Context, cfg Config) (_ *Demo, err error) {
 		return nil, err
 	}
 	d.lock = lock
-	if err := cleanLeftovers(cfg.Name, prev, d.logf); err != nil {
+	if err := cleanLeftovers(cfg.Name, prev, func(format string, args ...any) { say(cfg.Out, format, args...) }); err != nil {
 		return nil, fmt.Errorf("leftovers of an earlier run: %w", err)
 	}
 	if d.Work, err = os.MkdirTemp("", "fortress-demo-"); err != nil {
@@ -128,7 +128,7 @@ func Start(ctx context.Context, cfg Config) (_ *Demo, err error) {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
 	d.onClose(func() error { return os.RemoveAll(d.Work) })
-	d.logf("work directory %s", d.Work)
+	say(d.cfg.Out, "work directory %s", d.Work)
 
 	pinRoot := filepath.Join(d.Work, "bpf")
 	if err := mountBPFFS(pinRoot); err != nil {
@@ -180,12 +180,12 @@ func Start(ctx context.Context, cfg Config) (_ *Demo, err error) {
 		return nil, err
 	}
 	d.onClose(d.rx.Close)
-	d.logf("namespaces %s and %s joined by veth %s/%s", d.Pair.A.NSName, d.Pair.B.NSName, d.Pair.A.Iface, d.Pair.B.Iface)
+	say(d.cfg.Out, "namespaces %s and %s joined by veth %s/%s", d.Pair.A.NSName, d.Pair.B.NSName, d.Pair.A.Iface, d.Pair.B.Iface)
 
 	// The agent.
 	d.agentBin = cfg.AgentBinary
 	if d.agentBin == "" {
-		d.logf("building fortress-agent")
+		say(d.cfg.Out, "building fortress-agent")
 		if d.agentBin, err = BuildAgent(ctx, filepath.Join(d.Work, "bin"), d.configDir); err != nil {
 			return nil, err
 		}
@@ -224,13 +224,13 @@ func Start(ctx context.Context, cfg Config) (_ *Demo, err error) {
 	if err != nil {
 		return nil, err
 	}
-	d.logf("agent pid %d: shield %s, sentinel %s", d.AgentPID(), st.Shield.State, st.Sentinel.State)
+	say(d.cfg.Out, "agent pid %d: shield %s, sentinel %s", d.AgentPID(), st.Shield.State, st.Sentinel.State)
 	if st.Sentinel.State == fortress.SentinelUnavailable {
-		d.logf("sentinel unavailable: %s", st.Sentinel.Reason)
+		say(d.cfg.Out, "sentinel unavailable: %s", st.Sentinel.Reason)
 	}
 
 	// The signed sample policy, pushed through the gateway.
-	if err := d.waitConnected(ctx, 20*time.Second); err != nil {
+	if err := waitConnected(ctx, d.Gateway, d.agentLog, 20*time.Second); err != nil {
 		return nil, err
 	}
 	raw, err := signBundle(priv, AgentID, 1)
@@ -238,10 +238,10 @@ func Start(ctx context.Context, cfg Config) (_ *Demo, err error) {
 		return nil, err
 	}
 	if err := d.push(ctx, raw, AgentID); err != nil {
-		return nil, d.withAgentLog(err)
+		return nil, withAgentLog(d.agentLog, err)
 	}
 	rules, _ := Rules()
-	d.logf("signed bundle v1 (%d rules) pushed and applied", len(rules))
+	say(d.cfg.Out, "signed bundle v1 (%d rules) pushed and applied", len(rules))
 
 	if d.traffic, err = startTraffic(d.Pair.A, cfg.Rate); err != nil {
 		return nil, err
@@ -250,8 +250,9 @@ func Start(ctx context.Context, cfg Config) (_ *Demo, err error) {
 	return d, nil
 }
 
-func (d *Demo) logf(format string, args ...any) {
-	fmt.Fprintf(d.cfg.Out, "fortress-demo: "+format+"\n", args...)
+// say prints one line of the demo's narration.
+func say(out io.Writer, format string, args ...any) {
+	fmt.Fprintf(out, "fortress-demo: "+format+"\n", args...)
 }
 
 func (d *Demo) startGateway(ctx context.Context, pkiDir string, pub ed25519.PublicKey) error {
@@ -307,7 +308,7 @@ func (d *Demo) StartAgent(ctx context.Context) (AgentStatus, error) {
 		return len(s.Shield.Interfaces) > 0 && s.Shield.Interfaces[0].Attached
 	})
 	if err != nil {
-		return st, d.withAgentLog(err)
+		return st, withAgentLog(d.agentLog, err)
 	}
 	return st, nil
 }
@@ -366,11 +367,13 @@ func (d *Demo) StopTraffic() { d.traffic.stop() }
 // Sent is how many datagrams the background traffic sent from src.
 func (d *Demo) Sent(src netip.Addr) uint64 { return d.traffic.Sent(src) }
 
-func (d *Demo) waitConnected(ctx context.Context, timeout time.Duration) error {
+// waitConnected waits until an agent is connected to gw; agentLog is the
+// agent's log, quoted when it does not connect.
+func waitConnected(ctx context.Context, gw *gateway.Gateway, agentLog string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	for d.Gateway.Connected() == 0 {
+	for gw.Connected() == 0 {
 		if time.Now().After(deadline) {
-			return d.withAgentLog(fmt.Errorf("agent did not connect to the gateway within %v", timeout))
+			return withAgentLog(agentLog, fmt.Errorf("agent did not connect to the gateway within %v", timeout))
 		}
 		select {
 		case <-ctx.Done():
@@ -381,9 +384,9 @@ func (d *Demo) waitConnected(ctx context.Context, timeout time.Duration) error {
 	return nil
 }
 
-// withAgentLog adds the end of the agent's log to err.
-func (d *Demo) withAgentLog(err error) error {
-	b, rerr := os.ReadFile(d.agentLog)
+// withAgentLog adds the end of the agent's log (at path) to err.
+func withAgentLog(path string, err error) error {
+	b, rerr := os.ReadFile(path)
 	if rerr != nil || len(b) == 0 {
 		return err
 	}
@@ -456,13 +459,13 @@ func Run(ctx context.Context, cfg Config, duration time.Duration) (err error) {
 		return err
 	}
 	defer func() {
-		d.logf("stopping: agent, gateway, namespaces, bpffs, %s", d.Work)
+		say(d.cfg.Out, "stopping: agent, gateway, namespaces, bpffs, %s", d.Work)
 		if cerr := d.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("cleanup: %w", cerr))
 		}
 	}()
-	d.logf("dashboard: %s", d.Dashboard)
-	d.logf("traffic: %d datagrams/s from each of %d sources in %s to %s/%s port %d; Ctrl-C stops",
+	say(d.cfg.Out, "dashboard: %s", d.Dashboard)
+	say(d.cfg.Out, "traffic: %d datagrams/s from each of %d sources in %s to %s/%s port %d; Ctrl-C stops",
 		d.cfg.Rate, len(Sources)-1, d.Pair.A.NSName, DstV4, DstV6, Port)
 	if duration > 0 {
 		var cancel context.CancelFunc

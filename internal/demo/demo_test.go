@@ -43,7 +43,7 @@ func startDemo(t *testing.T, rate int) *Demo {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Log(d.withAgentLog(fmt.Errorf("test failed")))
+			t.Log(withAgentLog(d.agentLog, fmt.Errorf("test failed")))
 		}
 		if err := d.Close(); err != nil {
 			t.Errorf("close demo: %v", err)

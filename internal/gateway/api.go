@@ -20,20 +20,27 @@ import (
 	"github.com/carverauto/fortress/internal/store"
 )
 
+// api is the gateway's HTTP side: the dashboard, its JSON API, the live
+// stream and the metrics. It reads through the gateway and changes nothing.
+type api struct {
+	g *Gateway
+}
+
 //go:embed web
 var webFS embed.FS
 
-func (g *Gateway) routes() http.Handler {
+func (h *api) routes() http.Handler {
+	g := h.g
 	mux := http.NewServeMux()
 	web, _ := fs.Sub(webFS, "web")
 	mux.Handle("GET /", http.FileServerFS(web))
-	mux.HandleFunc("GET /api/agents", g.handleAgents)
-	mux.HandleFunc("GET /api/counters", g.handleCounters)
-	mux.HandleFunc("GET /api/events", g.handleEvents)
-	mux.HandleFunc("GET /api/totals", g.handleTotals)
-	mux.HandleFunc("GET /api/series", g.handleSeries)
-	mux.HandleFunc("GET /api/snapshot", g.handleSnapshot)
-	mux.HandleFunc("GET /api/stream", g.handleStream)
+	mux.HandleFunc("GET /api/agents", h.handleAgents)
+	mux.HandleFunc("GET /api/counters", h.handleCounters)
+	mux.HandleFunc("GET /api/events", h.handleEvents)
+	mux.HandleFunc("GET /api/totals", h.handleTotals)
+	mux.HandleFunc("GET /api/series", h.handleSeries)
+	mux.HandleFunc("GET /api/snapshot", h.handleSnapshot)
+	mux.HandleFunc("GET /api/stream", h.handleStream)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
 }
@@ -89,7 +96,8 @@ func health(a store.Agent) string {
 	return "observing"
 }
 
-func (g *Gateway) agents(ctx context.Context) ([]AgentView, error) {
+func (h *api) agents(ctx context.Context) ([]AgentView, error) {
+	g := h.g
 	list, err := g.store.Agents(ctx)
 	if err != nil {
 		return nil, err
@@ -100,7 +108,7 @@ func (g *Gateway) agents(ctx context.Context) ([]AgentView, error) {
 		if t, ok := g.lastSeen(a.ID); ok {
 			a.LastSeen = t
 		}
-		if ack := g.lastAck(a.ID); ack != nil {
+		if ack := g.agents.lastAck(a.ID); ack != nil {
 			a.Status.LastAck = ack
 		}
 		out[i] = AgentView{Agent: a, Health: health(a), Refused: g.Refused(a.ID)}
@@ -108,8 +116,8 @@ func (g *Gateway) agents(ctx context.Context) ([]AgentView, error) {
 	return out, nil
 }
 
-func (g *Gateway) handleAgents(w http.ResponseWriter, r *http.Request) {
-	a, err := g.agents(r.Context())
+func (h *api) handleAgents(w http.ResponseWriter, r *http.Request) {
+	a, err := h.agents(r.Context())
 	writeJSON(w, a, err)
 }
 
@@ -169,7 +177,8 @@ func kindParam(q url.Values) (string, error) {
 // maxAPIPage is the most rows one API call returns; page on with offset.
 const maxAPIPage = 1000
 
-func (g *Gateway) handleCounters(w http.ResponseWriter, r *http.Request) {
+func (h *api) handleCounters(w http.ResponseWriter, r *http.Request) {
+	g := h.g
 	q := r.URL.Query()
 	kind, err := kindParam(q)
 	if err != nil {
@@ -189,7 +198,8 @@ func (g *Gateway) handleCounters(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, withRates(rows, g.rates.snapshot(time.Now()), cq.Fleet), nil)
 }
 
-func (g *Gateway) handleEvents(w http.ResponseWriter, r *http.Request) {
+func (h *api) handleEvents(w http.ResponseWriter, r *http.Request) {
+	g := h.g
 	q := r.URL.Query()
 	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
 	ev, err := g.store.Events(r.Context(), store.EventQuery{AgentID: q.Get("agent"), Kind: q.Get("kind"), AfterID: after,
@@ -200,13 +210,15 @@ func (g *Gateway) handleEvents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, ev, err)
 }
 
-func (g *Gateway) handleTotals(w http.ResponseWriter, r *http.Request) {
+func (h *api) handleTotals(w http.ResponseWriter, r *http.Request) {
+	g := h.g
 	t, err := g.store.Totals(r.Context())
 	writeJSON(w, map[string]uint64{"packets": t.Packets, "bytes": t.Bytes, "dry_packets": t.DryPackets, "dry_bytes": t.DryBytes,
 		"allow_packets": t.AllowPackets, "allow_bytes": t.AllowBytes, "events": t.Events, "batches": t.Batches}, err)
 }
 
-func (g *Gateway) handleSeries(w http.ResponseWriter, r *http.Request) {
+func (h *api) handleSeries(w http.ResponseWriter, r *http.Request) {
+	g := h.g
 	q := r.URL.Query()
 	if q.Get("rule") == "" {
 		http.Error(w, "rule is required", http.StatusBadRequest)
@@ -259,7 +271,8 @@ const (
 
 // snapshot computes the dashboard view for an agent/filter selection:
 // rows per table, agents from agentsOffset.
-func (g *Gateway) snapshot(ctx context.Context, agent, filter string, limit, agentsOffset int) (*Snapshot, error) {
+func (h *api) snapshot(ctx context.Context, agent, filter string, limit, agentsOffset int) (*Snapshot, error) {
+	g := h.g
 	if limit <= 0 || limit > maxSnapshotRows {
 		limit = maxSnapshotRows
 	}
@@ -270,7 +283,7 @@ func (g *Gateway) snapshot(ctx context.Context, agent, filter string, limit, age
 	if err != nil {
 		return nil, err
 	}
-	agents, err := g.agents(ctx)
+	agents, err := h.agents(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -394,9 +407,9 @@ func (g *Gateway) snapshot(ctx context.Context, agent, filter string, limit, age
 	return snap, nil
 }
 
-func (g *Gateway) handleSnapshot(w http.ResponseWriter, r *http.Request) {
+func (h *api) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	s, err := g.snapshot(r.Context(), q.Get("agent"), q.Get("filter"), intParam(r, "limit", 25), intParam(r, "agents_offset", 0))
+	s, err := h.snapshot(r.Context(), q.Get("agent"), q.Get("filter"), intParam(r, "limit", 25), intParam(r, "agents_offset", 0))
 	writeJSON(w, s, err)
 }
 
@@ -413,14 +426,15 @@ type snapCache struct {
 
 var snaps = snapCache{at: map[string]time.Time{}, data: map[string][]byte{}}
 
-func (g *Gateway) cachedSnapshot(ctx context.Context, agent, filter string, limit int) ([]byte, error) {
+func (h *api) cachedSnapshot(ctx context.Context, agent, filter string, limit int) ([]byte, error) {
+	g := h.g
 	key := fmt.Sprintf("%p|%s|%s|%d", g, agent, filter, limit)
 	snaps.mu.Lock()
 	defer snaps.mu.Unlock()
 	if t, ok := snaps.at[key]; ok && time.Since(t) < minSnapshotGap/2 {
 		return snaps.data[key], nil
 	}
-	s, err := g.snapshot(ctx, agent, filter, limit, 0)
+	s, err := h.snapshot(ctx, agent, filter, limit, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -441,7 +455,8 @@ func (g *Gateway) cachedSnapshot(ctx context.Context, agent, filter string, limi
 // handleStream is the dashboard's server-sent event stream: a "snapshot"
 // and any new "events" soon after new data is stored (at most every
 // minSnapshotGap) and at least every SnapshotInterval.
-func (g *Gateway) handleStream(w http.ResponseWriter, r *http.Request) {
+func (h *api) handleStream(w http.ResponseWriter, r *http.Request) {
+	g := h.g
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
@@ -455,7 +470,7 @@ func (g *Gateway) handleStream(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	var lastEvent int64
 	send := func(first bool) error {
-		snap, err := g.cachedSnapshot(ctx, agent, filter, limit)
+		snap, err := h.cachedSnapshot(ctx, agent, filter, limit)
 		if err != nil {
 			return err
 		}
@@ -492,7 +507,7 @@ func (g *Gateway) handleStream(w http.ResponseWriter, r *http.Request) {
 		case <-g.done:
 			return
 		case <-t.C:
-		case <-g.changes():
+		case <-g.changed.changes():
 			select {
 			case <-time.After(minSnapshotGap):
 			case <-ctx.Done():

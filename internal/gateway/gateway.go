@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,19 +71,9 @@ type Gateway struct {
 	writes chan writeReq
 	done   chan struct{}
 
-	waitMu  sync.Mutex
-	waiters map[string][]*ackWaiter
-
-	// changed is closed and replaced whenever new data is stored, so that
-	// dashboards update as soon as there is something new.
-	changeMu sync.Mutex
-	changed  chan struct{}
-
-	liveMu  sync.Mutex
-	live    map[string]*liveAgent
-	acks    map[string]*store.Ack
-	refused map[string]uint64 // counter deltas refused, per agent
-	evQuota map[string]*eventQuota
+	waiters ackWaiters
+	changed changeFeed
+	agents  agentBook
 }
 
 // Each agent may have events stored at eventRate per second on average,
@@ -96,32 +85,6 @@ const (
 	eventRate  = 50
 	eventBurst = 1000
 )
-
-type eventQuota struct {
-	tokens float64
-	last   time.Time
-}
-
-// takeEvents returns how many of n events of agent may be stored now.
-func (g *Gateway) takeEvents(agent string, n int, now time.Time) int {
-	g.liveMu.Lock()
-	defer g.liveMu.Unlock()
-	q := g.evQuota[agent]
-	if q == nil {
-		q = &eventQuota{tokens: eventBurst, last: now}
-		g.evQuota[agent] = q
-	}
-	q.tokens = min(eventBurst, q.tokens+now.Sub(q.last).Seconds()*eventRate)
-	q.last = now
-	ok := min(n, int(q.tokens))
-	q.tokens -= float64(ok)
-	return ok
-}
-
-// liveAgent is what the gateway keeps in memory about a connected agent.
-type liveAgent struct {
-	lastSeen time.Time
-}
 
 // New builds a gateway from cfg; Run serves it.
 func New(cfg Config) (*Gateway, error) {
@@ -148,14 +111,11 @@ func New(cfg Config) (*Gateway, error) {
 		store:   cfg.Store,
 		rates:   newRates(),
 		history: newHistory(),
-		refused: map[string]uint64{},
-		evQuota: map[string]*eventQuota{},
 		writes:  make(chan writeReq, 8192),
 		done:    make(chan struct{}),
-		waiters: map[string][]*ackWaiter{},
-		live:    map[string]*liveAgent{},
-		acks:    map[string]*store.Ack{},
-		changed: make(chan struct{}),
+		waiters: ackWaiters{waiters: map[string][]*ackWaiter{}},
+		changed: changeFeed{ch: make(chan struct{})},
+		agents:  newAgentBook(),
 	}
 	g.metrics = newMetrics(g)
 	g.control = controlstream.NewServer(controlstream.ServerConfig{Backend: (*backend)(g), PingInterval: cfg.PingInterval, Logger: cfg.Logger})
@@ -168,7 +128,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.control.Register(srv)
 		pb.RegisterAdminServer(srv, &admin{g: g})
 	}
-	g.http = &http.Server{Handler: g.routes(), ReadHeaderTimeout: 10 * time.Second}
+	g.http = &http.Server{Handler: (&api{g: g}).routes(), ReadHeaderTimeout: 10 * time.Second}
 	return g, nil
 }
 
@@ -244,9 +204,7 @@ func (b *backend) Open(ctx context.Context, s *controlstream.Session) (uint64, e
 		Capabilities: clipList(h.Capabilities, maxShortLen), Kernel: kernel, Epoch: h.Epoch, LastSeen: now}); err != nil {
 		return 0, err
 	}
-	g.liveMu.Lock()
-	g.live[s.AgentID] = &liveAgent{lastSeen: now}
-	g.liveMu.Unlock()
+	g.agents.connect(s.AgentID, now)
 	g.metrics.connects.Inc()
 	return g.store.Position(ctx, s.AgentID, s.Epoch)
 }
@@ -270,7 +228,7 @@ func (b *backend) Submit(s *controlstream.Session, cb controlstream.Batch, done 
 	}
 	if e := cb.Events; e != nil {
 		evs := e.Events
-		keep := g.takeEvents(s.AgentID, len(evs), time.Now())
+		keep := g.agents.takeEvents(s.AgentID, len(evs), time.Now())
 		if keep < len(evs) {
 			g.metrics.eventsRefused.Add(float64(len(evs) - keep))
 			evs = evs[:keep]
@@ -329,13 +287,13 @@ func (b *backend) Status(s *controlstream.Session, st *pb.Status) {
 	ss := store.Status{Shield: layer(st.Shield), Sentinel: layer(st.Sentinel), PolicyVersion: st.PolicyVersion,
 		Degraded: clipList(st.DegradedReasons, maxReasonLen), EventsDropped: st.EventsDropped, CounterKeysDropped: st.CounterKeysDropped,
 		Reported: time.Unix(0, st.TimeUnixNano)}
-	if last := g.lastAck(s.AgentID); last != nil {
+	if last := g.agents.lastAck(s.AgentID); last != nil {
 		ss.LastAck = last
 	}
 	if err := g.store.SetStatus(context.Background(), s.AgentID, ss, time.Now()); err != nil {
 		g.log.Warn("store status", "agent", s.AgentID, "err", err)
 	}
-	g.touch(s.AgentID)
+	g.agents.touch(s.AgentID)
 }
 
 func (b *backend) BundleAck(s *controlstream.Session, a *pb.BundleAck) {
@@ -346,22 +304,14 @@ func (b *backend) BundleAck(s *controlstream.Session, a *pb.BundleAck) {
 // refuse counts n counter deltas of agent that were not stored, and why.
 func (g *Gateway) refuse(agent, why string, n int) {
 	g.metrics.refused.WithLabelValues(why).Add(float64(n))
-	g.liveMu.Lock()
-	first := g.refused[agent] == 0
-	g.refused[agent] += uint64(n)
-	g.liveMu.Unlock()
-	if first {
+	if first := g.agents.refuse(agent, n); first {
 		g.log.Warn("agent counters refused", "agent", agent, "reason", why, "n", n)
 	}
 }
 
 // Refused is how many counter deltas of agent the gateway refused (junk
 // rule names, bad kinds, beyond the rule quota) since it started.
-func (g *Gateway) Refused(agent string) uint64 {
-	g.liveMu.Lock()
-	defer g.liveMu.Unlock()
-	return g.refused[agent]
-}
+func (g *Gateway) Refused(agent string) uint64 { return g.agents.refusedCount(agent) }
 
 func (b *backend) Close(s *controlstream.Session, err error) {
 	g := b.g()
@@ -369,21 +319,11 @@ func (b *backend) Close(s *controlstream.Session, err error) {
 	if cur, ok := g.control.Session(s.AgentID); ok && cur != s {
 		return
 	}
-	g.liveMu.Lock()
-	delete(g.live, s.AgentID)
-	g.liveMu.Unlock()
+	g.agents.disconnect(s.AgentID)
 	if serr := g.store.SetConnected(context.Background(), s.AgentID, false, time.Now()); serr != nil {
 		g.log.Warn("store disconnect", "agent", s.AgentID, "err", serr)
 	}
 	g.log.Debug("agent disconnected", "agent", s.AgentID, "err", err)
-}
-
-func (g *Gateway) touch(id string) {
-	g.liveMu.Lock()
-	if l, ok := g.live[id]; ok {
-		l.lastSeen = time.Now()
-	}
-	g.liveMu.Unlock()
 }
 
 // Connected returns the number of connected agents.
@@ -416,7 +356,7 @@ func (g *Gateway) writer() {
 			g.log.Error("store batches", "n", len(batches), "err", err)
 		} else {
 			g.account(batches, applied)
-			g.notifyChange()
+			g.changed.notify()
 		}
 		for _, r := range reqs {
 			r.done(err)
@@ -451,19 +391,6 @@ func (g *Gateway) writer() {
 	}
 }
 
-func (g *Gateway) notifyChange() {
-	g.changeMu.Lock()
-	close(g.changed)
-	g.changed = make(chan struct{})
-	g.changeMu.Unlock()
-}
-
-func (g *Gateway) changes() <-chan struct{} {
-	g.changeMu.Lock()
-	defer g.changeMu.Unlock()
-	return g.changed
-}
-
 // account updates rates and metrics for applied batches.
 func (g *Gateway) account(batches []store.Batch, applied []bool) {
 	now := time.Now()
@@ -486,16 +413,17 @@ func (g *Gateway) account(batches []store.Batch, applied []bool) {
 	}
 }
 
+// lastSeen is when a connected agent was last heard (its session's last
+// message, or the gateway's own record).
 func (g *Gateway) lastSeen(id string) (time.Time, bool) {
-	g.liveMu.Lock()
-	defer g.liveMu.Unlock()
-	if l, ok := g.live[id]; ok {
-		if s, ok := g.control.Session(id); ok && s.LastSeen().After(l.lastSeen) {
-			return s.LastSeen(), true
-		}
-		return l.lastSeen, true
+	t, ok := g.agents.seen(id)
+	if !ok {
+		return t, false
 	}
-	return time.Time{}, false
+	if s, ok := g.control.Session(id); ok && s.LastSeen().After(t) {
+		return s.LastSeen(), true
+	}
+	return t, true
 }
 
 // errf is fmt.Errorf, kept short for handlers.

@@ -70,9 +70,9 @@ func (a *admin) Push(ctx context.Context, req *pb.PushRequest) (*pb.PushResponse
 			res.Outcome = "not_connected"
 			continue
 		}
-		w := g.addWaiter(t, body.Version)
+		w := g.waiters.add(t, body.Version)
 		if err := s.SendBundle(req.Bundle, body.Version); err != nil {
-			g.dropWaiter(t, w)
+			g.waiters.drop(t, w)
 			res.Outcome, res.Error = "send_failed", err.Error()
 			continue
 		}
@@ -80,7 +80,7 @@ func (a *admin) Push(ctx context.Context, req *pb.PushRequest) (*pb.PushResponse
 		if req.WaitMs > 0 {
 			waits = append(waits, pendingAck{res, w})
 		} else {
-			g.dropWaiter(t, w)
+			g.waiters.drop(t, w)
 		}
 	}
 	deadline := time.NewTimer(time.Duration(req.WaitMs) * time.Millisecond)
@@ -99,7 +99,7 @@ func (a *admin) Push(ctx context.Context, req *pb.PushRequest) (*pb.PushResponse
 		case <-ctx.Done():
 			p.res.Outcome = "timeout"
 		}
-		g.dropWaiter(p.res.AgentId, p.w)
+		g.waiters.drop(p.res.AgentId, p.w)
 	}
 	return resp, nil
 }
@@ -125,45 +125,10 @@ func (g *Gateway) inspect(data []byte) (*bundle.Body, error) {
 	return &body, body.Validate()
 }
 
-func (g *Gateway) addWaiter(agent string, version uint64) *ackWaiter {
-	w := &ackWaiter{version: version, ch: make(chan *pb.BundleAck, 1)}
-	g.waitMu.Lock()
-	g.waiters[agent] = append(g.waiters[agent], w)
-	g.waitMu.Unlock()
-	return w
-}
-
-func (g *Gateway) dropWaiter(agent string, w *ackWaiter) {
-	g.waitMu.Lock()
-	defer g.waitMu.Unlock()
-	ws := g.waiters[agent]
-	for i, x := range ws {
-		if x == w {
-			g.waiters[agent] = append(ws[:i], ws[i+1:]...)
-			break
-		}
-	}
-	if len(g.waiters[agent]) == 0 {
-		delete(g.waiters, agent)
-	}
-}
-
 func (g *Gateway) deliverAck(agent string, a *pb.BundleAck) {
 	g.metrics.acks.WithLabelValues(ackLabel(a)).Inc()
-	g.waitMu.Lock()
-	for _, w := range g.waiters[agent] {
-		if w.version == a.Version {
-			select {
-			case w.ch <- a:
-			default:
-			}
-			break
-		}
-	}
-	g.waitMu.Unlock()
-	g.liveMu.Lock()
-	g.acks[agent] = &store.Ack{Version: a.Version, Applied: a.Applied, Reason: a.Reason, Error: a.Error, Time: time.Now()}
-	g.liveMu.Unlock()
+	g.waiters.deliver(agent, a)
+	g.agents.setAck(agent, &store.Ack{Version: a.Version, Applied: a.Applied, Reason: a.Reason, Error: a.Error, Time: time.Now()})
 }
 
 func ackLabel(a *pb.BundleAck) string {
@@ -174,10 +139,4 @@ func ackLabel(a *pb.BundleAck) string {
 		return "error"
 	}
 	return a.Reason
-}
-
-func (g *Gateway) lastAck(agent string) *store.Ack {
-	g.liveMu.Lock()
-	defer g.liveMu.Unlock()
-	return g.acks[agent]
 }

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/carverauto/fortress/internal/pins"
 )
@@ -28,12 +27,12 @@ var ErrPinnedLayout = errors.New("pinned shield maps have another layout")
 // is adopted: its maps (rule set, counters) and links stay as they are, so
 // filtering never stops across an agent restart. The pinned program is
 // checked against the embedded one (same instructions and same load-time
-// settings, such as the gateways); if it differs, it is replaced atomically
+// settings, such as the management addresses); if it differs, it is replaced atomically
 // on every link. Without pins, Open loads a fresh Shield and pins it.
 func Open(cfg Config) (*Shield, error) {
 	cfg.defaults()
 	if cfg.PinRoot != "" {
-		if _, err := os.Stat(cfg.PinRoot.Path(pins.Shield, "xdp_shield")); err == nil {
+		if _, err := os.Stat(cfg.PinRoot.Path(pins.Shield, programPin)); err == nil {
 			s, err := adopt(cfg)
 			cfg.Audit.Record("adopt", "shield", err, nil)
 			if errors.Is(err, ErrPinnedLayout) {
@@ -46,7 +45,7 @@ func Open(cfg Config) (*Shield, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.pinAll(); err != nil {
+	if err := pinObjects(cfg.PinRoot, cfg.Audit, s.objs); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -58,16 +57,14 @@ func adopt(cfg Config) (_ *Shield, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("possible cpus: %w", err)
 	}
-	s := &Shield{cfg: cfg, ncpu: ncpu, links: map[string]link.Link{}}
+	s := &Shield{cfg: cfg, ncpu: ncpu, links: newLinkSet(cfg.PinRoot)}
 	maps := map[string]*ebpf.Map{}
 	defer func() {
 		for _, m := range maps {
 			m.Close()
 		}
 		if err != nil {
-			for _, l := range s.links {
-				l.Close()
-			}
+			s.links.close()
 		}
 	}()
 	for _, name := range tableMaps {
@@ -97,7 +94,7 @@ func adopt(cfg Config) (_ *Shield, err error) {
 	}
 	// Load the embedded program over the pinned maps; the map specs must be
 	// compatible, which also checks the layout of every pinned map.
-	objs, err := s.load(s.cap, maps)
+	objs, err := loadObjects(cfg, ncpu, s.cap, maps)
 	if err != nil {
 		return nil, fmt.Errorf("adopt shield: pinned maps do not fit the embedded program: %w", err)
 	}
@@ -106,49 +103,39 @@ func adopt(cfg Config) (_ *Shield, err error) {
 		objs.Close()
 		return nil, fmt.Errorf("adopt shield state: %w", err)
 	}
-	if err := s.initSync(); err != nil {
+	if s.counters, s.rcu, err = sideObjects(objs, cfg.Logger); err != nil {
 		objs.Close()
 		return nil, err
 	}
-	same, why, err := sameProgram(cfg.PinRoot.Path(pins.Shield, "xdp_shield"), objs.XdpShield)
+	same, why, err := sameProgram(cfg.PinRoot.Path(pins.Shield, programPin), objs.XdpShield)
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
-	if err := s.adoptLinks(); err != nil {
+	if err := s.links.adopt(); err != nil {
 		s.Close()
 		return nil, err
 	}
 	if !same {
-		// Not the embedded program (another build, other gateways, or
+		// Not the embedded program (another build, other management addresses, or
 		// tampering): switch every link to the embedded one in one step.
 		cfg.Logger.Warn("shield: pinned program differs from the embedded one; replacing it", "reason", why)
-		for iface, l := range s.links {
-			if err := l.Update(objs.XdpShield); err != nil {
-				s.Close()
-				return nil, fmt.Errorf("replace pinned shield program on %s: %w", iface, err)
-			}
+		if iface, err := s.links.update(objs.XdpShield); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("replace pinned shield program on %s: %w", iface, err)
 		}
-		if err := pinReplace(objs.XdpShield, cfg.PinRoot.Path(pins.Shield, "xdp_shield")); err != nil {
+		if err := pinReplace(objs.XdpShield, cfg.PinRoot.Path(pins.Shield, programPin)); err != nil {
 			s.Close()
 			return nil, err
 		}
-		cfg.Audit.Record("replace", "shield xdp_shield", nil, map[string]any{"reason": why, "links": len(s.links)})
+		cfg.Audit.Record("replace", "shield xdp_shield", nil, map[string]any{"reason": why, "links": len(s.links.m)})
 	}
 	s.adopted = true
 	s.applied = ApplyResult{Rules: int(s.ctl.Rules), Generation: s.ctl.Gen, Serial: s.ctl.Serial,
 		DryRun: s.ctl.Flags&modeDryRun != 0, MapBytes: s.cap.MapBytes(s.ncpu), Digest: hex.EncodeToString(s.ctl.Digest[:])}
-	cfg.Logger.Info("shield adopted", "links", len(s.links), "rules", s.ctl.Rules,
+	cfg.Logger.Info("shield adopted", "links", len(s.links.m), "rules", s.ctl.Rules,
 		"generation", s.ctl.Gen, "serial", s.ctl.Serial, "replaced_program", !same)
 	return s, nil
-}
-
-// Adopted reports whether this Shield took over a pinned one (rather than
-// loading afresh). Applied then describes the set found in force.
-func (s *Shield) Adopted() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.adopted
 }
 
 // sameProgram compares the pinned program with a freshly loaded embedded
@@ -179,7 +166,7 @@ func sameProgram(path string, fresh *ebpf.Program) (bool, string, error) {
 		return false, "", err
 	}
 	if !bytes.Equal(pr, fr) {
-		return false, "load-time settings (gateways, table strides) differ", nil
+		return false, "load-time settings (management addresses, table strides) differ", nil
 	}
 	return true, "", nil
 }
@@ -207,26 +194,6 @@ func rodata(pi *ebpf.ProgramInfo) ([]byte, error) {
 	return nil, nil
 }
 
-func (s *Shield) adoptLinks() error {
-	dir := s.cfg.PinRoot.Dir(pins.Shield)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("adopt shield links: %w", err)
-	}
-	for _, e := range ents {
-		iface, ok := ifaceOfPin(e.Name())
-		if !ok {
-			continue
-		}
-		l, err := link.LoadPinnedLink(filepath.Join(dir, e.Name()), nil)
-		if err != nil {
-			return fmt.Errorf("adopt shield link %s: %w", iface, err)
-		}
-		s.links[iface] = l
-	}
-	return nil
-}
-
 // Unpin removes Shield's pins; the program stays attached only as long as
 // this process holds it. Used by maintenance (removal) only.
 func (s *Shield) Unpin() error {
@@ -250,15 +217,13 @@ func migrate(cfg Config, why error) (*Shield, error) {
 	if err != nil {
 		return nil, fmt.Errorf("migrate shield (%v): %w", why, err)
 	}
-	if err := s.adoptLinks(); err != nil {
+	if err := s.links.adopt(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("migrate shield (%v): %w", why, err)
 	}
-	for iface, l := range s.links {
-		if err := l.Update(s.objs.XdpShield); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("migrate shield (%v): switch %s: %w", why, iface, err)
-		}
+	if iface, err := s.links.update(s.objs.XdpShield); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("migrate shield (%v): switch %s: %w", why, iface, err)
 	}
 	dir := cfg.PinRoot.Dir(pins.Shield)
 	ents, _ := os.ReadDir(dir)
@@ -267,10 +232,10 @@ func migrate(cfg Config, why error) (*Shield, error) {
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
-	if err := s.pinAll(); err != nil {
+	if err := pinObjects(cfg.PinRoot, cfg.Audit, s.objs); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("migrate shield (%v): %w", why, err)
 	}
-	cfg.Audit.Record("replace", "shield", nil, map[string]any{"reason": why.Error(), "links": len(s.links)})
+	cfg.Audit.Record("replace", "shield", nil, map[string]any{"reason": why.Error(), "links": len(s.links.m)})
 	return s, nil
 }

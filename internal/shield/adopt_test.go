@@ -23,7 +23,7 @@ func TestAdoptAfterRestart(t *testing.T) {
 	newShield(t, Config{}) // root and rlimit
 	root := pins.Root(testutil.TempBPFFS(t))
 	lab := newLab(t)
-	cfg := Config{PinRoot: root, Gateways: []netip.Addr{netip.MustParseAddr("10.66.2.2")}}
+	cfg := Config{PinRoot: root, Management: []netip.Addr{netip.MustParseAddr("10.66.2.2")}}
 
 	s1, err := Open(cfg)
 	if err != nil {
@@ -52,15 +52,13 @@ func TestAdoptAfterRestart(t *testing.T) {
 		}
 	}
 	send(10)
-	progInfo, _ := s1.Program().Info()
+	progInfo, _ := s1.Info().Program.Info()
 	progID, _ := progInfo.ID()
 	// The agent dies: file descriptors close, pins remain.
 	s1.objs.Close()
-	for _, l := range s1.links {
-		l.Close()
-	}
-	s1.syncMap.Close()
-	s1.syncIn.Close()
+	s1.links.close()
+	s1.rcu.close()
+	s1.counters.close()
 
 	send(10) // nobody holds Shield open: the pinned link keeps it attached
 	if !eventually(func() bool { return rx.Count(a("10.66.2.2")) == 20 }) {
@@ -85,7 +83,7 @@ func TestAdoptAfterRestart(t *testing.T) {
 	}
 	defer s2.Close()
 	// Adoption of an identical program keeps the pinned one running.
-	linkProg, err := ebpf.LoadPinnedProgram(root.Path(pins.Shield, "xdp_shield"), nil)
+	linkProg, err := ebpf.LoadPinnedProgram(root.Path(pins.Shield, programPin), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,13 +92,13 @@ func TestAdoptAfterRestart(t *testing.T) {
 	if id, _ := li.ID(); id != progID {
 		t.Fatalf("pinned program replaced (id %d, was %d) although it is the embedded one", id, progID)
 	}
-	if !s2.Adopted() || s2.Applied().Rules != 2 || s2.Applied().DryRun {
-		t.Fatalf("adopted %v, applied %+v", s2.Adopted(), s2.Applied())
+	if !s2.Info().Adopted || s2.Applied().Rules != 2 || s2.Applied().DryRun {
+		t.Fatalf("adopted %v, applied %+v", s2.Info().Adopted, s2.Applied())
 	}
-	if act, err := s2.ActiveRuleStats(); err != nil || len(act) != 1 || act[0].Packets != 20 {
+	if act, err := s2.Counters().ActiveRuleStats(); err != nil || len(act) != 1 || act[0].Packets != 20 {
 		t.Fatalf("active rule stats %+v, %v: want the one rule that matched", act, err)
 	}
-	if got := s2.Interfaces(); len(got) != 1 || got[0] != lab.B.Iface {
+	if got := s2.Info().Interfaces; len(got) != 1 || got[0] != lab.B.Iface {
 		t.Fatalf("adopted links %v, want [%s]", got, lab.B.Iface)
 	}
 	m := countsByRule(t, s2)
@@ -125,7 +123,7 @@ func TestAdoptReplacesDifferentProgram(t *testing.T) {
 	root := pins.Root(testutil.TempBPFFS(t))
 	lab := newLab(t)
 	a := netip.MustParseAddr
-	cfg := Config{PinRoot: root, Gateways: []netip.Addr{a("10.66.2.2")}}
+	cfg := Config{PinRoot: root, Management: []netip.Addr{a("10.66.2.2")}}
 	s1, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -144,10 +142,8 @@ func TestAdoptReplacesDifferentProgram(t *testing.T) {
 	stop := flood(t, lab, a("10.66.1.2"), a("10.66.0.2"), 7780)
 	time.Sleep(50 * time.Millisecond)
 	s1.objs.Close()
-	for _, l := range s1.links {
-		l.Close()
-	}
-	cfg.Gateways = []netip.Addr{a("10.66.3.2")}
+	s1.links.close()
+	cfg.Management = []netip.Addr{a("10.66.3.2")}
 	s2, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +180,7 @@ func TestGrowUnderTraffic(t *testing.T) {
 	if _, err := s.Apply([]lpm.Rule{block}, false); err != nil {
 		t.Fatal(err)
 	}
-	before := s.Capacity()
+	before := s.Info().Capacity
 	rx, err := lab.B.ListenUDP(7781)
 	if err != nil {
 		t.Fatal(err)
@@ -207,8 +203,8 @@ func TestGrowUnderTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Reloaded || s.Capacity() == before {
-		t.Fatalf("set of %d rules did not grow the maps (capacity %+v)", len(rules), s.Capacity())
+	if !res.Reloaded || s.Info().Capacity == before {
+		t.Fatalf("set of %d rules did not grow the maps (capacity %+v)", len(rules), s.Info().Capacity)
 	}
 	if got := rx.Count(a("10.66.1.2")); got != 0 {
 		t.Fatalf("%d blocked datagrams passed while the maps grew", got)
@@ -245,8 +241,8 @@ func TestRestartReusesNamedSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if !s2.Adopted() || !s2.Holds(id) || s2.Holds(SetIDForList("00ff", true)) || s2.Applied().Rules != 2 {
-		t.Fatalf("adopted %v, holds %v, applied %+v", s2.Adopted(), s2.Holds(id), s2.Applied())
+	if !s2.Info().Adopted || !s2.Holds(id) || s2.Holds(SetIDForList("00ff", true)) || s2.Applied().Rules != 2 {
+		t.Fatalf("adopted %v, holds %v, applied %+v", s2.Info().Adopted, s2.Holds(id), s2.Applied())
 	}
 	res, err := s2.ApplyAs(rules, false, id)
 	if err != nil || !res.Reused || res.Generation != first.Generation {
@@ -284,7 +280,7 @@ func TestOlderPinsMigrate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stats.Close()
-	for name, o := range map[string]pinner{"xdp_shield": s0.Program(), "shield_state": old, "rule_stats": stats} {
+	for name, o := range map[string]pinner{"xdp_shield": s0.Info().Program, "shield_state": old, "rule_stats": stats} {
 		if err := o.Pin(root.Path(pins.Shield, name)); err != nil {
 			t.Fatal(err)
 		}
@@ -295,7 +291,7 @@ func TestOlderPinsMigrate(t *testing.T) {
 		t.Fatalf("open over older pins: %v", err)
 	}
 	defer s.Close()
-	if s.Adopted() {
+	if s.Info().Adopted {
 		t.Fatal("older pins adopted")
 	}
 	if _, err := os.Stat(root.Path(pins.Shield, "rule_stats")); !os.IsNotExist(err) {

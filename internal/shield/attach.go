@@ -3,12 +3,9 @@ package shield
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/cilium/ebpf/link"
 
 	"github.com/carverauto/fortress/internal/pins"
 )
@@ -36,7 +33,7 @@ func (m AttachMode) String() string {
 func (s *Shield) Attach(iface string, mode AttachMode) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err := s.attach(iface, mode)
+	err := s.links.attach(iface, mode, s.objs.XdpShield)
 	s.cfg.Audit.Record("attach", "shield "+iface, err, map[string]any{"mode": mode.String()})
 	if err != nil {
 		return err
@@ -46,64 +43,6 @@ func (s *Shield) Attach(iface string, mode AttachMode) error {
 		s.cfg.Logger.Warn("shield attached in generic mode: slower than native", "iface", iface)
 	}
 	return nil
-}
-
-func (s *Shield) attach(iface string, mode AttachMode) error {
-	if _, ok := s.links[iface]; ok {
-		return fmt.Errorf("attach xdp %s: already attached", iface)
-	}
-	ifi, err := net.InterfaceByName(iface)
-	if err != nil {
-		return fmt.Errorf("attach xdp %s: %w", iface, err)
-	}
-	flags := link.XDPDriverMode
-	if mode == Generic {
-		flags = link.XDPGenericMode
-	}
-	l, err := link.AttachXDP(link.XDPOptions{Program: s.objs.XdpShield, Interface: ifi.Index, Flags: flags})
-	if err != nil {
-		return fmt.Errorf("attach xdp %s (%s): %w", iface, mode, err)
-	}
-	if s.cfg.PinRoot != "" {
-		if err := pinReplace(l, s.cfg.PinRoot.Path(pins.Shield, linkPin(iface))); err != nil {
-			l.Close()
-			return err
-		}
-	}
-	s.links[iface] = l
-	return nil
-}
-
-// Detach removes Shield from an interface and deletes the link's pin.
-func (s *Shield) Detach(iface string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l, ok := s.links[iface]
-	if !ok {
-		return fmt.Errorf("detach xdp %s: not attached", iface)
-	}
-	delete(s.links, iface)
-	var errs []error
-	if s.cfg.PinRoot != "" {
-		if err := os.Remove(s.cfg.PinRoot.Path(pins.Shield, linkPin(iface))); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	errs = append(errs, l.Close())
-	err := errors.Join(errs...)
-	s.cfg.Audit.Record("detach", "shield "+iface, err, nil)
-	return err
-}
-
-// Interfaces lists the interfaces Shield is attached to.
-func (s *Shield) Interfaces() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.links))
-	for i := range s.links {
-		out = append(out, i)
-	}
-	return out
 }
 
 // Link pins are named after the interface; bpffs refuses dots in names,
@@ -139,30 +78,30 @@ func pinReplace(obj pinner, path string) error {
 	return nil
 }
 
-// pinAll pins program and maps under the pin root, replacing older pins.
-func (s *Shield) pinAll() error {
-	if s.cfg.PinRoot == "" {
+// pinObjects pins program and maps under root, replacing older pins.
+func pinObjects(root pins.Root, audit Recorder, o *shieldObjects) error {
+	if root == "" {
 		return nil
 	}
-	if err := s.cfg.PinRoot.Ensure(pins.Shield); err != nil {
+	if err := root.Ensure(pins.Shield); err != nil {
 		return err
 	}
 	objs := map[string]pinner{
-		"xdp_shield":     s.objs.XdpShield,
-		"shield_state":   s.objs.ShieldState,
-		"shield_stats":   s.objs.ShieldStats,
-		"shield_samples": s.objs.ShieldSamples,
-		"rule_hits":      s.objs.RuleHits,
-		"v4_dir":         s.objs.V4Dir,
-		"v4_blocks":      s.objs.V4Blocks,
-		"v6_dir":         s.objs.V6Dir,
-		"v6_keys":        s.objs.V6Keys,
-		"v6_vals":        s.objs.V6Vals,
+		programPin:       o.XdpShield,
+		"shield_state":   o.ShieldState,
+		"shield_stats":   o.ShieldStats,
+		"shield_samples": o.ShieldSamples,
+		"rule_hits":      o.RuleHits,
+		"v4_dir":         o.V4Dir,
+		"v4_blocks":      o.V4Blocks,
+		"v6_dir":         o.V6Dir,
+		"v6_keys":        o.V6Keys,
+		"v6_vals":        o.V6Vals,
 	}
 	var errs []error
 	for name, o := range objs {
-		err := pinReplace(o, s.cfg.PinRoot.Path(pins.Shield, name))
-		s.cfg.Audit.Record("pin", "shield "+name, err, nil)
+		err := pinReplace(o, root.Path(pins.Shield, name))
+		audit.Record("pin", "shield "+name, err, nil)
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

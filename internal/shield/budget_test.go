@@ -17,7 +17,7 @@ func TestDryRunSamples(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ch, err := s.Samples(ctx)
+	ch, err := s.Counters().Samples(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

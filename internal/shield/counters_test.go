@@ -71,7 +71,7 @@ func TestRuleCounters(t *testing.T) {
 			var cs unix.CPUSet
 			cs.Set(cpu)
 			_ = unix.SchedSetaffinity(0, &cs)
-			if _, _, err := s.Program().Benchmark(Frame(a("10.2.3.4"), dst), 1000, nil); err != nil {
+			if _, _, err := s.Info().Program.Benchmark(Frame(a("10.2.3.4"), dst), 1000, nil); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -88,7 +88,7 @@ func TestRuleCounters(t *testing.T) {
 	if m["12.0.0.0/8"].Packets != 0 {
 		t.Fatalf("a rule beyond TrackedRules has counts: %+v", m["12.0.0.0/8"])
 	}
-	st, err := s.Stats()
+	st, err := s.Counters().Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestRuleCounters(t *testing.T) {
 	}
 	run(t, s, Frame(a("12.1.2.3"), dst))
 	run(t, s, Frame(a("2001:db8::1"), d6))
-	act, err := s.ActiveRuleStats()
+	act, err := s.Counters().ActiveRuleStats()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestMapBytesMatchesKernel(t *testing.T) {
 	}
 	var kernel uint64
 	for _, name := range append(tableMaps, "sample_last") {
-		m := s.mapByName(name)
+		m := objectMap(s.objs, name)
 		if name == "sample_last" {
 			m = s.objs.SampleLast
 		}
@@ -155,8 +155,8 @@ func TestMapBytesMatchesKernel(t *testing.T) {
 		}
 		kernel += ml
 	}
-	formula := s.MapBytes()
-	t.Logf("kernel %d bytes, formula %d bytes for %+v", kernel, formula, s.Capacity())
+	formula := s.Info().MapBytes
+	t.Logf("kernel %d bytes, formula %d bytes for %+v", kernel, formula, s.Info().Capacity)
 	if formula*100 < kernel*99 || formula*100 > kernel*101 {
 		t.Fatalf("formula %d bytes, kernel %d: more than 1%% apart", formula, kernel)
 	}

@@ -13,6 +13,12 @@
 // name (SetID) is stored with the tables, so a restarted agent that finds
 // its last set in force adopts it without compiling or swapping.
 //
+// A Shield owns its program, tables and links behind one lock; its
+// Counters read the totals, the rule counters and the dry-run samples
+// without it (those maps live as long as the Shield), and Info describes
+// it in one snapshot. Only this package knows the names of Shield's pins:
+// other layers ask Pinned and PinnedObjects.
+//
 // Shield fails open: when the program cannot be loaded or attached, traffic
 // flows and the error says why; callers report "shield: degraded".
 package shield

@@ -26,10 +26,8 @@ type Sample struct {
 // Samples streams dry-run samples until ctx ends. Samples are rate-limited
 // in the kernel (Config.SampleGap per CPU); those the ring could not take
 // are counted in Stats().SampleLost.
-func (s *Shield) Samples(ctx context.Context) (<-chan Sample, error) {
-	s.mu.Lock()
-	rd, err := ringbuf.NewReader(s.objs.ShieldSamples)
-	s.mu.Unlock()
+func (c *Counters) Samples(ctx context.Context) (<-chan Sample, error) {
+	rd, err := ringbuf.NewReader(c.samples)
 	if err != nil {
 		return nil, fmt.Errorf("open shield samples: %w", err)
 	}
@@ -44,11 +42,11 @@ func (s *Shield) Samples(ctx context.Context) (<-chan Sample, error) {
 			rec, err := rd.Read()
 			if err != nil {
 				if !errors.Is(err, ringbuf.ErrClosed) {
-					s.cfg.Logger.Warn("shield samples", "err", err)
+					c.log.Warn("shield samples", "err", err)
 				}
 				return
 			}
-			smp, ok := s.decodeSample(rec.RawSample)
+			smp, ok := decodeSample(rec.RawSample)
 			if !ok {
 				continue
 			}
@@ -62,7 +60,7 @@ func (s *Shield) Samples(ctx context.Context) (<-chan Sample, error) {
 	return out, nil
 }
 
-func (s *Shield) decodeSample(raw []byte) (Sample, bool) {
+func decodeSample(raw []byte) (Sample, bool) {
 	var d sampleData
 	if _, err := binary.Decode(raw, binary.NativeEndian, &d); err != nil {
 		return Sample{}, false

@@ -9,13 +9,13 @@ import (
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/carverauto/fortress/internal/bytecode"
 	"github.com/carverauto/fortress/internal/lpm"
@@ -26,8 +26,8 @@ import (
 // compiles (a few tens of milliseconds against seconds of work).
 const largeSet = 100000
 
-// MaxGateways is the number of management gateways per family.
-const MaxGateways = 4
+// MaxManagement is the number of management addresses per family.
+const MaxManagement = 4
 
 // Allow is the helper allowlist of the embedded Shield object.
 var Allow = bytecode.Allowlist{
@@ -50,9 +50,9 @@ func (nopRecorder) Record(string, string, error, map[string]any) {}
 
 // Config configures a Shield instance.
 type Config struct {
-	// Gateways are management addresses no rule can drop (up to four per
+	// Management are the management addresses no rule can drop (up to four per
 	// family).
-	Gateways []netip.Addr
+	Management []netip.Addr
 	// Budget caps the memory of all Shield maps; 0 means DefaultBudget.
 	Budget uint64
 	// SampleGap is the minimum time between two dry-run samples per CPU;
@@ -89,16 +89,19 @@ func (c *Config) defaults() {
 }
 
 // Shield is a loaded firewall: program, maps and links.
+//
+// mu guards everything but counters, which reads maps that never change
+// for the Shield's life and needs no lock.
 type Shield struct {
-	cfg  Config
-	ncpu int
+	cfg      Config
+	ncpu     int
+	counters *Counters
 
 	mu      sync.Mutex
 	objs    *shieldObjects
 	cap     Capacity
-	syncMap *ebpf.Map // ARRAY_OF_MAPS: updating it waits for an RCU grace period
-	syncIn  *ebpf.Map
-	links   map[string]link.Link // by interface name
+	rcu     *rcuSync
+	links   linkSet
 	ctl     control
 	rules   []lpm.Rule // the set in force, as applied; nil after adoption
 	applied ApplyResult
@@ -113,12 +116,12 @@ func New(cfg Config) (*Shield, error) {
 	if err != nil {
 		return nil, fmt.Errorf("possible cpus: %w", err)
 	}
-	s := &Shield{cfg: cfg, ncpu: ncpu, links: map[string]link.Link{}}
+	s := &Shield{cfg: cfg, ncpu: ncpu, links: newLinkSet(cfg.PinRoot)}
 	c, err := plan(0, 0, 0, 0, cfg.TrackedRules, ncpu, cfg.Budget)
 	if err != nil {
 		return nil, err
 	}
-	objs, err := s.load(c, nil)
+	objs, err := loadObjects(cfg, ncpu, c, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -128,66 +131,57 @@ func New(cfg Config) (*Shield, error) {
 		objs.Close()
 		return nil, fmt.Errorf("init shield state: %w", err)
 	}
-	if err := s.initSync(); err != nil {
+	if s.counters, s.rcu, err = sideObjects(objs, cfg.Logger); err != nil {
 		objs.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Shield) initSync() error {
-	in, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+// sideObjects makes what a Shield needs beside its objects: the counters'
+// own handles to objs' counter maps and the RCU sync maps.
+func sideObjects(objs *shieldObjects, log *slog.Logger) (*Counters, *rcuSync, error) {
+	c, err := newCounters(objs, log)
 	if err != nil {
-		return fmt.Errorf("create rcu sync map: %w", err)
+		return nil, nil, err
 	}
-	outer, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.ArrayOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 1,
-		InnerMap: &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}})
+	r, err := newRCUSync()
 	if err != nil {
-		in.Close()
-		return fmt.Errorf("create rcu sync map: %w", err)
+		c.close()
+		return nil, nil, err
 	}
-	s.syncMap, s.syncIn = outer, in
-	return nil
+	return c, r, nil
 }
 
-// rcuSync returns once every XDP program run that started before it has
-// finished: the kernel waits for an RCU grace period on each update of a
-// map-in-map.
-func (s *Shield) rcuSync() error {
-	if err := s.syncMap.Put(uint32(0), s.syncIn); err != nil {
-		return fmt.Errorf("rcu sync: %w", err)
-	}
-	return nil
-}
-
-// gatewayConsts converts gateway addresses to the program's constants.
-func gatewayConsts(gws []netip.Addr) (v4 [MaxGateways]uint32, n4 uint32, v6 [MaxGateways]key128, n6 uint32, err error) {
-	for _, g := range gws {
+// managementConsts converts the management addresses to the program's
+// constants.
+func managementConsts(addrs []netip.Addr) (v4 [MaxManagement]uint32, n4 uint32, v6 [MaxManagement]key128, n6 uint32, err error) {
+	for _, g := range addrs {
 		g = g.Unmap()
 		switch {
 		case g.Is4():
-			if n4 == MaxGateways {
-				return v4, 0, v6, 0, fmt.Errorf("gateways: more than %d IPv4 addresses", MaxGateways)
+			if n4 == MaxManagement {
+				return v4, 0, v6, 0, fmt.Errorf("management addresses: more than %d IPv4 addresses", MaxManagement)
 			}
 			a := g.As4()
 			v4[n4] = binary.NativeEndian.Uint32(a[:])
 			n4++
 		case g.Is6():
-			if n6 == MaxGateways {
-				return v4, 0, v6, 0, fmt.Errorf("gateways: more than %d IPv6 addresses", MaxGateways)
+			if n6 == MaxManagement {
+				return v4, 0, v6, 0, fmt.Errorf("management addresses: more than %d IPv6 addresses", MaxManagement)
 			}
 			a := g.As16()
 			v6[n6] = key128{Hi: binary.BigEndian.Uint64(a[:8]), Lo: binary.BigEndian.Uint64(a[8:])}
 			n6++
 		default:
-			return v4, 0, v6, 0, fmt.Errorf("gateways: invalid address %v", g)
+			return v4, 0, v6, 0, fmt.Errorf("management addresses: invalid address %v", g)
 		}
 	}
 	return v4, n4, v6, n6, nil
 }
 
-// spec returns the audited Shield collection spec sized for c.
-func (s *Shield) spec(c Capacity) (*ebpf.CollectionSpec, error) {
+// collectionSpec returns the audited Shield collection spec sized for c.
+func collectionSpec(cfg Config, c Capacity) (*ebpf.CollectionSpec, error) {
 	spec, err := loadShield()
 	if err != nil {
 		return nil, fmt.Errorf("load embedded shield: %w", err)
@@ -204,7 +198,7 @@ func (s *Shield) spec(c Capacity) (*ebpf.CollectionSpec, error) {
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
 	}
-	v4, n4, v6, n6, err := gatewayConsts(s.cfg.Gateways)
+	v4, n4, v6, n6, err := managementConsts(cfg.Management)
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +209,7 @@ func (s *Shield) spec(c Capacity) (*ebpf.CollectionSpec, error) {
 		"gw_v4_count":   n4,
 		"gw_v6":         v6,
 		"gw_v6_count":   n6,
-		"sample_gap_ns": uint64(s.cfg.SampleGap.Nanoseconds()),
+		"sample_gap_ns": uint64(cfg.SampleGap.Nanoseconds()),
 	}
 	for name, v := range vars {
 		if err := spec.Variables[name].Set(v); err != nil {
@@ -225,46 +219,55 @@ func (s *Shield) spec(c Capacity) (*ebpf.CollectionSpec, error) {
 	return spec, nil
 }
 
-// load creates maps and program for capacity c; replace supplies existing
-// maps to reuse by name.
-func (s *Shield) load(c Capacity, replace map[string]*ebpf.Map) (*shieldObjects, error) {
-	spec, err := s.spec(c)
+// loadObjects creates maps and program for capacity c; replace supplies
+// existing maps to reuse by name.
+func loadObjects(cfg Config, ncpu int, c Capacity, replace map[string]*ebpf.Map) (*shieldObjects, error) {
+	spec, err := collectionSpec(cfg, c)
 	if err != nil {
-		s.cfg.Audit.Record("load", "shield", err, nil)
+		cfg.Audit.Record("load", "shield", err, nil)
 		return nil, err
 	}
 	var objs shieldObjects
 	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: replace})
-	details := map[string]any{"v4_blocks": c.V4Blocks, "v6_ranges": c.V6Ranges, "tracked_rules": c.Tracked, "map_bytes": c.MapBytes(s.ncpu)}
+	details := map[string]any{"v4_blocks": c.V4Blocks, "v6_ranges": c.V6Ranges, "tracked_rules": c.Tracked, "map_bytes": c.MapBytes(ncpu)}
 	if err != nil {
 		err = fmt.Errorf("load shield: %w", err)
-		s.cfg.Audit.Record("load", "shield", err, details)
+		cfg.Audit.Record("load", "shield", err, details)
 		return nil, err
 	}
-	s.cfg.Audit.Record("load", "shield", nil, details)
+	cfg.Audit.Record("load", "shield", nil, details)
 	return &objs, nil
 }
 
-// Program returns the XDP program (for attaching or test runs).
-func (s *Shield) Program() *ebpf.Program {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.objs.XdpShield
+// Info describes a loaded Shield at one moment.
+type Info struct {
+	// Adopted says this Shield took over a pinned one (rather than loading
+	// afresh); Applied then describes the set found in force.
+	Adopted bool
+	// Interfaces are those Shield is attached to.
+	Interfaces []string
+	// Management are the management addresses: those no rule can drop.
+	Management []netip.Addr
+	// Capacity is the capacity of one generation; MapBytes the memory of
+	// all Shield maps, both generations.
+	Capacity Capacity
+	MapBytes uint64
+	// Program is the XDP program (for test runs); a growth or a change of
+	// the management addresses replaces it.
+	Program *ebpf.Program
 }
 
-// Capacity returns the current capacity of one generation.
-func (s *Shield) Capacity() Capacity {
+// Info describes the Shield now.
+func (s *Shield) Info() Info {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.cap
+	return Info{Adopted: s.adopted, Interfaces: s.links.names(), Management: slices.Clone(s.cfg.Management),
+		Capacity: s.cap, MapBytes: s.cap.MapBytes(s.ncpu), Program: s.objs.XdpShield}
 }
 
-// MapBytes is the memory of all Shield maps, both generations.
-func (s *Shield) MapBytes() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cap.MapBytes(s.ncpu)
-}
+// Counters reads Shield's counters and samples; it needs no lock of the
+// Shield and stays valid until Close.
+func (s *Shield) Counters() *Counters { return s.counters }
 
 // ApplyResult describes a policy swap.
 type ApplyResult struct {
@@ -384,7 +387,7 @@ func (s *Shield) apply(rules []lpm.Rule, dryRun bool, id SetID) (ApplyResult, er
 		res.Reloaded = true
 	}
 	gen := s.ctl.Gen ^ 1
-	if err := s.writeTables(gen, tab); err != nil {
+	if err := writeTables(s.objs, s.cap, gen, tab); err != nil {
 		return res, err
 	}
 	tab = nil // the tables are in the maps; let the copy go before pruning
@@ -400,10 +403,10 @@ func (s *Shield) apply(rules []lpm.Rule, dryRun bool, id SetID) (ApplyResult, er
 	// From here the new set is in force. Wait until no packet can still be
 	// reading the old generation before its tables are reused or the
 	// counters of rules that left are removed.
-	if err := s.rcuSync(); err != nil {
+	if err := s.rcu.wait(); err != nil {
 		return res, err
 	}
-	if err := s.pruneCounters(rules); err != nil {
+	if err := s.counters.prune(rules); err != nil {
 		s.cfg.Logger.Warn("shield: remove counters of rules that left the set", "err", err)
 	}
 	res.Generation, res.Serial = gen, ctl.Serial
@@ -417,41 +420,6 @@ func (s *Shield) apply(rules []lpm.Rule, dryRun bool, id SetID) (ApplyResult, er
 		runtime.GC()
 	}
 	return res, nil
-}
-
-// pruneCounters removes the counters of rules that are not in rules, so
-// that a rule that comes back starts from zero and the tracked entries go
-// to rules in force. Only rules that saw traffic have counters: the walk
-// over rules is one small-map probe per rule, and nothing when no rule has
-// counters.
-func (s *Shield) pruneCounters(rules []lpm.Rule) error {
-	hits, err := readHits(s.objs.RuleHits)
-	if err != nil || len(hits) == 0 {
-		return err
-	}
-	kept := 0
-	for _, r := range rules {
-		k := keyOf(r)
-		if h, ok := hits[k]; ok && !h.keep {
-			h.keep = true
-			hits[k] = h
-			if kept++; kept == len(hits) {
-				return nil
-			}
-		}
-	}
-	var gone []ruleKey
-	for k, h := range hits {
-		if !h.keep {
-			gone = append(gone, k)
-		}
-	}
-	for _, k := range gone {
-		if err := s.objs.RuleHits.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete rule counter: %w", err)
-		}
-	}
-	return nil
 }
 
 // Applied returns the result of the last successful Apply.
@@ -479,19 +447,19 @@ func asBytes[T any](s []T) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(z)))
 }
 
-// writeTables copies tab into generation gen of the memory-mapped maps.
-func (s *Shield) writeTables(gen uint32, tab *lpm.Tables) error {
-	c := s.cap
+// writeTables copies tab into generation gen of the memory-mapped maps of
+// objs, of capacity c.
+func writeTables(objs *shieldObjects, c Capacity, gen uint32, tab *lpm.Tables) error {
 	writes := []struct {
 		m   *ebpf.Map
 		off int64
 		b   []byte
 	}{
-		{s.objs.V4Dir, int64(gen) * lpm.DirBuckets * v4DirBytes, asBytes(tab.V4Dir)},
-		{s.objs.V6Dir, int64(gen) * lpm.DirBuckets * dirBytes, asBytes(tab.V6Dir)},
-		{s.objs.V4Blocks, int64(gen) * int64(c.V4Blocks) * v4BlockBytes, asBytes(tab.V4Blocks)},
-		{s.objs.V6Keys, int64(gen) * int64(c.V6Ranges) * v6KeyBytes, asBytes(tab.V6Keys)},
-		{s.objs.V6Vals, int64(gen) * int64(c.V6Ranges) * valBytes, asBytes(tab.V6Vals)},
+		{objs.V4Dir, int64(gen) * lpm.DirBuckets * v4DirBytes, asBytes(tab.V4Dir)},
+		{objs.V6Dir, int64(gen) * lpm.DirBuckets * dirBytes, asBytes(tab.V6Dir)},
+		{objs.V4Blocks, int64(gen) * int64(c.V4Blocks) * v4BlockBytes, asBytes(tab.V4Blocks)},
+		{objs.V6Keys, int64(gen) * int64(c.V6Ranges) * v6KeyBytes, asBytes(tab.V6Keys)},
+		{objs.V6Vals, int64(gen) * int64(c.V6Ranges) * valBytes, asBytes(tab.V6Vals)},
 	}
 	for _, w := range writes {
 		if len(w.b) == 0 {
@@ -515,7 +483,7 @@ func (s *Shield) grow(c Capacity) error {
 		"sample_last":    s.objs.SampleLast,
 		"rule_hits":      s.objs.RuleHits,
 	}
-	objs, err := s.load(c, keep)
+	objs, err := loadObjects(s.cfg, s.ncpu, c, keep)
 	if err != nil {
 		return err
 	}
@@ -532,22 +500,20 @@ func (s *Shield) grow(c Capacity) error {
 	if err := objs.ShieldState.Put(uint32(0), s.ctl); err != nil {
 		return fail(fmt.Errorf("init grown shield state: %w", err))
 	}
-	for iface, l := range s.links {
-		if err := l.Update(objs.XdpShield); err != nil {
-			// Interfaces already switched keep running the new program
-			// on the current rule set, which is correct; report.
-			err = fmt.Errorf("switch %s to grown shield: %w", iface, err)
-			s.cfg.Audit.Record("attach", "shield "+iface, err, nil)
-			return err
-		}
-	}
-	if err := s.rcuSync(); err != nil {
+	if iface, err := s.links.update(objs.XdpShield); err != nil {
+		// Interfaces already switched keep running the new program on the
+		// current rule set, which is correct; report.
+		err = fmt.Errorf("switch %s to grown shield: %w", iface, err)
+		s.cfg.Audit.Record("attach", "shield "+iface, err, nil)
 		return err
 	}
-	if err := s.pinAll(); err != nil {
+	if err := s.rcu.wait(); err != nil {
+		return err
+	}
+	if err := pinObjects(s.cfg.PinRoot, s.cfg.Audit, s.objs); err != nil {
 		s.cfg.Logger.Warn("shield: re-pin after grow", "err", err)
 	}
-	s.cfg.Audit.Record("replace", "shield", nil, map[string]any{"v4_blocks": c.V4Blocks, "v6_ranges": c.V6Ranges, "tracked_rules": c.Tracked, "links": len(s.links)})
+	s.cfg.Audit.Record("replace", "shield", nil, map[string]any{"v4_blocks": c.V4Blocks, "v6_ranges": c.V6Ranges, "tracked_rules": c.Tracked, "links": len(s.links.m)})
 	return old.Close()
 }
 
@@ -555,15 +521,15 @@ func (s *Shield) grow(c Capacity) error {
 func (s *Shield) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var errs []error
-	for _, l := range s.links {
-		errs = append(errs, l.Close())
-	}
+	errs := s.links.close()
 	if s.objs != nil {
 		errs = append(errs, s.objs.Close())
 	}
-	if s.syncMap != nil {
-		errs = append(errs, s.syncMap.Close(), s.syncIn.Close())
+	if s.rcu != nil {
+		errs = append(errs, s.rcu.close()...)
+	}
+	if s.counters != nil {
+		errs = append(errs, s.counters.close()...)
 	}
 	return errors.Join(errs...)
 }

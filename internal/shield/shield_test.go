@@ -40,7 +40,7 @@ func rule(cidr string, a lpm.Action, logOnly bool) lpm.Rule {
 
 func run(t *testing.T, s *Shield, frame []byte) uint32 {
 	t.Helper()
-	ret, err := s.Program().Run(&ebpf.RunOptions{Data: frame})
+	ret, err := s.Info().Program.Run(&ebpf.RunOptions{Data: frame})
 	if err != nil {
 		t.Fatalf("test run: %v", err)
 	}
@@ -68,7 +68,7 @@ var (
 )
 
 func TestVerdicts(t *testing.T) {
-	s := newShield(t, Config{Gateways: []netip.Addr{gw4, gw6}})
+	s := newShield(t, Config{Management: []netip.Addr{gw4, gw6}})
 	rules := []lpm.Rule{
 		rule("0.0.0.0/0", lpm.Drop, false),
 		rule("10.0.0.0/8", lpm.Allow, false),
@@ -155,7 +155,7 @@ func TestMalformedFramesPass(t *testing.T) {
 	if got := run(t, s, full); got != xdpDrop {
 		t.Fatalf("well-formed frame from a blocked source: verdict %d, want drop", got)
 	}
-	st, err := s.Stats()
+	st, err := s.Counters().Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestDryRun(t *testing.T) {
 	if got := run(t, s, f); got != xdpPass {
 		t.Fatalf("dry run: verdict %d, want pass", got)
 	}
-	st, _ := s.Stats()
+	st, _ := s.Counters().Stats()
 	if st.WouldDrop != 1 || st.Drop != 0 {
 		t.Fatalf("dry run stats %+v", st)
 	}

@@ -39,13 +39,6 @@ type Stats struct {
 	Pass, Drop, WouldDrop, AllowHit, Bypass, NonIP, Unparsed, SampleSent, SampleLost, Untracked uint64
 }
 
-// Stats reads the global counters.
-func (s *Shield) Stats() (Stats, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return readStats(s.objs.ShieldStats)
-}
-
 func readStats(m *ebpf.Map) (Stats, error) {
 	var v [statMax]uint64
 	for i := range v {
@@ -66,7 +59,7 @@ func readStats(m *ebpf.Map) (Stats, error) {
 func (s *Shield) RuleStats() ([]RuleStat, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	hits, err := readHits(s.objs.RuleHits)
+	hits, err := s.counters.readHits()
 	if err != nil {
 		return nil, err
 	}
@@ -82,19 +75,6 @@ func (s *Shield) RuleStats() ([]RuleStat, error) {
 	}
 	sortStats(out)
 	return out, nil
-}
-
-// ActiveRuleStats returns the rules that have matched at least one packet,
-// unsorted: the cheap read for periodic counter deltas over very large rule
-// sets. It reads only the counters of rules that saw traffic.
-func (s *Shield) ActiveRuleStats() ([]RuleStat, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	hits, err := readHits(s.objs.RuleHits)
-	if err != nil {
-		return nil, err
-	}
-	return decodeHits(hits), nil
 }
 
 func sortStats(out []RuleStat) {

@@ -139,7 +139,7 @@ func TestRealTrafficOnVeth(t *testing.T) {
 			t.Errorf("rule %s counted %d bytes for %d packets", p, m[p].Bytes, want)
 		}
 	}
-	st, err := s.Stats()
+	st, err := s.Counters().Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,11 +217,11 @@ func TestSwapUnderTraffic(t *testing.T) {
 	}
 }
 
-// TestSetGatewaysUnderTraffic swaps the bypass list while a blocked source
+// TestSetManagementUnderTraffic swaps the bypass list while a blocked source
 // keeps sending: it never passes, the new gateway passes at once.
-func TestSetGatewaysUnderTraffic(t *testing.T) {
+func TestSetManagementUnderTraffic(t *testing.T) {
 	a := netip.MustParseAddr
-	s := newShield(t, Config{Gateways: []netip.Addr{a("10.66.2.2")}})
+	s := newShield(t, Config{Management: []netip.Addr{a("10.66.2.2")}})
 	lab := newLab(t)
 	attachIn(t, s, lab.B)
 	if _, err := s.Apply([]lpm.Rule{rule("10.66.0.0/16", lpm.Drop, false)}, false); err != nil {
@@ -238,7 +238,7 @@ func TestSetGatewaysUnderTraffic(t *testing.T) {
 		if i%2 == 0 {
 			gw = a("10.66.3.2")
 		}
-		if err := s.SetGateways([]netip.Addr{gw}); err != nil {
+		if err := s.SetManagement([]netip.Addr{gw}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -252,7 +252,7 @@ func TestSetGatewaysUnderTraffic(t *testing.T) {
 	if !eventually(func() bool { return rx.Count(a("10.66.2.2")) == 3 }) {
 		t.Fatalf("current gateway blocked: %d of 3", rx.Count(a("10.66.2.2")))
 	}
-	if err := s.SetGateways([]netip.Addr{a("1.1.1.1"), a("1.1.1.2"), a("1.1.1.3"), a("1.1.1.4"), a("1.1.1.5")}); err == nil {
+	if err := s.SetManagement([]netip.Addr{a("1.1.1.1"), a("1.1.1.2"), a("1.1.1.3"), a("1.1.1.4"), a("1.1.1.5")}); err == nil {
 		t.Fatal("five IPv4 gateways accepted")
 	}
 }

@@ -107,12 +107,30 @@ type SQLite struct {
 	// MaxSampleRules is how many rule keys of one agent get a per-minute
 	// sample in one minute (DefaultMaxSampleRules); totals count them all.
 	MaxSampleRules int
-	// mu serialises Apply so the position and row-count caches match the
-	// database.
+	// mu serialises Apply so the caches match the database.
 	mu    sync.Mutex
+	cache applyCache
+}
+
+// applyCache is what Apply remembers of the database between calls: stream
+// positions, rule rows per agent, sample rows per agent in the current
+// minute. It is used only with SQLite.mu held.
+type applyCache struct {
 	pos   map[streamKey]uint64
 	nrows map[string]int // rule_counters rows per agent
 	nsamp map[string]minuteCount
+}
+
+func newApplyCache() applyCache {
+	return applyCache{pos: map[streamKey]uint64{}, nrows: map[string]int{}, nsamp: map[string]minuteCount{}}
+}
+
+// reset forgets everything: after a rollback the caches may hold what the
+// rollback undid.
+func (c *applyCache) reset() {
+	clear(c.pos)
+	clear(c.nrows)
+	clear(c.nsamp)
 }
 
 // minuteCount is how many sample rows an agent has in one minute.
@@ -159,8 +177,8 @@ func Open(path string) (*SQLite, error) {
 			return nil, fmt.Errorf("migrate counters in %s: %w", path, err)
 		}
 	}
-	return &SQLite{w: w, r: r, MaxRules: DefaultMaxRules, MaxSampleRules: DefaultMaxSampleRules, pos: map[streamKey]uint64{},
-		nrows: map[string]int{}, nsamp: map[string]minuteCount{}}, nil
+	return &SQLite{w: w, r: r, MaxRules: DefaultMaxRules, MaxSampleRules: DefaultMaxSampleRules,
+		cache: newApplyCache()}, nil
 }
 
 // Close closes the database.
@@ -244,15 +262,15 @@ func (s *SQLite) Agents(ctx context.Context) ([]Agent, error) {
 func (s *SQLite) Position(ctx context.Context, agentID string, epoch uint64) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.position(ctx, s.w, streamKey{agentID, epoch})
+	return s.cache.position(ctx, s.w, streamKey{agentID, epoch})
 }
 
 type querier interface {
 	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
 }
 
-func (s *SQLite) position(ctx context.Context, q querier, k streamKey) (uint64, error) {
-	if p, ok := s.pos[k]; ok {
+func (c *applyCache) position(ctx context.Context, q querier, k streamKey) (uint64, error) {
+	if p, ok := c.pos[k]; ok {
 		return p, nil
 	}
 	var p int64
@@ -263,7 +281,7 @@ func (s *SQLite) position(ctx context.Context, q querier, k streamKey) (uint64, 
 	if err != nil {
 		return 0, fmt.Errorf("stream position %s/%d: %w", k.agent, k.epoch, err)
 	}
-	s.pos[k] = uint64(p)
+	c.pos[k] = uint64(p)
 	return uint64(p), nil
 }
 
@@ -278,9 +296,7 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 	defer func() {
 		if err != nil {
 			tx.Rollback()
-			clear(s.pos) // the caches may hold what the rollback undid
-			clear(s.nrows)
-			clear(s.nsamp)
+			s.cache.reset()
 		}
 	}()
 	prep := func(q string) *sql.Stmt {
@@ -308,7 +324,7 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 	for i, b := range batches {
 		k := streamKey{b.AgentID, b.Epoch}
 		var p uint64
-		if p, err = s.position(ctx, tx, k); err != nil {
+		if p, err = s.cache.position(ctx, tx, k); err != nil {
 			return nil, err
 		}
 		if b.Seq <= p {
@@ -330,7 +346,7 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 			}
 			if n, _ := res.RowsAffected(); n == 0 {
 				var rows int
-				if rows, err = s.rowCount(ctx, tx, b.AgentID); err != nil {
+				if rows, err = s.cache.rowCount(ctx, tx, b.AgentID); err != nil {
 					return nil, err
 				}
 				if rows >= s.MaxRules {
@@ -340,9 +356,9 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 				if _, err = insStmt.ExecContext(ctx, b.AgentID, k.Rule, k.Action, b2i(k.LogOnly), int64(k.Slot), k.Kind, int64(c.Packets), int64(c.Bytes), ns(t)); err != nil {
 					return nil, fmt.Errorf("apply counters %s: %w", b.AgentID, err)
 				}
-				s.nrows[b.AgentID] = rows + 1
+				s.cache.nrows[b.AgentID] = rows + 1
 			}
-			if err = s.sample(ctx, smpUpd, smpIns, b.AgentID, k, minute, c); err != nil {
+			if err = s.cache.sample(ctx, smpUpd, smpIns, b.AgentID, k, minute, c, s.MaxSampleRules); err != nil {
 				return nil, err
 			}
 			stored = append(stored, c)
@@ -366,7 +382,7 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 		if _, err = posStmt.ExecContext(ctx, b.AgentID, int64(b.Epoch), int64(b.Seq), ns(t)); err != nil {
 			return nil, fmt.Errorf("apply position %s: %w", b.AgentID, err)
 		}
-		s.pos[k] = b.Seq
+		s.cache.pos[k] = b.Seq
 		applied[i] = true
 	}
 	if err = tx.Commit(); err != nil {
@@ -376,9 +392,8 @@ func (s *SQLite) Apply(ctx context.Context, batches []Batch) (applied []bool, er
 }
 
 // sample adds a delta to its per-minute sample; a new sample row only
-// while the agent has fewer than MaxSampleRules in that minute. Called with
-// mu held.
-func (s *SQLite) sample(ctx context.Context, upd, ins *sql.Stmt, agent string, k RuleKey, minute int64, c CounterDelta) error {
+// while the agent has fewer than maxRules in that minute.
+func (ac *applyCache) sample(ctx context.Context, upd, ins *sql.Stmt, agent string, k RuleKey, minute int64, c CounterDelta, maxRules int) error {
 	res, err := upd.ExecContext(ctx, int64(c.Packets), int64(c.Bytes), agent, k.Rule, k.Action, b2i(k.LogOnly), int64(k.Slot), k.Kind, minute)
 	if err != nil {
 		return fmt.Errorf("apply samples %s: %w", agent, err)
@@ -386,18 +401,18 @@ func (s *SQLite) sample(ctx context.Context, upd, ins *sql.Stmt, agent string, k
 	if n, _ := res.RowsAffected(); n > 0 {
 		return nil
 	}
-	mc := s.nsamp[agent]
+	mc := ac.nsamp[agent]
 	if mc.minute != minute {
 		mc = minuteCount{minute: minute}
 	}
-	if mc.n >= s.MaxSampleRules {
+	if mc.n >= maxRules {
 		return nil
 	}
 	if _, err := ins.ExecContext(ctx, agent, k.Rule, k.Action, b2i(k.LogOnly), int64(k.Slot), k.Kind, minute, int64(c.Packets), int64(c.Bytes)); err != nil {
 		return fmt.Errorf("apply samples %s: %w", agent, err)
 	}
 	mc.n++
-	s.nsamp[agent] = mc
+	ac.nsamp[agent] = mc
 	return nil
 }
 
@@ -423,16 +438,16 @@ func counterWhere(q CounterQuery) (string, []any) {
 	return "WHERE " + strings.Join(where, " AND "), args
 }
 
-// rowCount is the number of rule_counters rows of agent. Called with mu held.
-func (s *SQLite) rowCount(ctx context.Context, q querier, agent string) (int, error) {
-	if n, ok := s.nrows[agent]; ok {
+// rowCount is the number of rule_counters rows of agent.
+func (c *applyCache) rowCount(ctx context.Context, q querier, agent string) (int, error) {
+	if n, ok := c.nrows[agent]; ok {
 		return n, nil
 	}
 	var n int
 	if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM rule_counters WHERE agent_id=?`, agent).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count rules of %s: %w", agent, err)
 	}
-	s.nrows[agent] = n
+	c.nrows[agent] = n
 	return n, nil
 }
 
@@ -618,7 +633,7 @@ func (s *SQLite) Prune(ctx context.Context, r Retention, now time.Time) error {
 		if _, err := s.w.ExecContext(ctx, `DELETE FROM rule_counters WHERE updated < ?`, ns(now.Add(-r.CounterAge))); err != nil {
 			return fmt.Errorf("prune counters: %w", err)
 		}
-		clear(s.nrows)
+		clear(s.cache.nrows)
 	}
 	return nil
 }

@@ -45,6 +45,8 @@ type CheckResult struct {
 	Bundle     *bundle.Bundle
 	Rules      int
 	Duplicates int
-	Gateways   int
-	DryRun     bool
+	// Gateways counts the bundle's management addresses (its "gateways"
+	// section).
+	Gateways int
+	DryRun   bool
 }

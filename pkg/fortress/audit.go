@@ -19,10 +19,34 @@ import (
 type auditRecorder struct {
 	log    *auditlog.Log // nil when the log could not be opened
 	logger *slog.Logger
+	path   string
+	// openErr says why the log could not be opened.
+	openErr string
 
 	failures atomic.Uint64
 	mu       sync.Mutex
 	lastErr  string
+}
+
+// openAudit opens the audit log at path. A log that cannot be opened (or
+// fails verification) is reported loudly, but protection is not given up
+// for it: the recorder then counts every record as lost.
+func openAudit(path string, logger *slog.Logger, events *eventSink) *auditRecorder {
+	a := &auditRecorder{logger: logger, path: path}
+	l, err := auditlog.Open(path)
+	if err != nil {
+		a.openErr = err.Error()
+		events.critical("agent", "audit log unavailable, kernel changes are not recorded: "+err.Error())
+		return a
+	}
+	a.log = l
+	return a
+}
+
+func (a *auditRecorder) close() {
+	if a.log != nil {
+		a.log.Close()
+	}
 }
 
 func (a *auditRecorder) Record(action, object string, err error, details map[string]any) {
@@ -41,6 +65,19 @@ func (a *auditRecorder) Record(action, object string, err error, details map[str
 		a.mu.Unlock()
 		a.logger.Error("audit record lost", "action", action, "object", object, "err", werr)
 	}
+}
+
+// status reports the log's state: open, and no record lost.
+func (a *auditRecorder) status() AuditStatus {
+	st := AuditStatus{Path: a.path, Lost: a.failures.Load()}
+	st.OK = a.log != nil && st.Lost == 0
+	switch {
+	case a.openErr != "":
+		st.Reason = a.openErr
+	case st.Lost > 0:
+		st.Reason = a.lastError()
+	}
+	return st
 }
 
 func (a *auditRecorder) lastError() string {

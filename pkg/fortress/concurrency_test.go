@@ -133,10 +133,10 @@ func applyUnderLoad(t *testing.T, f *Fortress, raw []byte, token string, applyTi
 	}
 	select {
 	case err := <-maint:
-		if f.sen == nil && !errors.Is(err, ErrNoSentinel) {
+		if f.sentinel.running() == nil && !errors.Is(err, ErrNoSentinel) {
 			t.Errorf("maintenance without sentinel: %v, want ErrNoSentinel", err)
 		}
-		if f.sen != nil && err != nil {
+		if f.sentinel.running() != nil && err != nil {
 			t.Errorf("maintenance: %v", err)
 		}
 	case d := <-stuck:

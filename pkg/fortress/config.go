@@ -86,8 +86,10 @@ type Config struct {
 	// Interfaces are where Shield attaches. Without any (and nothing pinned
 	// from an earlier run) Shield is disabled.
 	Interfaces []Interface
-	// Gateways are management addresses Shield never drops, in addition to
-	// those a bundle names (up to four per family in all).
+	// Gateways are the management addresses: those Shield never drops,
+	// whatever the rules, in addition to those a bundle names (up to four
+	// per family in all). The field keeps its name, as bundles and
+	// configuration files keep their "gateways" key, for compatibility.
 	Gateways []netip.Addr
 	// PinRoot is the bpffs directory of Fortress's pins (DefaultPinRoot).
 	PinRoot string

@@ -3,18 +3,15 @@
 package fortress
 
 import (
-	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/carverauto/fortress/internal/blocklist"
 	"github.com/carverauto/fortress/internal/lpm"
-	"github.com/carverauto/fortress/internal/sentinel"
 	"github.com/carverauto/fortress/internal/shield"
 	"github.com/carverauto/fortress/internal/statedir"
 )
@@ -109,159 +106,14 @@ func (c *counterState) deltas(stats []shield.RuleStat, dryRun bool, top int, g c
 	return out
 }
 
-// pollCounters reads rule and global counters every CounterInterval and
-// hands deltas to OnCounters. When a read is slow (a
-// very large rule set), the interval stretches so that reading never takes
-// more than a quarter of the time.
-func (f *Fortress) pollCounters() {
-	wait := f.cfg.CounterInterval
-	for {
-		select {
-		case <-f.ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		start := time.Now()
-		f.readCounters()
-		took := time.Since(start)
-		wait = max(f.cfg.CounterInterval, 4*took)
-	}
-}
-
-func (f *Fortress) readCounters() {
-	f.shMu.RLock()
-	sh := f.sh
-	if sh == nil {
-		f.shMu.RUnlock()
-		return
-	}
-	start := time.Now()
-	// Only rules that matched: idle rules of a 1M-rule set cost nothing
-	// beyond the kernel read.
-	stats, err := sh.ActiveRuleStats()
-	slices.SortFunc(stats, func(a, b shield.RuleStat) int { return cmp.Compare(b.Packets, a.Packets) })
-	var totals shield.Stats
-	var terr error
-	if err == nil {
-		totals, terr = sh.Stats()
-	}
-	mapBytes := sh.MapBytes()
-	attached := sh.Interfaces()
-	f.shMu.RUnlock()
-	if err != nil || terr != nil {
-		f.log.Warn("read shield counters", "err", err, "stats_err", terr)
-		return
-	}
-	f.mu.Lock()
-	dryRun := f.inForce != nil && f.inForce.dryRun
-	for _, st := range f.ifaces {
-		st.Attached = slices.Contains(attached, st.Name)
-	}
-	f.mu.Unlock()
-	g := counterSnapshot{
-		totals: ShieldTotals{Pass: totals.Pass, Drop: totals.Drop, WouldDrop: totals.WouldDrop, AllowHit: totals.AllowHit,
-			Bypass: totals.Bypass, NonIP: totals.NonIP, Unparsed: totals.Unparsed, SampleSent: totals.SampleSent, SampleLost: totals.SampleLost},
-		mapBytes: mapBytes, readTime: time.Since(start), readAt: time.Now(),
-	}
-	deltas := f.counters.deltas(stats, dryRun, f.cfg.TopRules, g)
-	if len(deltas) > 0 {
-		if err := f.counters.save(f.reportedPath()); err != nil {
-			f.log.Warn("save reported counters", "err", err)
-		}
-	}
-	if len(deltas) == 0 {
-		return
-	}
-	if f.cfg.OnCounters != nil {
-		f.cfg.OnCounters(deltas)
-	}
-}
-
-// readSamples forwards Shield's dry-run samples (rate-limited in the
-// kernel; those the ring could not take are counted in the totals).
-func (f *Fortress) readSamples() {
-	f.shMu.RLock()
-	ch, err := f.sh.Samples(f.ctx)
-	f.shMu.RUnlock()
-	if err != nil {
-		f.critical("shield", "dry-run samples unavailable: "+err.Error())
-		return
-	}
-	for smp := range ch {
-		rule := ""
-		if smp.Rule.Prefix.IsValid() {
-			rule = smp.Rule.Prefix.String()
-		}
-		f.emit(Event{Time: smp.Time, Kind: KindDryRun, Severity: SeverityInfo, Layer: "shield", Rule: rule,
-			Source: smp.Source.String(), IfIndex: smp.IfIndex, Packets: 1, Bytes: uint64(smp.Length),
-			Detail: "would have dropped"})
-	}
-}
-
-// Counters reads every rule in force with its counters, busiest first.
-func (f *Fortress) Counters() ([]RuleCounter, error) {
-	f.shMu.RLock()
-	defer f.shMu.RUnlock()
-	if f.sh == nil {
-		return nil, nil
-	}
-	stats, err := f.sh.RuleStats()
-	if err != nil {
-		return nil, err
-	}
-	f.mu.Lock()
-	dryRun := f.inForce != nil && f.inForce.dryRun
-	f.mu.Unlock()
-	out := make([]RuleCounter, len(stats))
-	for i, r := range stats {
-		out[i] = ruleCounter(r, dryRun)
-	}
-	return out, nil
-}
-
-// TopCounters returns the busiest rules (at most Config.TopRules) and the
-// packets and bytes of all rules summed by kind, as of the last periodic
-// read. It is cheap at any rule count.
-func (f *Fortress) TopCounters() (top []RuleCounter, sums map[string][2]uint64) {
-	s := f.counters.snapshot()
-	sums = make(map[string][2]uint64, len(s.sum))
+// busiest returns the busiest rules and the sums by kind of the last read.
+func (c *counterState) busiest() ([]RuleCounter, map[string][2]uint64) {
+	s := c.snapshot()
+	sums := make(map[string][2]uint64, len(s.sum))
 	for k, v := range s.sum {
 		sums[k] = [2]uint64{v.packets, v.bytes}
 	}
 	return slices.Clone(s.top), sums
-}
-
-// readSentinel forwards Sentinel's events until Stop.
-func (f *Fortress) readSentinel() {
-	err := f.sen.ReadEvents(f.ctx, func(e sentinel.Event) {
-		ev := Event{Time: e.Time, Layer: "sentinel", Op: e.Op, Path: e.Path, Verdict: e.Verdict, PID: e.TGID, UID: e.UID,
-			Comm: e.Comm, Exe: e.Exe, Detail: e.Detail}
-		switch e.Verdict {
-		case sentinel.VerdictCritical:
-			ev.Kind, ev.Severity = KindCritical, SeverityCritical
-			if e.Op == sentinel.OpEventsLost {
-				ev.Count = e.Arg
-				f.kernelLost.Add(e.Arg)
-			}
-		case sentinel.VerdictDenied, sentinel.VerdictAudited:
-			ev.Kind, ev.Severity = KindViolation, SeverityWarning
-		default:
-			ev.Kind, ev.Severity = KindFIM, SeverityInfo
-		}
-		f.emit(ev)
-	})
-	if err != nil && f.ctx.Err() == nil {
-		f.critical("sentinel", "event reader stopped: "+err.Error())
-	}
-}
-
-// reportedPath keeps the counters handed to OnCounters, so that a restarted
-// agent that adopts the pinned (still counting) Shield reports only what is
-// new instead of the whole running totals again. What was handed over but
-// not yet delivered when the agent died is lost to the gateway: under-counting
-// by at most one read interval, never double counting.
-func (f *Fortress) reportedPath() string {
-	return filepath.Join(f.cfg.StateDir, statedir.ReportedCounters)
 }
 
 type reportedRule struct {

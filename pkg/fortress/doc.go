@@ -22,6 +22,13 @@
 //
 // Every change of kernel state is appended to the hash-chained audit log.
 //
+// Inside, a Fortress coordinates one controller per layer, each the only
+// owner of its state: Shield's (attachment, management addresses, rule
+// sets, counters, samples), Sentinel's (paths, events, the guard over
+// Shield's pins) and the policy's (verification, the policy in force and
+// its undo, the record of the last applied bundle). Changes are serialised;
+// Status reads snapshots and never waits for one.
+//
 // The package builds on every platform ServiceRadar's agent ships for. Off
 // Linux there is no eBPF: Start returns an error wrapping ErrUnsupported,
 // and the host agent reports Fortress as unsupported and keeps running.

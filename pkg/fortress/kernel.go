@@ -23,6 +23,3 @@ func ProbeKernel() KernelReport {
 	}
 	return k
 }
-
-// Kernel returns the kernel report Start used.
-func (f *Fortress) Kernel() KernelReport { return f.kernel }

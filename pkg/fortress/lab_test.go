@@ -51,7 +51,7 @@ func TestSentinelInLab(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		sen := f.sen
+		sen := f.sentinel.running()
 		f.Stop() // ends the event reader before the maps go away
 		if sen != nil {
 			if err := sen.Remove(); err != nil {
@@ -179,7 +179,7 @@ func TestShieldGuardedInLab(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		sen := f.sen
+		sen := f.sentinel.running()
 		f.Stop()
 		if sen != nil {
 			if err := sen.Remove(); err != nil {

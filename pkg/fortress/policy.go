@@ -44,8 +44,9 @@ type policy struct {
 	// at start, see deferList); rules is nil until loadList.
 	list       *bundle.ListRef
 	allowEmpty bool
-	// Gateways the bundle names (nil when it names none).
-	gateways []netip.Addr
+	// management are the management addresses the bundle names (its
+	// "gateways" section; nil when it names none).
+	management []netip.Addr
 	// Sentinel; nil when the bundle has no sentinel section.
 	sentinel *bundle.Sentinel
 }
@@ -158,14 +159,14 @@ func convert(ctx context.Context, b *bundle.Bundle, lists listSource) (*policy, 
 			if err != nil {
 				return nil, fmt.Errorf("payload.gateways.v4[%d]: %w", i, err)
 			}
-			p.gateways = append(p.gateways, ip)
+			p.management = append(p.management, ip)
 		}
 		for i, a := range g.V6 {
 			ip, err := netip.ParseAddr(a)
 			if err != nil {
 				return nil, fmt.Errorf("payload.gateways.v6[%d]: %w", i, err)
 			}
-			p.gateways = append(p.gateways, ip)
+			p.management = append(p.management, ip)
 		}
 	}
 	return p, nil
@@ -195,9 +196,10 @@ func convertRules(in []bundle.Rule) ([]lpm.Rule, int, error) {
 	return out, dups, nil
 }
 
-// mergeGateways is the configured gateways plus the bundle's, without
-// repeats, refusing more than Shield can hold.
-func mergeGateways(cfg, fromBundle []netip.Addr) ([]netip.Addr, error) {
+// mergeManagement is the configured management addresses plus the
+// bundle's, without repeats, refusing more than Shield can hold. (Its error
+// names the bundle's "gateways" section, where they come from.)
+func mergeManagement(cfg, fromBundle []netip.Addr) ([]netip.Addr, error) {
 	var out []netip.Addr
 	n4, n6 := 0, 0
 	for _, g := range slices.Concat(cfg, fromBundle) {
@@ -212,9 +214,9 @@ func mergeGateways(cfg, fromBundle []netip.Addr) ([]netip.Addr, error) {
 		}
 		out = append(out, g)
 	}
-	if n4 > shield.MaxGateways || n6 > shield.MaxGateways {
+	if n4 > shield.MaxManagement || n6 > shield.MaxManagement {
 		return nil, fmt.Errorf("gateways: %d IPv4 and %d IPv6 addresses (configured plus bundle), at most %d per family",
-			n4, n6, shield.MaxGateways)
+			n4, n6, shield.MaxManagement)
 	}
 	return out, nil
 }

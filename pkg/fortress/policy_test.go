@@ -76,8 +76,8 @@ func TestConvertInlineRules(t *testing.T) {
 	if !p.dryRun || p.duplicates != 1 || p.version != 3 {
 		t.Errorf("dryRun %v duplicates %d version %d", p.dryRun, p.duplicates, p.version)
 	}
-	if len(p.gateways) != 2 || p.sentinel == nil || p.sentinel.Watch[0] != "/etc/passwd" {
-		t.Errorf("gateways %v sentinel %+v", p.gateways, p.sentinel)
+	if len(p.management) != 2 || p.sentinel == nil || p.sentinel.Watch[0] != "/etc/passwd" {
+		t.Errorf("gateways %v sentinel %+v", p.management, p.sentinel)
 	}
 }
 
@@ -151,7 +151,7 @@ func TestConvertListRef(t *testing.T) {
 
 func TestMergeGateways(t *testing.T) {
 	a := netip.MustParseAddr
-	got, err := mergeGateways([]netip.Addr{a("192.0.2.1")}, []netip.Addr{a("192.0.2.1"), a("::ffff:192.0.2.2"), a("2001:db8::1")})
+	got, err := mergeManagement([]netip.Addr{a("192.0.2.1")}, []netip.Addr{a("192.0.2.1"), a("::ffff:192.0.2.2"), a("2001:db8::1")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,10 +159,10 @@ func TestMergeGateways(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 	var many []netip.Addr
-	for i := range shield.MaxGateways + 1 {
+	for i := range shield.MaxManagement + 1 {
 		many = append(many, netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}))
 	}
-	if _, err := mergeGateways(nil, many); err == nil || !strings.Contains(err.Error(), "at most") {
+	if _, err := mergeManagement(nil, many); err == nil || !strings.Contains(err.Error(), "at most") {
 		t.Fatalf("too many: err = %v", err)
 	}
 }

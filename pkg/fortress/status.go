@@ -48,8 +48,10 @@ type ShieldStatus struct {
 	Generation uint32            `json:"generation"`
 	Digest     string            `json:"digest,omitempty"`
 	MapBytes   uint64            `json:"map_bytes"`
-	Gateways   []string          `json:"gateways,omitempty"`
-	Totals     ShieldTotals      `json:"totals"`
+	// Gateways are the management addresses in force: those no rule drops
+	// (the name and JSON key stay for compatibility).
+	Gateways []string     `json:"gateways,omitempty"`
+	Totals   ShieldTotals `json:"totals"`
 }
 
 // InterfaceStatus is one interface Shield is (or should be) attached to.

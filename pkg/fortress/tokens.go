@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,10 +31,15 @@ var ErrClockBehind = errors.New("the system clock is behind a maintenance token 
 // maxUsedTokens bounds the record; the tokens nearest expiry go first.
 const maxUsedTokens = 1024
 
-// usedTokensPath keeps the tokens already honoured, in the protected state
-// directory.
-func (f *Fortress) usedTokensPath() string {
-	return filepath.Join(f.cfg.StateDir, statedir.UsedTokens)
+// tokenLedger keeps the maintenance tokens already honoured, in the
+// protected state directory.
+type tokenLedger struct {
+	path string
+	log  *slog.Logger
+}
+
+func newTokenLedger(stateDir string, log *slog.Logger) tokenLedger {
+	return tokenLedger{path: filepath.Join(stateDir, statedir.UsedTokens), log: log}
 }
 
 type usedToken struct {
@@ -58,11 +64,11 @@ func tokenDigest(t sentinel.Token) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// readUsedTokens reads the record; an unreadable one is replaced (with a
+// read reads the record; an unreadable one is replaced (with a
 // warning): replay protection must never lock operators out.
-func (f *Fortress) readUsedTokens() (usedTokens, error) {
+func (l tokenLedger) read() (usedTokens, error) {
 	var rec usedTokens
-	path := f.usedTokensPath()
+	path := l.path
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -75,17 +81,17 @@ func (f *Fortress) readUsedTokens() (usedTokens, error) {
 	}
 	// The first format was the list alone.
 	if err := json.Unmarshal(b, &rec.Used); err != nil {
-		f.log.Warn("used maintenance tokens unreadable, starting afresh", "path", path, "err", err)
+		l.log.Warn("used maintenance tokens unreadable, starting afresh", "path", path, "err", err)
 		return usedTokens{}, nil
 	}
 	return rec, nil
 }
 
-// spendToken records t as used, refusing it if it was used before or if
+// spend records t as used, refusing it if it was used before or if
 // the clock is behind a token already honoured. A token that cannot be
 // recorded is not honoured.
-func (f *Fortress) spendToken(t sentinel.Token, now time.Time) error {
-	rec, err := f.readUsedTokens()
+func (l tokenLedger) spend(t sentinel.Token, now time.Time) error {
+	rec, err := l.read()
 	if err != nil {
 		return err
 	}
@@ -120,7 +126,7 @@ func (f *Fortress) spendToken(t sentinel.Token, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if err := statedir.WriteFile(f.usedTokensPath(), b, 0o600); err != nil {
+	if err := statedir.WriteFile(l.path, b, 0o600); err != nil {
 		return fmt.Errorf("record used token: %w", err)
 	}
 	return nil

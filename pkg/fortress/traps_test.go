@@ -47,9 +47,7 @@ func TestEmptyListNeedsAllowEmpty(t *testing.T) {
 	if !errors.Is(err, bundle.ErrEmptyRules) {
 		t.Fatalf("empty list: %v, want ErrEmptyRules", err)
 	}
-	f.mu.Lock()
-	inForce := len(f.inForce.rules)
-	f.mu.Unlock()
+	inForce := len(f.policy.inForce().rules)
 	if st := f.Status(); st.Policy.Version != 1 || inForce != 2 {
 		t.Fatalf("policy after the refusal: version %d, %d rules in force", st.Policy.Version, inForce)
 	}

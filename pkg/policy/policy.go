@@ -11,7 +11,7 @@ type (
 	// Body is the signed content of a bundle: version, issue and expiry
 	// times, target agents and the payload.
 	Body = bundle.Body
-	// Payload is the policy: Shield rules, management gateways, Sentinel
+	// Payload is the policy: Shield rules, management addresses, Sentinel
 	// paths. A nil section leaves that layer as it is.
 	Payload = bundle.Payload
 	// Shield is the XDP firewall section.

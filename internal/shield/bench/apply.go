@@ -262,7 +262,7 @@ func applyBench(opts Options, gen func(uint64, int, int) []lpm.Rule, res *Result
 	}
 	res.PeakRSSBytes = peakRSS()
 	res.ApplyMs = median(applies)
-	c := s.Capacity()
+	c := s.Info().Capacity
 	res.MapBytes64, res.MapBytes256 = c.MapBytes(64), c.MapBytes(256)
 	// The agent exits without cleanup: descriptors close, pins stay.
 	if err := s.Close(); err != nil {
@@ -309,7 +309,7 @@ func applyBench(opts Options, gen func(uint64, int, int) []lpm.Rule, res *Result
 // drop rule: on one CPU alone, then on every CPU at once (one shared
 // counter, atomic adds from all of them).
 func hitContention(s *shield.Shield, frame []byte, rounds int) (one, all float64, cpus int, err error) {
-	prog := s.Program()
+	prog := s.Info().Program
 	const repeat = 1 << 20
 	cpus = runtime.NumCPU()
 	var xs, ys []float64

@@ -176,7 +176,7 @@ func Run(opts Options) (*Result, error) {
 		res.V4Ranges, res.V6Ranges = ar.V4Ranges, ar.V6Ranges
 	}
 	res.SwapMs, res.CompileMs = median(swaps), median(compiles)
-	res.MapBytes = max(s.MapBytes(), applyMapBytes)
+	res.MapBytes = max(s.Info().MapBytes, applyMapBytes)
 
 	b, err := loadRig(s, rules, opts)
 	if err != nil {
@@ -222,7 +222,7 @@ func Run(opts Options) (*Result, error) {
 	var fetch4, fetch6, trie4, trie6, sh4, sh6 float64
 	for _, x := range []m{
 		{b.objs.BenchEmpty, &res.EmptyNs, 1},
-		{s.Program(), &res.ProgramNs, 1},
+		{s.Info().Program, &res.ProgramNs, 1},
 		{b.objs.BenchFetchV4, &fetch4, benchBatch},
 		{b.objs.BenchTrieV4, &trie4, benchBatch},
 		{b.objs.BenchShieldV4, &sh4, benchBatch},
