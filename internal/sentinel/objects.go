@@ -75,6 +75,9 @@ type policy struct {
 	// stacks are the overlayfs layer stacks the kernel trusts, with what
 	// for (see struct sentinel_stack).
 	stacks map[sentinelSentinelStack]sentinelSentinelStackTrust
+	// releaseBins are the seed and the installed versions' agent
+	// binaries of the release layout (protectReleases), identities all.
+	releaseBins []string
 }
 
 func newPolicy() *policy {

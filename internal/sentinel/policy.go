@@ -105,11 +105,7 @@ func (s *Sentinel) applyPolicy() error {
 	}
 	// Every installed version's agent binary, so that a rollback to one
 	// finds it an identity (the kernel also learns them at their exec).
-	releases, err := s.cfg.Releases.binaries()
-	if err != nil {
-		return err
-	}
-	for _, bin := range releases {
+	for _, bin := range p.releaseBins {
 		if err := binaryIdentities(bin, RoleAgent, ids); err != nil {
 			return err
 		}

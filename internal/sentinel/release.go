@@ -156,6 +156,7 @@ func (p *policy) protectReleases(r Releases) error {
 	if err != nil {
 		return err
 	}
+	p.releaseBins = bins
 	for _, bin := range bins {
 		if bin == r.Seed {
 			if err := p.protectFile(bin, flagAgentBinary, 0); err != nil {
