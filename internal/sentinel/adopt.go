@@ -16,10 +16,10 @@ import (
 // closed: a critical event is raised, the embedded programs are attached
 // next to the pinned ones (so both enforce), and only then the old ones are
 // detached and their pins replaced.
-func (s *Sentinel) adopt(spec *ebpf.CollectionSpec) error {
+func (l *loader) adopt(spec *ebpf.CollectionSpec) error {
 	var fresh []string
 	for name, ms := range spec.Maps {
-		m, err := ebpf.LoadPinnedMap(s.pin("map", name), nil)
+		m, err := ebpf.LoadPinnedMap(l.k.pin("map", name), nil)
 		if errors.Is(err, os.ErrNotExist) && newInRelease[name] {
 			// Pinned by an earlier release without this map. The filter
 			// starts full, which is trivially a superset of
@@ -36,27 +36,27 @@ func (s *Sentinel) adopt(spec *ebpf.CollectionSpec) error {
 		if err != nil {
 			return fmt.Errorf("adopt map %s: %w", name, err)
 		}
-		s.maps[name] = m
+		l.k.maps[name] = m
 		if err := ms.Compatible(m); err != nil {
 			return fmt.Errorf("adopt map %s: pinned map differs from the embedded one: %w", name, err)
 		}
 	}
 	slices.Sort(fresh)
 	for _, name := range fresh {
-		path := s.pin("map", name)
-		err := s.maps[name].Pin(path)
-		s.record("pin", path, err, nil)
+		path := l.k.pin("map", name)
+		err := l.k.maps[name].Pin(path)
+		l.rec("pin", path, err, nil)
 		if err != nil {
 			return fmt.Errorf("pin map %s: %w", name, err)
 		}
-		if err := s.GuardMap(s.maps[name]); err != nil {
+		if err := l.guard.GuardMap(l.k.maps[name]); err != nil {
 			return err
 		}
 	}
-	if err := s.bindMaps(); err != nil {
+	if err := l.k.bindMaps(); err != nil {
 		return err
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, s.collectionOptions(s.maps))
+	coll, err := ebpf.NewCollectionWithOptions(spec, l.collectionOptions(l.k.maps))
 	if err != nil {
 		return fmt.Errorf("load embedded sentinel for comparison: %w", err)
 	}
@@ -64,35 +64,35 @@ func (s *Sentinel) adopt(spec *ebpf.CollectionSpec) error {
 
 	var mismatch []string
 	for name, fresh := range coll.Programs {
-		if err := s.adoptProgram(name, fresh); err != nil {
+		if err := l.adoptProgram(name, fresh); err != nil {
 			mismatch = append(mismatch, fmt.Sprintf("%s: %v", name, err))
 		}
 	}
 	if len(mismatch) == 0 {
-		s.adopted = true
-		s.record("adopt", "sentinel", nil, map[string]any{"programs": len(s.links)})
-		s.log.Info("sentinel adopted", "programs", len(s.links))
-		return s.checkExtraPins(spec)
+		l.k.adopted = true
+		l.rec("adopt", "sentinel", nil, map[string]any{"programs": len(l.k.links)})
+		l.log.Info("sentinel adopted", "programs", len(l.k.links))
+		return l.checkExtraPins(spec)
 	}
 	slices.Sort(mismatch)
-	s.raise(fmt.Sprintf("pinned sentinel is not the embedded one, replacing it with enforcement kept on: %v", mismatch))
-	s.record("adopt", "sentinel", errors.New("integrity mismatch"), map[string]any{"mismatch": mismatch})
-	return s.replace(coll)
+	l.ev.raise(fmt.Sprintf("pinned sentinel is not the embedded one, replacing it with enforcement kept on: %v", mismatch))
+	l.rec("adopt", "sentinel", errors.New("integrity mismatch"), map[string]any{"mismatch": mismatch})
+	return l.replace(coll)
 }
 
 // adoptProgram opens the pinned program and link of name and checks them
 // against fresh, the embedded program loaded for comparison.
-func (s *Sentinel) adoptProgram(name string, fresh *ebpf.Program) error {
+func (l *loader) adoptProgram(name string, fresh *ebpf.Program) error {
 	want, err := fresh.Info()
 	if err != nil {
 		return err
 	}
-	l, err := link.LoadPinnedLink(s.pin("link", name), nil)
+	lk, err := link.LoadPinnedLink(l.k.pin("link", name), nil)
 	if err != nil {
 		return fmt.Errorf("pinned link: %w", err)
 	}
-	s.links[name] = l
-	li, err := l.Info()
+	l.k.links[name] = lk
+	li, err := lk.Info()
 	if err != nil {
 		return fmt.Errorf("link info: %w", err)
 	}
@@ -100,7 +100,7 @@ func (s *Sentinel) adoptProgram(name string, fresh *ebpf.Program) error {
 	if err != nil {
 		return fmt.Errorf("linked program: %w", err)
 	}
-	s.progs[name] = p
+	l.k.progs[name] = p
 	got, err := p.Info()
 	if err != nil {
 		return err
@@ -113,8 +113,8 @@ func (s *Sentinel) adoptProgram(name string, fresh *ebpf.Program) error {
 
 // checkExtraPins fails closed on links pinned for programs this binary does
 // not embed: they stay attached, and the operator is told.
-func (s *Sentinel) checkExtraPins(spec *ebpf.CollectionSpec) error {
-	entries, err := os.ReadDir(s.cfg.PinRoot.Dir("sentinel"))
+func (l *loader) checkExtraPins(spec *ebpf.CollectionSpec) error {
+	entries, err := os.ReadDir(l.cfg.PinRoot.Dir("sentinel"))
 	if err != nil {
 		return err
 	}
@@ -126,7 +126,7 @@ func (s *Sentinel) checkExtraPins(spec *ebpf.CollectionSpec) error {
 			continue
 		}
 		if _, ok := spec.Programs[name]; !ok {
-			s.raise("pinned sentinel link " + e.Name() + " is not part of the embedded programs; left attached")
+			l.ev.raise("pinned sentinel link " + e.Name() + " is not part of the embedded programs; left attached")
 		}
 	}
 	return nil
@@ -158,42 +158,42 @@ func cutPrefix(s, prefix string) (string, bool) {
 }
 
 // replace attaches the programs of coll, then drops the old links.
-func (s *Sentinel) replace(coll *ebpf.Collection) error {
-	old := s.links
-	oldProgs := s.progs
-	s.links, s.progs = map[string]link.Link{}, map[string]*ebpf.Program{}
+func (l *loader) replace(coll *ebpf.Collection) error {
+	old := l.k.links
+	oldProgs := l.k.progs
+	l.k.links, l.k.progs = map[string]link.Link{}, map[string]*ebpf.Program{}
 	for name, p := range coll.Programs {
-		s.progs[name] = p
+		l.k.progs[name] = p
 	}
 	// The Collection no longer owns the programs.
 	for name := range coll.Programs {
 		delete(coll.Programs, name)
 	}
-	for name, l := range old {
-		s.links["old_"+name] = l // closed below, after the new ones are in
+	for name, lk := range old {
+		l.k.links["old_"+name] = lk // closed below, after the new ones are in
 	}
-	if _, err := s.attachAll("replace"); err != nil {
+	if _, err := l.attachAll("replace"); err != nil {
 		return err
 	}
-	for name, l := range old {
-		path := s.pin("link", name)
-		err := l.Unpin()
+	for name, lk := range old {
+		path := l.k.pin("link", name)
+		err := lk.Unpin()
 		if err != nil {
 			err = os.Remove(path)
 		}
-		s.record("unpin", path, err, nil)
-		l.Close()
-		delete(s.links, "old_"+name)
+		l.rec("unpin", path, err, nil)
+		lk.Close()
+		delete(l.k.links, "old_"+name)
 	}
 	for _, p := range oldProgs {
 		p.Close()
 	}
-	for name := range s.progs {
-		for kind, obj := range map[string]interface{ Pin(string) error }{"prog": s.progs[name], "link": s.links[name]} {
-			path := s.pin(kind, name)
+	for name := range l.k.progs {
+		for kind, obj := range map[string]interface{ Pin(string) error }{"prog": l.k.progs[name], "link": l.k.links[name]} {
+			path := l.k.pin(kind, name)
 			os.Remove(path)
 			err := obj.Pin(path)
-			s.record("pin", path, err, nil)
+			l.rec("pin", path, err, nil)
 			if err != nil {
 				return fmt.Errorf("pin %s %s: %w", kind, name, err)
 			}

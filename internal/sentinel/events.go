@@ -6,8 +6,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -83,26 +85,26 @@ func cstr(b []int8) string {
 	return string(out)
 }
 
-func (s *Sentinel) decode(raw []byte) (Event, error) {
-	var e sentinelSentinelEvent
-	if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &e); err != nil {
+func (e *events) decode(raw []byte) (Event, error) {
+	var c sentinelSentinelEvent
+	if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &c); err != nil {
 		return Event{}, fmt.Errorf("decode event: %w", err)
 	}
 	ev := Event{
-		Time:    time.Now().Add(-time.Duration(bootNow() - int64(e.TimeNs))),
-		PID:     e.Pid,
-		TGID:    e.Tgid,
-		UID:     e.Uid,
-		Comm:    cstr(e.Comm[:]),
-		ExeNode: Inode{Dev: e.Exe.Dev, Ino: e.Exe.Ino},
-		Object:  Inode{Dev: e.Object.Dev, Ino: e.Object.Ino},
-		Op:      opNames[e.Op],
-		Arg:     e.Arg,
+		Time:    time.Now().Add(-time.Duration(bootNow() - int64(c.TimeNs))),
+		PID:     c.Pid,
+		TGID:    c.Tgid,
+		UID:     c.Uid,
+		Comm:    cstr(c.Comm[:]),
+		ExeNode: Inode{Dev: c.Exe.Dev, Ino: c.Exe.Ino},
+		Object:  Inode{Dev: c.Object.Dev, Ino: c.Object.Ino},
+		Op:      opNames[c.Op],
+		Arg:     c.Arg,
 	}
 	if ev.Op == "" {
-		ev.Op = "op" + strconv.Itoa(int(e.Op))
+		ev.Op = "op" + strconv.Itoa(int(c.Op))
 	}
-	switch sentinelSentinelVerdict(e.Verdict) {
+	switch sentinelSentinelVerdict(c.Verdict) {
 	case sentinelSentinelVerdictSENTINEL_DENIED:
 		ev.Verdict = VerdictDenied
 	case sentinelSentinelVerdictSENTINEL_AUDITED:
@@ -110,16 +112,16 @@ func (s *Sentinel) decode(raw []byte) (Event, error) {
 	default:
 		ev.Verdict = VerdictAllowed
 	}
-	name := cstr(e.Name[:])
-	s.mu.Lock()
-	if p, ok := s.names[ev.Object]; ok && ev.Object.Ino != 0 {
+	name := cstr(c.Name[:])
+	e.mu.Lock()
+	if p, ok := e.names[ev.Object]; ok && ev.Object.Ino != 0 {
 		ev.Path = p
-	} else if p, ok := s.names[Inode{Dev: e.Parent.Dev, Ino: e.Parent.Ino}]; ok && name != "" {
+	} else if p, ok := e.names[Inode{Dev: c.Parent.Dev, Ino: c.Parent.Ino}]; ok && name != "" {
 		ev.Path = filepath.Join(p, name)
 	} else {
 		ev.Path = name
 	}
-	s.mu.Unlock()
+	e.mu.Unlock()
 	switch ev.Op {
 	case "lockdown":
 		ev.Detail = lockdownReason(ev.Arg)
@@ -130,12 +132,54 @@ func (s *Sentinel) decode(raw []byte) (Event, error) {
 	case OpTraceme:
 		ev.Detail = "ptrace traceme by a role process"
 	}
-	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", e.Tgid)); err == nil {
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", c.Tgid)); err == nil {
 		ev.Exe = exe
 	} else {
-		ev.Exe = cstr(e.ExeName[:])
+		ev.Exe = cstr(c.ExeName[:])
 	}
 	return ev, nil
+}
+
+// events owns what Sentinel tells: the event ring and the kernel's
+// counters, the path of every inode the policy names (to name an event's
+// object), and the critical conditions raised in user space.
+type events struct {
+	k   *kernelSet
+	log *slog.Logger
+
+	mu       sync.Mutex
+	names    map[Inode]string
+	critical []string
+	crit     chan Event
+}
+
+func newEvents(k *kernelSet, log *slog.Logger) *events {
+	return &events{k: k, log: log, names: map[Inode]string{}, crit: make(chan Event, 16)}
+}
+
+// setNames replaces the paths of the policy's inodes.
+func (e *events) setNames(entries []Entry) {
+	names := make(map[Inode]string, len(entries))
+	for _, en := range entries {
+		names[en.Inode] = en.Path
+	}
+	e.mu.Lock()
+	e.names = names
+	e.mu.Unlock()
+}
+
+// addName names one more inode (Protect, Watch).
+func (e *events) addName(in Inode, path string) {
+	e.mu.Lock()
+	e.names[in] = path
+	e.mu.Unlock()
+}
+
+// criticals returns the critical conditions raised so far.
+func (e *events) criticals() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.critical)
 }
 
 // Stats are the kernel-side counters.
@@ -147,8 +191,8 @@ type Stats struct {
 }
 
 // Stats reads the kernel-side counters.
-func (s *Sentinel) Stats() (Stats, error) {
-	v, err := s.counters(mapStats, int(sentinelSentinelStatSENTINEL_STAT_MAX))
+func (e *events) Stats() (Stats, error) {
+	v, err := e.k.counters(mapStats, int(sentinelSentinelStatSENTINEL_STAT_MAX))
 	if err != nil {
 		return Stats{}, fmt.Errorf("read stats: %w", err)
 	}
@@ -156,59 +200,40 @@ func (s *Sentinel) Stats() (Stats, error) {
 		Audited: v[sentinelSentinelStatSENTINEL_STAT_AUDITED], Events: v[sentinelSentinelStatSENTINEL_STAT_EVENTS]}, nil
 }
 
-// counters reads the first n slots of the counter array map name.
-func (s *Sentinel) counters(name string, n int) ([]uint64, error) {
-	s.mu.Lock()
-	m := s.maps[name]
-	s.mu.Unlock()
-	if m == nil {
-		return nil, errors.New("sentinel closed")
-	}
-	v := make([]uint64, n)
-	for i := range v {
-		if err := m.Lookup(uint32(i), &v[i]); err != nil {
-			return nil, err
-		}
-	}
-	return v, nil
-}
-
 // ReadEvents delivers events to fn until ctx ends. Lost events are never
 // silent: when the kernel's lost counter grows, fn gets an events_lost event
 // with the number in Arg. Critical events raised in user space (integrity
 // failures) are delivered too.
-func (s *Sentinel) ReadEvents(ctx context.Context, fn func(Event)) error {
-	s.mu.Lock()
-	events := s.m.SentinelEvents
-	s.mu.Unlock()
-	if events == nil {
+func (e *events) ReadEvents(ctx context.Context, fn func(Event)) error {
+	ring := e.k.eventRing()
+	if ring == nil {
 		return errors.New("read events: sentinel closed")
 	}
-	rd, err := ringbuf.NewReader(events)
+	rd, err := ringbuf.NewReader(ring)
 	if err != nil {
 		return fmt.Errorf("open event ring: %w", err)
 	}
 	defer rd.Close()
-	st, _ := s.Stats()
+	st, _ := e.Stats()
 	lost := st.Lost
 	var rec ringbuf.Record
 	for ctx.Err() == nil {
 		select {
-		case ev := <-s.crit:
+		case ev := <-e.crit:
 			fn(ev)
 		default:
 		}
 		rd.SetDeadline(time.Now().Add(200 * time.Millisecond))
 		err := rd.ReadInto(&rec)
 		if err == nil {
-			if ev, err := s.decode(rec.RawSample); err == nil {
+			if ev, err := e.decode(rec.RawSample); err == nil {
 				fn(ev)
 			}
 		} else if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("read events: %w", err)
 		}
 		if err != nil || rd.AvailableBytes() == 0 {
-			if st, err := s.Stats(); err == nil && st.Lost > lost {
+			if st, err := e.Stats(); err == nil && st.Lost > lost {
 				fn(Event{Time: time.Now(), Op: OpEventsLost, Verdict: VerdictCritical, Arg: st.Lost - lost,
 					Detail: fmt.Sprintf("%d events found no room in the ring buffer", st.Lost-lost)})
 				lost = st.Lost
@@ -220,13 +245,13 @@ func (s *Sentinel) ReadEvents(ctx context.Context, fn func(Event)) error {
 
 // raise reports a critical condition: logged, kept for Status, and sent as
 // an event.
-func (s *Sentinel) raise(detail string) {
-	s.log.Error("sentinel critical", "detail", detail)
-	s.mu.Lock()
-	s.critical = append(s.critical, detail)
-	s.mu.Unlock()
+func (e *events) raise(detail string) {
+	e.log.Error("sentinel critical", "detail", detail)
+	e.mu.Lock()
+	e.critical = append(e.critical, detail)
+	e.mu.Unlock()
 	select {
-	case s.crit <- Event{Time: time.Now(), Op: OpIntegrity, Verdict: VerdictCritical, Detail: detail}:
+	case e.crit <- Event{Time: time.Now(), Op: OpIntegrity, Verdict: VerdictCritical, Detail: detail}:
 	default:
 	}
 }
@@ -243,23 +268,6 @@ type Status struct {
 	Stats     Stats     `json:"stats"`
 	// Roles counts the identity model's refusals and grants.
 	Roles RoleStats `json:"roles"`
-}
-
-// Status reports the mode, the attached programs and the counters.
-func (s *Sentinel) Status() Status {
-	st := Status{Adopted: s.adopted, Programs: s.Programs(), Notes: s.notes}
-	m, end, err := s.Mode()
-	if err != nil {
-		st.Critical = append(st.Critical, err.Error())
-	}
-	st.Mode, st.AuditEnd = m.String(), end
-	st.Enforcing = err == nil && m == Enforce && len(st.Programs) > 0
-	st.Stats, _ = s.Stats()
-	st.Roles, _ = s.roleStats()
-	s.mu.Lock()
-	st.Critical = append(st.Critical, s.critical...)
-	s.mu.Unlock()
-	return st
 }
 
 // Unavailable is the status to report when Start failed with

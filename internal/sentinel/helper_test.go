@@ -214,7 +214,7 @@ func helperCommand(s *Sentinel, hc *helperConfig, f []string) (string, error) {
 	case "linkids":
 		var ids []string
 		for _, name := range s.Programs() {
-			info, err := s.links[name].Info()
+			info, err := s.k.links[name].Info()
 			if err != nil {
 				return "", err
 			}

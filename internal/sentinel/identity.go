@@ -80,8 +80,8 @@ func prctlDetail(arg uint64) string {
 // A process that already holds the role (it was exec'd under Sentinel) gets
 // it confirmed; one without it cannot even open the claim, since the claims
 // map is guarded.
-func (s *Sentinel) claim() error {
-	m := s.m.SentinelClaims
+func (l *loader) claim() error {
+	m := l.k.m.SentinelClaims
 	if m == nil {
 		return errors.New("claim role: no claims map")
 	}
@@ -114,10 +114,10 @@ func (s *Sentinel) claim() error {
 		if got.Refused != 0 {
 			reason = refusalDetail(uint64(got.Refused))
 		}
-		s.record("claim", "sentinel", ErrRoleRefused, map[string]any{"reason": reason})
+		l.rec("claim", "sentinel", ErrRoleRefused, map[string]any{"reason": reason})
 		return fmt.Errorf("%w: %s", ErrRoleRefused, reason)
 	}
-	s.record("claim", "sentinel", nil, map[string]any{"pid": pid})
+	l.rec("claim", "sentinel", nil, map[string]any{"pid": pid})
 	if clearErr != nil {
 		return fmt.Errorf("claim role: close claim: %w", clearErr)
 	}
@@ -164,8 +164,8 @@ type RoleStats struct {
 	Granted uint64 `json:"granted"`
 }
 
-func (s *Sentinel) roleStats() (RoleStats, error) {
-	v, err := s.counters(mapRoleStats, int(sentinelSentinelRoleStatSENTINEL_ROLE_STAT_MAX))
+func (e *events) roleStats() (RoleStats, error) {
+	v, err := e.k.counters(mapRoleStats, int(sentinelSentinelRoleStatSENTINEL_ROLE_STAT_MAX))
 	if err != nil {
 		return RoleStats{}, fmt.Errorf("read role stats: %w", err)
 	}

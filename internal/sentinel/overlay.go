@@ -400,14 +400,14 @@ func (p *policy) protectInLayer(layer, rel string, tree bool, allow Role) error 
 // the overlay module's BTF is a relocation target where it is loaded.
 // Without it the programs load all the same and recognise no container
 // root (see in_agent_root).
-func (s *Sentinel) collectionOptions(replace map[string]*ebpf.Map) ebpf.CollectionOptions {
+func (l *loader) collectionOptions(replace map[string]*ebpf.Map) ebpf.CollectionOptions {
 	opts := ebpf.CollectionOptions{MapReplacements: replace}
 	if _, err := os.Stat("/sys/kernel/btf/overlay"); err != nil {
 		return opts
 	}
 	spec, err := btf.LoadKernelModuleSpec("overlay")
 	if err != nil {
-		s.log.Warn("overlayfs btf unreadable: container roots are not recognised", "err", err)
+		l.log.Warn("overlayfs btf unreadable: container roots are not recognised", "err", err)
 		return opts
 	}
 	opts.Programs.ExtraRelocationTargets = []*btf.Spec{spec}
@@ -488,13 +488,13 @@ var errStackUnknown = errors.New("overlay layers are not the ones recorded at lo
 // layers recorded; layer paths that lead elsewhere (a container's view of
 // the storage mounted from somewhere else) would make it record, and
 // protect, other files.
-func (s *Sentinel) writeStacks(want map[sentinelSentinelStack]sentinelSentinelStackTrust) error {
-	m := s.m.SentinelStacks
-	if s.adopted {
+func (w *policyWriter) writeStacks(want map[sentinelSentinelStack]sentinelSentinelStackTrust) error {
+	m := w.k.m.SentinelStacks
+	if w.k.adopted {
 		for k, v := range want {
 			var have sentinelSentinelStackTrust
 			if err := m.Lookup(k, &have); err != nil || have.Flags&v.Flags != v.Flags || have.BackingDev != v.BackingDev {
-				s.raise("the overlay layers seen at the mounted paths are not the ones recorded at load: the policy is not rebuilt from them")
+				w.ev.raise("the overlay layers seen at the mounted paths are not the ones recorded at load: the policy is not rebuilt from them")
 				return fmt.Errorf("%w: a stack of %d layers (first %s)", errStackUnknown, k.Layers, Inode{Dev: k.Layer[0].Dev, Ino: k.Layer[0].Ino})
 			}
 		}

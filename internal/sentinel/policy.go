@@ -4,15 +4,25 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 )
 
+// policyWriter owns what Sentinel protects and watches: it resolves the
+// configured paths to inodes and writes them, the role binaries'
+// identities, the release layout and the trusted overlay stacks into the
+// kernel, and adds paths at run time (Protect, Watch). It tells events the
+// path of every inode it writes.
+type policyWriter struct {
+	cfg Config
+	k   *kernelSet
+	ev  *events
+	rec record
+}
+
 // buildPolicy resolves the configured paths to inodes.
-func (s *Sentinel) buildPolicy() (*policy, error) {
-	c := s.cfg
+func (w *policyWriter) build() (*policy, error) {
+	c := w.cfg
 	p := newPolicy()
 	if err := p.protectFile(c.AgentBinary, flagAgentBinary, RoleUpdater); err != nil {
 		return nil, fmt.Errorf("protect agent binary: %w", err)
@@ -89,13 +99,13 @@ func (s *Sentinel) buildPolicy() (*policy, error) {
 
 // applyPolicy writes the resolved policy and identities into the kernel,
 // and prunes what no longer applies (stale agent binaries after an upgrade).
-func (s *Sentinel) applyPolicy() error {
-	p, err := s.buildPolicy()
+func (w *policyWriter) apply() error {
+	p, err := w.build()
 	if err != nil {
 		return err
 	}
 	ids := map[Inode]sentinelSentinelIdentity{}
-	for bin, role := range map[string]Role{s.cfg.AgentBinary: RoleAgent, s.cfg.UpdaterBinary: RoleUpdater} {
+	for bin, role := range map[string]Role{w.cfg.AgentBinary: RoleAgent, w.cfg.UpdaterBinary: RoleUpdater} {
 		if bin == "" {
 			continue
 		}
@@ -110,14 +120,14 @@ func (s *Sentinel) applyPolicy() error {
 			return err
 		}
 	}
-	if err := s.writeLayout(); err != nil {
+	if err := w.writeLayout(); err != nil {
 		return err
 	}
-	if err := s.writeStacks(p.stacks); err != nil {
+	if err := w.writeStacks(p.stacks); err != nil {
 		return err
 	}
 
-	objs, idm := s.m.SentinelObjects, s.m.SentinelIdentities
+	objs, idm := w.k.m.SentinelObjects, w.k.m.SentinelIdentities
 	// New entries first, then removals: never a moment with less
 	// protection than either the old or the new policy.
 	for in, id := range ids {
@@ -125,7 +135,7 @@ func (s *Sentinel) applyPolicy() error {
 			return fmt.Errorf("register identity %s: %w", in, err)
 		}
 	}
-	if err := s.markListed(p.Entries()); err != nil {
+	if err := w.markListed(p.Entries()); err != nil {
 		return err
 	}
 	want := map[Inode]bool{}
@@ -162,13 +172,8 @@ func (s *Sentinel) applyPolicy() error {
 			return fmt.Errorf("prune object: %w", err)
 		}
 	}
-	s.mu.Lock()
-	s.names = map[Inode]string{}
-	for _, e := range p.Entries() {
-		s.names[e.Inode] = e.Path
-	}
-	s.mu.Unlock()
-	s.record("map_update", mapObjects, nil, map[string]any{
+	w.ev.setNames(p.Entries())
+	w.rec("map_update", mapObjects, nil, map[string]any{
 		"entries": len(want), "pruned": len(stale), "identities": len(ids), "pruned_identities": len(staleIDs),
 		"stacks": len(p.stacks),
 	})
@@ -180,14 +185,14 @@ func (s *Sentinel) applyPolicy() error {
 // lookup for an inode whose slot is clear. Slots are never cleared (the
 // kernel sets some itself, for learned agent binaries); a fresh load starts
 // from an empty filter.
-func (s *Sentinel) markListed(entries []Entry) error {
+func (w *policyWriter) markListed(entries []Entry) error {
 	done := map[uint32]bool{}
 	for _, e := range entries {
 		slot := listedSlot(e.Inode.Ino)
 		if done[slot] {
 			continue
 		}
-		if err := s.m.SentinelListed.Put(slot, uint8(1)); err != nil {
+		if err := w.k.m.SentinelListed.Put(slot, uint8(1)); err != nil {
 			return fmt.Errorf("mark %s listed: %w", e.Path, err)
 		}
 		done[slot] = true
@@ -207,7 +212,7 @@ func identity(path string, r Role) sentinelSentinelIdentity {
 
 // Protect adds a path (a file, or a directory with everything in it) to the
 // protected set at run time, e.g. a config file the agent has just created.
-func (s *Sentinel) Protect(path string, allow Role) error {
+func (w *policyWriter) Protect(path string, allow Role) error {
 	p := newPolicy()
 	st, err := os.Stat(path)
 	if err != nil {
@@ -221,29 +226,29 @@ func (s *Sentinel) Protect(path string, allow Role) error {
 	if err != nil {
 		return err
 	}
-	return s.merge(p, "protect", path)
+	return w.merge(p, "protect", path)
 }
 
 // Watch adds file-integrity events for a path (and, for a directory, its
 // entries) at run time.
-func (s *Sentinel) Watch(path string) error {
+func (w *policyWriter) Watch(path string) error {
 	p := newPolicy()
 	if err := p.watch(path); err != nil {
 		return err
 	}
-	return s.merge(p, "watch", path)
+	return w.merge(p, "watch", path)
 }
 
 // merge writes p's entries into the kernel on top of what is there: flags
 // add up, and a protection never gains roles. An entry that adds no
 // protection (an ancestor, a watch) keeps the roles already allowed.
-func (s *Sentinel) merge(p *policy, what, path string) error {
-	if err := s.markListed(p.Entries()); err != nil {
+func (w *policyWriter) merge(p *policy, what, path string) error {
+	if err := w.markListed(p.Entries()); err != nil {
 		return err
 	}
 	for _, e := range p.Entries() {
 		var old sentinelSentinelObject
-		if s.m.SentinelObjects.Lookup(key(e.Inode), &old) == nil && old.Flags&protections != 0 {
+		if w.k.m.SentinelObjects.Lookup(key(e.Inode), &old) == nil && old.Flags&protections != 0 {
 			if e.Flags&protections != 0 {
 				e.Allow &= Role(old.Allow)
 			} else {
@@ -251,83 +256,11 @@ func (s *Sentinel) merge(p *policy, what, path string) error {
 			}
 		}
 		e.Flags |= old.Flags
-		if err := s.m.SentinelObjects.Put(key(e.Inode), sentinelSentinelObject{Flags: e.Flags, Allow: uint32(e.Allow)}); err != nil {
+		if err := w.k.m.SentinelObjects.Put(key(e.Inode), sentinelSentinelObject{Flags: e.Flags, Allow: uint32(e.Allow)}); err != nil {
 			return fmt.Errorf("%s %s: %w", what, e.Path, err)
 		}
-		s.mu.Lock()
-		s.names[e.Inode] = e.Path
-		s.mu.Unlock()
+		w.ev.addName(e.Inode, e.Path)
 	}
-	s.record("map_update", mapObjects, nil, map[string]any{what: path})
+	w.rec("map_update", mapObjects, nil, map[string]any{what: path})
 	return nil
-}
-
-const (
-	guardMap  = uint32(sentinelSentinelGuardKindSENTINEL_GUARD_MAP)
-	guardLink = uint32(sentinelSentinelGuardKindSENTINEL_GUARD_LINK)
-)
-
-func (s *Sentinel) guardID(kind, id uint32) error {
-	err := s.m.SentinelGuarded.Put(sentinelSentinelGuard{Kind: kind, Id: id}, uint32(1))
-	if err != nil {
-		return fmt.Errorf("guard bpf object %d: %w", id, err)
-	}
-	return nil
-}
-
-// GuardMap makes m writable only by the agent: every other process gets a
-// read-only descriptor (dumps keep working, updates fail with EPERM).
-func (s *Sentinel) GuardMap(m *ebpf.Map) error {
-	info, err := m.Info()
-	if err != nil {
-		return fmt.Errorf("guard map: %w", err)
-	}
-	id, ok := info.ID()
-	if !ok {
-		return errors.New("guard map: kernel reports no map id")
-	}
-	return s.guardID(guardMap, uint32(id))
-}
-
-// GuardLink lets only the agent detach or update l.
-func (s *Sentinel) GuardLink(l link.Link) error {
-	info, err := l.Info()
-	if err != nil {
-		return fmt.Errorf("guard link: %w", err)
-	}
-	return s.guardID(guardLink, uint32(info.ID))
-}
-
-// setMode switches enforce/audit. until (if non-zero) ends an audit window
-// in the kernel itself, whether or not the agent is alive then.
-func (s *Sentinel) setMode(m Mode, until time.Time) error {
-	v := sentinelSentinelSettings{Mode: uint32(m)}
-	if m == Audit && !until.IsZero() {
-		v.AuditUntilNs = uint64(bootNow() + time.Until(until).Nanoseconds())
-	}
-	err := s.m.SentinelConfig.Put(uint32(0), v)
-	s.record("map_update", mapConfig, err, map[string]any{"mode": m.String(), "until": until})
-	if err != nil {
-		return fmt.Errorf("set mode %s: %w", m, err)
-	}
-	return nil
-}
-
-// Mode returns the mode in force and the end of an audit window.
-func (s *Sentinel) Mode() (Mode, time.Time, error) {
-	var v sentinelSentinelSettings
-	if err := s.m.SentinelConfig.Lookup(uint32(0), &v); err != nil {
-		return Enforce, time.Time{}, fmt.Errorf("read mode: %w", err)
-	}
-	if Mode(v.Mode) != Audit {
-		return Enforce, time.Time{}, nil
-	}
-	if v.AuditUntilNs == 0 {
-		return Audit, time.Time{}, nil
-	}
-	left := int64(v.AuditUntilNs) - bootNow()
-	if left <= 0 {
-		return Enforce, time.Time{}, nil
-	}
-	return Audit, time.Now().Add(time.Duration(left)), nil
 }

@@ -185,9 +185,9 @@ func (r Releases) layout() sentinelSentinelRelease {
 	return v
 }
 
-func (s *Sentinel) writeLayout() error {
-	err := s.m.SentinelLayout.Put(uint32(0), s.cfg.Releases.layout())
-	s.record("map_update", mapLayout, err, map[string]any{"releases": s.cfg.Releases.Dir, "binary": s.cfg.Releases.Binary})
+func (w *policyWriter) writeLayout() error {
+	err := w.k.m.SentinelLayout.Put(uint32(0), w.cfg.Releases.layout())
+	w.rec("map_update", mapLayout, err, map[string]any{"releases": w.cfg.Releases.Dir, "binary": w.cfg.Releases.Binary})
 	if err != nil {
 		return fmt.Errorf("write release layout: %w", err)
 	}
