@@ -20,7 +20,7 @@ type policyWriter struct {
 	rec record
 }
 
-// buildPolicy resolves the configured paths to inodes.
+// build resolves the configured paths to inodes.
 func (w *policyWriter) build() (*policy, error) {
 	c := w.cfg
 	p := newPolicy()
@@ -97,7 +97,7 @@ func (w *policyWriter) build() (*policy, error) {
 	return p, nil
 }
 
-// applyPolicy writes the resolved policy and identities into the kernel,
+// apply writes the resolved policy and identities into the kernel,
 // and prunes what no longer applies (stale agent binaries after an upgrade).
 func (w *policyWriter) apply() error {
 	p, err := w.build()
