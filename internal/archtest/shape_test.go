@@ -33,9 +33,6 @@ var knownExceptions = map[string]string{
 	// Sentinel's loader is being reshaped separately (generated contract,
 	// split by concern); it should leave this list then.
 	"internal/sentinel.Sentinel": "39 methods (one mutex)",
-	// The lab's kernel cache grew with the arm64 kernels; its owners
-	// split it.
-	"tools/vmlab/internal/kernel.Cache": "18 methods",
 }
 
 // typeShape is what the test counts of one type.
