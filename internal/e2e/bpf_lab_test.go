@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -80,7 +81,7 @@ func TestBPFBackdoorsInLab(t *testing.T) {
 	check("before the attacks", 1)
 
 	shieldDir := filepath.Join(r.pinRoot, "shield")
-	if err := heldFdAttacks(shieldDir); err != nil {
+	if err := heldFdAttacks(t, shieldDir); err != nil {
 		t.Error(err)
 	}
 	check("after the attacks with held fds", 2)
@@ -180,8 +181,10 @@ func TestMain(m *testing.M) {
 }
 
 // heldFdAttacks runs heldFdAttacksHere in a process of its own, so that the
-// private fd table it makes never reaches the test process.
-func heldFdAttacks(dir string) error {
+// private fd table it makes never reaches the test process, and logs what
+// the attacker reports.
+func heldFdAttacks(t testing.TB, dir string) error {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -192,6 +195,7 @@ func heldFdAttacks(dir string) error {
 	if err != nil {
 		return fmt.Errorf("attacks with held fds: %v: %s", err, out)
 	}
+	t.Logf("attacks with held fds: %s", bytes.TrimSpace(out))
 	return nil
 }
 
@@ -323,6 +327,8 @@ func progAttacks(shield *ebpf.Program) error {
 		errs = append(errs, errors.New("root loaded an extension of Shield's XDP program"))
 	} else if !errors.As(err, &ve) || !errors.Is(err, unix.EPERM) {
 		errs = append(errs, fmt.Errorf("extension load: %w, want EPERM from BPF_PROG_LOAD", err))
+	} else {
+		fmt.Printf("extension of Shield's program refused: %v\n", err)
 	}
 	return errors.Join(errs...)
 }
