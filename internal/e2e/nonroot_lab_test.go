@@ -508,7 +508,7 @@ func (r *rig) rootAttacks(t *testing.T, when string) {
 	if err := programAttack(state); err != nil {
 		t.Errorf("%s: %v", when, err)
 	}
-	if err := heldFdAttacks(filepath.Join(r.pinRoot, "shield")); err != nil {
+	if err := heldFdAttacks(t, filepath.Join(r.pinRoot, "shield")); err != nil {
 		t.Errorf("%s: %v", when, err)
 	}
 

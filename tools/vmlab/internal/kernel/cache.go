@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/carverauto/fortress/tools/vmlab/internal/apt"
@@ -76,9 +75,11 @@ func (k *Kernel) ModuleFiles() []string {
 
 // Cache resolves, downloads and keeps kernels below Dir:
 //
-//	Dir/apt/                      private apt index (see apt.Repo)
+//	Dir/apt/                      private apt index (see index)
 //	Dir/kernels/<pkg>_<version>/  one extracted kernel
 //	Dir/kernels/current-<line>.json  the kernel last resolved for a line
+//
+// and, through Package, unpacked Debian packages (see packages).
 type Cache struct {
 	Dir string
 	// Arch is the Debian architecture of the kernels (and packages) the
@@ -113,23 +114,6 @@ func DirFor(base, a string) string {
 	return filepath.Join(base, a)
 }
 
-func (c *Cache) arch() string {
-	if c.Arch == "" {
-		return "amd64"
-	}
-	return c.Arch
-}
-
-func (c *Cache) repo() *apt.Repo {
-	return &apt.Repo{Dir: filepath.Join(c.Dir, "apt"), Arch: c.arch(), Log: nil}
-}
-
-func (c *Cache) logf(format string, args ...any) {
-	if c.Log != nil {
-		fmt.Fprintf(c.Log, "vmlab: "+format+"\n", args...)
-	}
-}
-
 // Get returns the newest kernel of line, downloading it when the cache does
 // not have it. The package index is refreshed when older than MaxAge; when
 // the refresh fails, a cached kernel is used with a warning.
@@ -137,45 +121,45 @@ func (c *Cache) Get(ctx context.Context, line Line) (*Kernel, error) {
 	if err := os.MkdirAll(filepath.Join(c.Dir, "kernels"), 0o755); err != nil {
 		return nil, fmt.Errorf("create cache: %w", err)
 	}
-	unlock, err := c.lock()
+	idx := c.index()
+	unlock, err := idx.lock()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 
-	repo := c.repo()
 	cur := c.current(line)
-	updated, err := c.refresh(ctx, repo)
+	updated, err := idx.refresh(ctx)
 	if err != nil {
 		switch {
 		case cur != nil:
-			c.logf("warning: %v; using cached kernel %s", err, cur.Release)
+			idx.logf("warning: %v; using cached kernel %s", err, cur.Release)
 			return cur, nil
-		case !repo.HasLists():
+		case !idx.repo.HasLists():
 			return nil, fmt.Errorf("kernel %s: %w", line.Name, err)
 		default:
-			c.logf("warning: %v; using the stale package index", err)
+			idx.logf("warning: %v; using the stale package index", err)
 		}
 	}
 	if cur != nil && !cur.Resolved.Before(updated) {
 		return cur, nil
 	}
 
-	cands, err := c.resolve(ctx, repo, line)
+	cands, err := c.resolve(ctx, idx.repo, line)
 	if err != nil {
 		if cur != nil {
-			c.logf("warning: %v; using cached kernel %s", err, cur.Release)
+			idx.logf("warning: %v; using cached kernel %s", err, cur.Release)
 			return cur, nil
 		}
 		return nil, err
 	}
 	for _, cand := range cands {
-		k, err := c.fetch(ctx, repo, line, cand)
+		k, err := c.fetch(ctx, idx, line, cand)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			c.logf("warning: %v; trying an older package", err)
+			idx.logf("warning: %v; trying an older package", err)
 			continue
 		}
 		if err := c.setCurrent(line, k); err != nil {
@@ -184,75 +168,10 @@ func (c *Cache) Get(ctx context.Context, line Line) (*Kernel, error) {
 		return k, nil
 	}
 	if cur != nil {
-		c.logf("warning: no %s kernel could be downloaded; using cached kernel %s", line.Name, cur.Release)
+		idx.logf("warning: no %s kernel could be downloaded; using cached kernel %s", line.Name, cur.Release)
 		return cur, nil
 	}
 	return nil, fmt.Errorf("kernel %s: no package could be downloaded (%d candidates)", line.Name, len(cands))
-}
-
-// refresh downloads the package index when it is older than MaxAge (or
-// missing) and returns the time of the index in use. On error the index
-// is as it was: stale, or absent (repo.HasLists says which).
-func (c *Cache) refresh(ctx context.Context, repo *apt.Repo) (time.Time, error) {
-	updated := repo.Updated()
-	if time.Since(updated) <= c.maxAge() && repo.HasLists() {
-		return updated, nil
-	}
-	c.logf("refreshing the %s package index", c.arch())
-	err := c.writeSources(repo)
-	if err == nil {
-		err = repo.Update(ctx)
-	}
-	if err != nil {
-		return updated, err
-	}
-	return repo.Updated(), nil
-}
-
-func (c *Cache) maxAge() time.Duration {
-	if c.MaxAge > 0 {
-		return c.MaxAge
-	}
-	return DefaultMaxAge
-}
-
-// lock takes an exclusive lock on the cache, so that concurrent vmlab runs
-// do not download into each other.
-func (c *Cache) lock() (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(c.Dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock cache: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock cache: %w", err)
-	}
-	return func() { f.Close() }, nil
-}
-
-// writeSources writes the private sources list: the machine's Debian
-// mirror URIs with the suites of every line.
-func (c *Cache) writeSources(repo *apt.Repo) error {
-	etc := c.EtcApt
-	if etc == "" {
-		etc = "/etc/apt"
-	}
-	sys, err := apt.SystemSources(etc)
-	if err != nil {
-		return err
-	}
-	m, err := apt.FindMirror(sys)
-	if err != nil {
-		return err
-	}
-	archive, security := suites(LinesFor(c.arch()))
-	srcs := []apt.Source{{Types: []string{"deb"}, URIs: []string{m.Archive}, Suites: archive, Components: []string{"main"}, SignedBy: m.SignedBy}}
-	if m.Security != "" {
-		srcs = append(srcs, apt.Source{Types: []string{"deb"}, URIs: []string{m.Security}, Suites: security, Components: []string{"main"}, SignedBy: m.SignedBy})
-	} else {
-		c.logf("note: the apt sources name no Debian security archive; searching %s only", strings.Join(archive, ", "))
-	}
-	return repo.WriteSources(srcs, c.arch())
 }
 
 // resolve lists the line's available packages, newest first.
@@ -279,18 +198,18 @@ func (c *Cache) kernelDir(cand apt.Candidate) string {
 
 // fetch returns the cached kernel of cand, downloading and extracting it
 // first when needed.
-func (c *Cache) fetch(ctx context.Context, repo *apt.Repo, line Line, cand apt.Candidate) (*Kernel, error) {
+func (c *Cache) fetch(ctx context.Context, idx *index, line Line, cand apt.Candidate) (*Kernel, error) {
 	dir := c.kernelDir(cand)
 	if k, err := load(dir); err == nil {
 		k.Resolved = time.Now()
 		return k, nil
 	}
-	c.logf("downloading %s %s", cand.Package, cand.Version)
+	idx.logf("downloading %s %s", cand.Package, cand.Version)
 	downloads := filepath.Join(c.Dir, "downloads")
 	if err := os.MkdirAll(downloads, 0o755); err != nil {
 		return nil, fmt.Errorf("create downloads dir: %w", err)
 	}
-	deb, err := repo.Download(ctx, downloads, cand.Package, cand.Version)
+	deb, err := idx.repo.Download(ctx, downloads, cand.Package, cand.Version)
 	if err != nil {
 		return nil, err
 	}

@@ -152,12 +152,13 @@ func TestDirFor(t *testing.T) {
 
 func TestUnpacked(t *testing.T) {
 	c := &Cache{Dir: t.TempDir()}
+	p := &packages{idx: c.index()}
 	for _, d := range []string{"libc6_2.36-9+deb12u9", "libc6_2.36-9+deb12u13", "libc6-dev_2.36-9", "busybox-static_1:1.35.0-4+b3"} {
 		if err := os.MkdirAll(filepath.Join(c.Dir, "packages", d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got := c.unpacked("libc6")
+	got := p.unpacked("libc6")
 	var names []string
 	for _, d := range got {
 		names = append(names, filepath.Base(d))
@@ -165,7 +166,7 @@ func TestUnpacked(t *testing.T) {
 	if !slices.Equal(names, []string{"libc6_2.36-9+deb12u13", "libc6_2.36-9+deb12u9"}) {
 		t.Errorf("unpacked(libc6) = %q", names)
 	}
-	if got := c.unpacked("busybox-static"); len(got) != 1 {
+	if got := p.unpacked("busybox-static"); len(got) != 1 {
 		t.Errorf("unpacked(busybox-static) = %q", got)
 	}
 }

@@ -13,69 +13,79 @@ import (
 	"github.com/carverauto/fortress/tools/vmlab/internal/apt"
 )
 
-// Package returns the directory holding the unpacked newest version of the
-// Debian package name (of the cache's architecture) that one of suites
-// serves, downloading and unpacking it when the cache lacks it:
+// packages keeps unpacked Debian packages below the cache's Dir, resolved
+// and downloaded through the cache's index:
 //
 //	Dir/packages/<name>_<version>/   the package's files (dpkg-deb -x)
-//
-// When the index cannot be refreshed or read, or the download fails, the
-// newest version already unpacked is used, with a warning.
+type packages struct {
+	idx *index
+}
+
+// Package returns the directory holding the unpacked newest version of the
+// Debian package name (of the cache's architecture) that one of suites
+// serves, downloading and unpacking it when the cache lacks it. When the
+// index cannot be refreshed or read, or the download fails, the newest
+// version already unpacked is used, with a warning.
 func (c *Cache) Package(ctx context.Context, name string, suites []string) (string, error) {
-	if err := os.MkdirAll(filepath.Join(c.Dir, "packages"), 0o755); err != nil {
+	return (&packages{idx: c.index()}).get(ctx, name, suites)
+}
+
+// get is Package.
+func (p *packages) get(ctx context.Context, name string, suites []string) (string, error) {
+	idx := p.idx
+	if err := os.MkdirAll(filepath.Join(idx.dir, "packages"), 0o755); err != nil {
 		return "", fmt.Errorf("create cache: %w", err)
 	}
-	unlock, err := c.lock()
+	unlock, err := idx.lock()
 	if err != nil {
 		return "", err
 	}
 	defer unlock()
 
-	cached := c.unpacked(name)
-	repo := c.repo()
-	if _, err := c.refresh(ctx, repo); err != nil {
+	cached := p.unpacked(name)
+	if _, err := idx.refresh(ctx); err != nil {
 		if len(cached) > 0 {
-			c.logf("warning: %v; using cached %s", err, filepath.Base(cached[0]))
+			idx.logf("warning: %v; using cached %s", err, filepath.Base(cached[0]))
 			return cached[0], nil
 		}
-		if !repo.HasLists() {
+		if !idx.repo.HasLists() {
 			return "", fmt.Errorf("package %s: %w", name, err)
 		}
-		c.logf("warning: %v; using the stale package index", err)
+		idx.logf("warning: %v; using the stale package index", err)
 	}
-	all, err := repo.Madison(ctx, name)
+	all, err := idx.repo.Madison(ctx, name)
 	if err == nil && len(Newest(all, suites)) == 0 {
-		err = fmt.Errorf("no %s package for %s in %s", name, c.arch(), strings.Join(suites, ", "))
+		err = fmt.Errorf("no %s package for %s in %s", name, idx.arch, strings.Join(suites, ", "))
 	}
 	if err != nil {
 		if len(cached) > 0 {
-			c.logf("warning: %v; using cached %s", err, filepath.Base(cached[0]))
+			idx.logf("warning: %v; using cached %s", err, filepath.Base(cached[0]))
 			return cached[0], nil
 		}
 		return "", fmt.Errorf("package %s: %w", name, err)
 	}
 	cand := Newest(all, suites)[0]
-	dir := c.packageDir(cand)
+	dir := p.dir(cand)
 	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
 		return dir, nil
 	}
-	if err := c.unpack(ctx, repo, cand, dir); err != nil {
+	if err := p.unpack(ctx, cand, dir); err != nil {
 		if ctx.Err() != nil || len(cached) == 0 {
 			return "", err
 		}
-		c.logf("warning: %v; using cached %s", err, filepath.Base(cached[0]))
+		idx.logf("warning: %v; using cached %s", err, filepath.Base(cached[0]))
 		return cached[0], nil
 	}
 	return dir, nil
 }
 
-func (c *Cache) packageDir(cand apt.Candidate) string {
-	return filepath.Join(c.Dir, "packages", cand.Package+"_"+cand.Version)
+func (p *packages) dir(cand apt.Candidate) string {
+	return filepath.Join(p.idx.dir, "packages", cand.Package+"_"+cand.Version)
 }
 
 // unpacked lists the unpacked versions of package name, newest first.
-func (c *Cache) unpacked(name string) []string {
-	dirs, _ := filepath.Glob(filepath.Join(c.Dir, "packages", name+"_*"))
+func (p *packages) unpacked(name string) []string {
+	dirs, _ := filepath.Glob(filepath.Join(p.idx.dir, "packages", name+"_*"))
 	var out []string
 	for _, d := range dirs {
 		// Package names have no "_": what follows the first is the version.
@@ -89,18 +99,19 @@ func (c *Cache) unpacked(name string) []string {
 }
 
 // unpack downloads cand and unpacks it into dir.
-func (c *Cache) unpack(ctx context.Context, repo *apt.Repo, cand apt.Candidate, dir string) error {
-	c.logf("downloading %s:%s %s", cand.Package, c.arch(), cand.Version)
-	downloads := filepath.Join(c.Dir, "downloads")
+func (p *packages) unpack(ctx context.Context, cand apt.Candidate, dir string) error {
+	idx := p.idx
+	idx.logf("downloading %s:%s %s", cand.Package, idx.arch, cand.Version)
+	downloads := filepath.Join(idx.dir, "downloads")
 	if err := os.MkdirAll(downloads, 0o755); err != nil {
 		return fmt.Errorf("create downloads dir: %w", err)
 	}
-	deb, err := repo.Download(ctx, downloads, cand.Package, cand.Version)
+	deb, err := idx.repo.Download(ctx, downloads, cand.Package, cand.Version)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(deb)
-	tmp, err := os.MkdirTemp(filepath.Join(c.Dir, "packages"), ".unpack-")
+	tmp, err := os.MkdirTemp(filepath.Join(idx.dir, "packages"), ".unpack-")
 	if err != nil {
 		return fmt.Errorf("unpack %s: %w", cand.Package, err)
 	}
