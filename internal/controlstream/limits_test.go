@@ -1,7 +1,6 @@
 package controlstream
 
 import (
-	"crypto/tls"
 	"fmt"
 	"testing"
 
@@ -16,10 +15,7 @@ import (
 // the gateway accepts, keeps every delta, and never merges a drop rule with
 // an allow rule for the same CIDR.
 func TestCounterBatchesFitLimits(t *testing.T) {
-	c, err := NewClient(ClientConfig{Addr: "127.0.0.1:1", TLS: &tls.Config{}, Hello: Hello{AgentID: "a"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := offlineClient(t)
 	const n = 10_000
 	for i := range n {
 		c.AddCounters(&pb.CounterDelta{Rule: fmt.Sprintf("ffff:ffff:ffff:ffff:ffff:ffff:%x:0/112", i), Action: pb.RuleAction_RULE_ACTION_DROP,
