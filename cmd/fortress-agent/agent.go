@@ -19,6 +19,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/carverauto/fortress/api/controlpb"
 	"github.com/carverauto/fortress/pkg/controlstream"
 	"github.com/carverauto/fortress/pkg/fortress"
 	"github.com/carverauto/fortress/pkg/serviceradar"
@@ -61,12 +64,7 @@ func (w *counterForwarder) add(ds []fortress.CounterDelta) {
 	if c == nil {
 		return
 	}
-	out := make([]controlstream.CounterDelta, len(ds))
-	for i, d := range ds {
-		out[i] = controlstream.CounterDelta{Rule: d.Rule, Action: d.Action, LogOnly: d.LogOnly, Slot: d.Slot, Kind: d.Kind,
-			DryRun: d.DryRun, Packets: d.Packets, Bytes: d.Bytes}
-	}
-	c.AddCounters(out...)
+	c.AddCounters(wireCounters(ds)...)
 }
 
 // StatusReply is what the status socket serves at /v1/status.
@@ -271,43 +269,16 @@ func (a *agent) runServiceRadar(ctx context.Context) error {
 	}))
 }
 
-// streamStatus maps Fortress's status onto the ControlStream's.
-func streamStatus(s fortress.Status) controlstream.Status {
-	out := controlstream.Status{PolicyVersion: s.Policy.Version, Degraded: s.Degraded}
-	switch s.Shield.State {
-	case fortress.ShieldEnforcing:
-		out.Shield.State = controlstream.StateEnforcing
-	case fortress.ShieldDryRun:
-		out.Shield.State = controlstream.StateObserving
-	case fortress.ShieldDegraded:
-		out.Shield.State = controlstream.StateDegraded
-	default:
-		out.Shield.State = controlstream.StateUnavailable
-	}
-	out.Shield.Mode, out.Shield.Reason = s.Shield.State, s.Shield.Reason
-	switch s.Sentinel.State {
-	case fortress.SentinelEnforcing:
-		out.Sentinel.State = controlstream.StateEnforcing
-	case fortress.SentinelAudit:
-		out.Sentinel.State = controlstream.StateObserving
-	default:
-		out.Sentinel.State = controlstream.StateUnavailable
-	}
-	out.Sentinel.Mode, out.Sentinel.Reason = s.Sentinel.State, s.Sentinel.Reason
-	return out
-}
-
 // pushStatus sends the status whenever it changes (checked every 2s); the
 // client repeats it periodically on its own.
 func (a *agent) pushStatus(ctx context.Context, c *controlstream.Client) {
-	var last []byte
+	var last *controlpb.Status
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
-		s := streamStatus(a.f.Status())
-		if b, _ := json.Marshal(s); string(b) != string(last) {
+		if s := wireStatus(a.f.Status()); !proto.Equal(s, last) {
 			c.SetStatus(s)
-			last = b
+			last = s
 		}
 		select {
 		case <-ctx.Done():
@@ -338,41 +309,7 @@ func (a *agent) pumpEvents(ctx context.Context) {
 			if c == nil || e.Kind == fortress.KindDryRun {
 				continue // dry-run matches reach the gateway as counters
 			}
-			kind, severity := streamEventKind(e, a.f.Status), e.Severity
-			if kind == controlstream.KindStatus {
-				severity = fortress.SeverityInfo
-			}
-			detail := e.Detail
-			if e.Kind == fortress.KindCritical && e.Count > 0 {
-				detail = fmt.Sprintf("%s (%d lost)", detail, e.Count)
-			}
-			proc := e.Exe
-			if proc == "" {
-				proc = e.Comm
-			}
-			c.AddEvent(controlstream.Event{Time: e.Time, Kind: kind, Severity: severity, Path: e.Path, Op: e.Op,
-				Process: proc, PID: e.PID, UID: e.UID, Detail: detail, Denied: e.Denied()})
+			c.AddEvent(wireEvent(e, a.f.Status))
 		}
 	}
-}
-
-// streamEventKind says how an event goes to the gateway. A critical event
-// that only repeats why Sentinel is unavailable (BPF LSM unusable on this
-// kernel) is a status, not an attack or a failure: the gateway shows it as
-// information next to the agent's "sentinel: unavailable".
-func streamEventKind(e fortress.Event, status func() fortress.Status) string {
-	switch e.Kind {
-	case fortress.KindFIM:
-		return controlstream.KindFIM
-	case fortress.KindViolation:
-		return controlstream.KindViolation
-	case fortress.KindCritical:
-		if e.Layer == "sentinel" {
-			if st := status(); st.Sentinel.State == fortress.SentinelUnavailable && st.Sentinel.Reason == e.Detail {
-				return controlstream.KindStatus
-			}
-		}
-		return controlstream.KindCritical
-	}
-	return controlstream.KindViolation
 }

@@ -237,7 +237,7 @@ func runAgent(ctx context.Context, cfg *config, log *slog.Logger, ready func(*ag
 		a.setStream(cl)
 		// The first hello carries the policy version in force: set the
 		// status before the stream can connect.
-		cl.SetStatus(streamStatus(f.Status()))
+		cl.SetStatus(wireStatus(f.Status()))
 		go func() { errc <- ignoreCanceled(cl.Run(srvCtx)) }()
 		go a.pushStatus(srvCtx, cl)
 	}

@@ -33,22 +33,6 @@ const MaxMessage = bundle.DefaultMaxSize + 1<<20
 // maxEventsPerBatch keeps event batches well under gRPC's message limits.
 const maxEventsPerBatch = 512
 
-// Layer states, as agents report them.
-const (
-	StateEnforcing   = "enforcing"
-	StateObserving   = "observing"
-	StateDegraded    = "degraded"
-	StateUnavailable = "unavailable"
-)
-
-// Event kinds.
-const (
-	KindFIM       = "fim"
-	KindViolation = "violation"
-	KindCritical  = "critical"
-	KindStatus    = "status"
-)
-
 // Hello is what an agent tells the gateway about itself on every connect.
 type Hello struct {
 	AgentID      string
@@ -59,85 +43,6 @@ type Hello struct {
 	KernelRelease string
 	KernelChecks  map[string]bool
 	KernelReasons map[string]string
-}
-
-// Layer is one layer's state for Status.
-type Layer struct {
-	State  string // StateEnforcing, ...
-	Mode   string
-	Reason string
-}
-
-// Status is the agent's current state.
-type Status struct {
-	Shield        Layer
-	Sentinel      Layer
-	PolicyVersion uint64
-	Degraded      []string
-}
-
-// Counter kinds (CounterDelta.Kind).
-const (
-	CounterDrop      = "drop"
-	CounterAllow     = "allow"
-	CounterWouldDrop = "would-drop"
-)
-
-// CounterDelta is the change of one rule's counter since the last report.
-// A rule is (Rule, Action, LogOnly) in Slot; deltas of different rules are
-// never merged.
-type CounterDelta struct {
-	Rule    string
-	Action  string // drop or allow ("": drop)
-	LogOnly bool
-	Slot    uint32
-	// Kind is CounterDrop, CounterAllow or CounterWouldDrop; empty means
-	// CounterWouldDrop when DryRun is set and CounterDrop otherwise.
-	Kind    string
-	DryRun  bool
-	Packets uint64
-	Bytes   uint64
-}
-
-func (d CounterDelta) kind() string {
-	switch {
-	case d.Kind != "":
-		return d.Kind
-	case d.DryRun:
-		return CounterWouldDrop
-	}
-	return CounterDrop
-}
-
-func (d CounterDelta) proto() *pb.CounterDelta {
-	out := &pb.CounterDelta{Rule: d.Rule, LogOnly: d.LogOnly, Slot: d.Slot, Packets: d.Packets, Bytes: d.Bytes,
-		Action: pb.RuleAction_RULE_ACTION_DROP}
-	if d.Action == "allow" {
-		out.Action = pb.RuleAction_RULE_ACTION_ALLOW
-	}
-	switch d.kind() {
-	case CounterAllow:
-		out.Kind = pb.CounterKind_COUNTER_KIND_ALLOW
-	case CounterWouldDrop:
-		out.Kind, out.DryRun = pb.CounterKind_COUNTER_KIND_WOULD_DROP, true
-	default:
-		out.Kind = pb.CounterKind_COUNTER_KIND_DROP
-	}
-	return out
-}
-
-// Event is a FIM or violation event.
-type Event struct {
-	Time     time.Time
-	Kind     string // KindFIM, KindViolation, KindCritical or KindStatus
-	Severity string
-	Path     string
-	Op       string
-	Process  string
-	PID      uint32
-	UID      uint32
-	Detail   string
-	Denied   bool
 }
 
 // BundleFunc applies a pushed bundle and returns the applied version, or an
@@ -172,10 +77,34 @@ type ClientConfig struct {
 	Logger         *slog.Logger
 }
 
+// counterKey is one rule's counter in the form the client sends it: deltas
+// are merged only when every field matches, so deltas of different rules
+// (a drop and an allow rule for one CIDR, or one rule in two slots) never
+// are.
 type counterKey struct {
-	rule, action, kind string
-	logOnly            bool
-	slot               uint32
+	rule    string
+	action  pb.RuleAction
+	kind    pb.CounterKind
+	logOnly bool
+	slot    uint32
+}
+
+// keyOf is d's counter key. The action is drop unless d says allow; a delta
+// without a kind (a caller that predates kinds) is a would-drop when
+// dry_run is set and a drop otherwise.
+func keyOf(d *pb.CounterDelta) counterKey {
+	k := counterKey{rule: d.Rule, action: pb.RuleAction_RULE_ACTION_DROP, kind: pb.CounterKind_COUNTER_KIND_DROP,
+		logOnly: d.LogOnly, slot: d.Slot}
+	if d.Action == pb.RuleAction_RULE_ACTION_ALLOW {
+		k.action = pb.RuleAction_RULE_ACTION_ALLOW
+	}
+	switch {
+	case d.Kind == pb.CounterKind_COUNTER_KIND_ALLOW, d.Kind == pb.CounterKind_COUNTER_KIND_WOULD_DROP:
+		k.kind = d.Kind
+	case d.Kind == pb.CounterKind_COUNTER_KIND_UNSPECIFIED && d.DryRun:
+		k.kind = pb.CounterKind_COUNTER_KIND_WOULD_DROP
+	}
+	return k
 }
 
 type pending struct {
@@ -194,7 +123,7 @@ type Client struct {
 	bundles chan *pb.PolicyBundle
 
 	mu            sync.Mutex
-	acc           map[counterKey]*CounterDelta
+	acc           map[counterKey]*pb.CounterDelta
 	events        []*pb.Event
 	dropSince     uint64 // events dropped since the last event batch
 	queue         []pending
@@ -250,7 +179,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		log:     cfg.Logger.With("agent", cfg.Hello.AgentID),
 		epoch:   binary.LittleEndian.Uint64(b[:]) | 1,
 		bundles: make(chan *pb.PolicyBundle, 4),
-		acc:     map[counterKey]*CounterDelta{},
+		acc:     map[counterKey]*pb.CounterDelta{},
 		nextSeq: 1,
 		wake:    make(chan struct{}, 1),
 	}, nil
@@ -269,23 +198,24 @@ func poke(wake chan struct{}) {
 
 // AddCounters merges counter deltas into the next batch. It never blocks and
 // never loses a delta, except for a new key beyond MaxCounterKeys, which is
-// dropped and counted.
-func (c *Client) AddCounters(deltas ...CounterDelta) {
+// dropped and counted. It keeps none of the deltas it is given: the caller
+// may reuse them.
+func (c *Client) AddCounters(deltas ...*pb.CounterDelta) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, d := range deltas {
-		if d.Packets == 0 && d.Bytes == 0 {
+		if d.GetPackets() == 0 && d.GetBytes() == 0 {
 			continue
 		}
-		d.Kind, d.DryRun = d.kind(), d.kind() == CounterWouldDrop
-		k := counterKey{rule: d.Rule, action: d.Action, kind: d.Kind, logOnly: d.LogOnly, slot: d.Slot}
+		k := keyOf(d)
 		a, ok := c.acc[k]
 		if !ok {
 			if len(c.acc) >= c.cfg.MaxCounterKeys {
 				c.keysDropped.Add(1)
 				continue
 			}
-			a = &CounterDelta{Rule: d.Rule, Action: d.Action, LogOnly: d.LogOnly, Slot: d.Slot, Kind: d.Kind, DryRun: d.DryRun}
+			a = &pb.CounterDelta{Rule: k.rule, Action: k.action, Kind: k.kind, LogOnly: k.logOnly, Slot: k.slot,
+				DryRun: k.kind == pb.CounterKind_COUNTER_KIND_WOULD_DROP}
 			c.acc[k] = a
 		}
 		a.Packets += d.Packets
@@ -293,25 +223,17 @@ func (c *Client) AddCounters(deltas ...CounterDelta) {
 	}
 }
 
-// AddEvent queues an event for immediate delivery. It never blocks; when the
-// queue is full the event is dropped, counted and false returned.
-func (c *Client) AddEvent(e Event) bool {
-	kind := pb.EventKind_EVENT_KIND_UNSPECIFIED
-	switch e.Kind {
-	case KindFIM:
-		kind = pb.EventKind_EVENT_KIND_FIM
-	case KindViolation:
-		kind = pb.EventKind_EVENT_KIND_VIOLATION
-	case KindCritical:
-		kind = pb.EventKind_EVENT_KIND_CRITICAL
-	case KindStatus:
-		kind = pb.EventKind_EVENT_KIND_STATUS
+// AddEvent queues an event for immediate delivery; an event without a time
+// is given the current one. The client keeps e: the caller must not change
+// it afterwards. AddEvent never blocks; when the queue is full the event is
+// dropped, counted and false returned. A nil event is not queued.
+func (c *Client) AddEvent(e *pb.Event) bool {
+	if e == nil {
+		return false
 	}
-	if e.Time.IsZero() {
-		e.Time = time.Now()
+	if e.TimeUnixNano == 0 {
+		e.TimeUnixNano = time.Now().UnixNano()
 	}
-	pe := &pb.Event{TimeUnixNano: e.Time.UnixNano(), Kind: kind, Severity: e.Severity, Path: e.Path, Op: e.Op,
-		Process: e.Process, Pid: e.PID, Uid: e.UID, Detail: e.Detail, Denied: e.Denied}
 	c.mu.Lock()
 	if len(c.events) >= c.cfg.MaxEvents {
 		c.dropSince++
@@ -319,32 +241,22 @@ func (c *Client) AddEvent(e Event) bool {
 		c.eventsDropped.Add(1)
 		return false
 	}
-	c.events = append(c.events, pe)
+	c.events = append(c.events, e)
 	c.mu.Unlock()
 	poke(c.wake)
 	return true
 }
 
 // SetStatus records the agent's status; it is sent at once and then
-// periodically.
-func (c *Client) SetStatus(s Status) {
-	layer := func(l Layer) *pb.Layer {
-		st := pb.LayerState_LAYER_STATE_UNSPECIFIED
-		switch l.State {
-		case StateEnforcing:
-			st = pb.LayerState_LAYER_STATE_ENFORCING
-		case StateObserving:
-			st = pb.LayerState_LAYER_STATE_OBSERVING
-		case StateDegraded:
-			st = pb.LayerState_LAYER_STATE_DEGRADED
-		case StateUnavailable:
-			st = pb.LayerState_LAYER_STATE_UNAVAILABLE
-		}
-		return &pb.Layer{State: st, Mode: l.Mode, Reason: l.Reason}
+// periodically. The client keeps a copy of s; the time and drop counts it
+// sends are its own. A nil status is ignored.
+func (c *Client) SetStatus(s *pb.Status) {
+	if s == nil {
+		return
 	}
+	st := proto.Clone(s).(*pb.Status)
 	c.mu.Lock()
-	c.status = &pb.Status{Shield: layer(s.Shield), Sentinel: layer(s.Sentinel), PolicyVersion: s.PolicyVersion,
-		DegradedReasons: append([]string(nil), s.Degraded...)}
+	c.status = st
 	c.statusVersion++
 	c.mu.Unlock()
 	poke(c.wake)
@@ -405,7 +317,7 @@ func (c *Client) cutCounters() {
 			if len(b.Deltas) == n {
 				break
 			}
-			b.Deltas = append(b.Deltas, d.proto())
+			b.Deltas = append(b.Deltas, d)
 			delete(c.acc, k)
 		}
 		c.queue = append(c.queue, pending{c.nextSeq, &pb.AgentMessage{Msg: &pb.AgentMessage_Counters{Counters: b}}})

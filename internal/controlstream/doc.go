@@ -1,7 +1,8 @@
 // Package controlstream is the ControlStream between agent and gateway: a
 // gRPC bidirectional stream over mutual TLS (see proto/fortress/v1).
 //
-// The agent side, Client, takes counter deltas, events and status without
+// The agent side, Client, takes counter deltas, events and status (the
+// wire's own types from api/controlpb, so nothing is converted here) without
 // blocking, cuts them into sequenced batches, and keeps every batch until the
 // gateway acknowledges that it is stored; after a reconnect it resends from
 // the position the gateway reports. Memory is bounded: counter deltas merge

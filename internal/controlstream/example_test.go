@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"log"
 
+	pb "github.com/carverauto/fortress/api/controlpb"
 	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/internal/controlstream"
 )
@@ -41,7 +42,8 @@ func Example_agent() {
 	}
 	go c.Run(context.Background())
 	// From the layers' loops, never blocking:
-	c.SetStatus(controlstream.Status{Shield: controlstream.Layer{State: controlstream.StateEnforcing, Mode: "enforce"}, PolicyVersion: v.LastVersion()})
-	c.AddCounters(controlstream.CounterDelta{Rule: "203.0.113.0/24", Packets: 12, Bytes: 900})
-	c.AddEvent(controlstream.Event{Kind: controlstream.KindFIM, Path: "/etc/serviceradar/agent.json", Op: "write", Denied: true})
+	// The values are the wire's own types.
+	c.SetStatus(&pb.Status{Shield: &pb.Layer{State: pb.LayerState_LAYER_STATE_ENFORCING, Mode: "enforce"}, PolicyVersion: v.LastVersion()})
+	c.AddCounters(&pb.CounterDelta{Rule: "203.0.113.0/24", Packets: 12, Bytes: 900})
+	c.AddEvent(&pb.Event{Kind: pb.EventKind_EVENT_KIND_FIM, Path: "/etc/serviceradar/agent.json", Op: "write", Denied: true})
 }

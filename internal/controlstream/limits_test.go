@@ -1,7 +1,6 @@
 package controlstream
 
 import (
-	"crypto/tls"
 	"fmt"
 	"testing"
 
@@ -16,18 +15,15 @@ import (
 // the gateway accepts, keeps every delta, and never merges a drop rule with
 // an allow rule for the same CIDR.
 func TestCounterBatchesFitLimits(t *testing.T) {
-	c, err := NewClient(ClientConfig{Addr: "127.0.0.1:1", TLS: &tls.Config{}, Hello: Hello{AgentID: "a"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := offlineClient(t)
 	const n = 10_000
 	for i := range n {
-		c.AddCounters(CounterDelta{Rule: fmt.Sprintf("ffff:ffff:ffff:ffff:ffff:ffff:%x:0/112", i), Action: "drop", Slot: uint32(i + 1), Kind: CounterDrop,
-			Packets: 1 << 40, Bytes: 1 << 50})
+		c.AddCounters(&pb.CounterDelta{Rule: fmt.Sprintf("ffff:ffff:ffff:ffff:ffff:ffff:%x:0/112", i), Action: pb.RuleAction_RULE_ACTION_DROP,
+			Slot: uint32(i + 1), Kind: pb.CounterKind_COUNTER_KIND_DROP, Packets: 1 << 40, Bytes: 1 << 50})
 	}
-	c.AddCounters(CounterDelta{Rule: "10.77.99.0/24", Action: "allow", Slot: 1, Kind: CounterAllow, Packets: 3},
-		CounterDelta{Rule: "10.77.99.0/24", Action: "drop", Slot: 2, Kind: CounterDrop, Packets: 4},
-		CounterDelta{Rule: "10.77.98.0/24", DryRun: true, Packets: 5}) // an older caller: would-drop
+	c.AddCounters(&pb.CounterDelta{Rule: "10.77.99.0/24", Action: pb.RuleAction_RULE_ACTION_ALLOW, Slot: 1, Kind: pb.CounterKind_COUNTER_KIND_ALLOW, Packets: 3},
+		&pb.CounterDelta{Rule: "10.77.99.0/24", Action: pb.RuleAction_RULE_ACTION_DROP, Slot: 2, Kind: pb.CounterKind_COUNTER_KIND_DROP, Packets: 4},
+		&pb.CounterDelta{Rule: "10.77.98.0/24", DryRun: true, Packets: 5}) // an older caller: would-drop
 	c.mu.Lock()
 	c.cutCounters()
 	queue := c.queue

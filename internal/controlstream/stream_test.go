@@ -184,7 +184,7 @@ func TestReconnectLosesNothing(t *testing.T) {
 	defer cancel()
 	runDone := make(chan struct{})
 	go func() { c.Run(ctx); close(runDone) }()
-	c.SetStatus(Status{Shield: Layer{State: StateEnforcing, Mode: "enforce"}, PolicyVersion: 3})
+	c.SetStatus(&pb.Status{Shield: &pb.Layer{State: pb.LayerState_LAYER_STATE_ENFORCING, Mode: "enforce"}, PolicyVersion: 3})
 
 	sent := map[string]uint64{}
 	events := 0
@@ -193,9 +193,9 @@ func TestReconnectLosesNothing(t *testing.T) {
 		for i := range n {
 			r := rules[i%len(rules)]
 			p := uint64(i%7 + 1)
-			c.AddCounters(CounterDelta{Rule: r, Packets: p, Bytes: p * 64})
+			c.AddCounters(&pb.CounterDelta{Rule: r, Packets: p, Bytes: p * 64})
 			sent[r] += p
-			if i%10 == 0 && c.AddEvent(Event{Kind: KindFIM, Path: "/etc/serviceradar/agent.json", Op: "write"}) {
+			if i%10 == 0 && c.AddEvent(&pb.Event{Kind: pb.EventKind_EVENT_KIND_FIM, Path: "/etc/serviceradar/agent.json", Op: "write"}) {
 				events++
 			}
 			time.Sleep(time.Millisecond)
@@ -325,7 +325,7 @@ func TestBundleAckAndOverflow(t *testing.T) {
 	// Before connecting: 25 events into a queue of 10.
 	dropped := 0
 	for range 25 {
-		if !c.AddEvent(Event{Kind: KindViolation, Path: "/sys/fs/bpf/serviceradar", Denied: true}) {
+		if !c.AddEvent(&pb.Event{Kind: pb.EventKind_EVENT_KIND_VIOLATION, Path: "/sys/fs/bpf/serviceradar", Denied: true}) {
 			dropped++
 		}
 	}

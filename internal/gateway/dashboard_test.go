@@ -11,6 +11,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	pb "github.com/carverauto/fortress/api/controlpb"
 	"github.com/carverauto/fortress/internal/controlstream"
 	"github.com/carverauto/fortress/internal/testutil/browser"
 )
@@ -32,18 +33,18 @@ func TestDashboardLive(t *testing.T) {
 	tg := newTestGW(t, nil)
 	tg.restart(t, func(c *Config) { c.SnapshotInterval = 0; c.CommitInterval = 0 }) // production defaults
 	a := tg.agentWith(t, "edge-1", func(c *controlstream.ClientConfig) { c.FlushInterval = 0 })
-	a.SetStatus(controlstream.Status{Shield: controlstream.Layer{State: controlstream.StateEnforcing, Mode: "enforce"},
-		Sentinel: controlstream.Layer{State: controlstream.StateEnforcing, Mode: "enforce"}, PolicyVersion: 12})
+	a.SetStatus(&pb.Status{Shield: &pb.Layer{State: pb.LayerState_LAYER_STATE_ENFORCING, Mode: "enforce"},
+		Sentinel: &pb.Layer{State: pb.LayerState_LAYER_STATE_ENFORCING, Mode: "enforce"}, PolicyVersion: 12})
 	b := tg.agentWith(t, "edge-2", func(c *controlstream.ClientConfig) { c.FlushInterval = 0 })
-	b.SetStatus(controlstream.Status{Shield: controlstream.Layer{State: controlstream.StateDegraded, Reason: "xdp attach failed"},
-		Sentinel: controlstream.Layer{State: controlstream.StateUnavailable, Reason: "no bpf lsm"}})
-	a.AddCounters(controlstream.CounterDelta{Rule: "203.0.113.0/24", Packets: 1000, Bytes: 64000},
-		controlstream.CounterDelta{Rule: "198.51.100.0/24", DryRun: true, Packets: 77, Bytes: 7700},
+	b.SetStatus(&pb.Status{Shield: &pb.Layer{State: pb.LayerState_LAYER_STATE_DEGRADED, Reason: "xdp attach failed"},
+		Sentinel: &pb.Layer{State: pb.LayerState_LAYER_STATE_UNAVAILABLE, Reason: "no bpf lsm"}})
+	a.AddCounters(&pb.CounterDelta{Rule: "203.0.113.0/24", Packets: 1000, Bytes: 64000},
+		&pb.CounterDelta{Rule: "198.51.100.0/24", DryRun: true, Packets: 77, Bytes: 7700},
 		// An allow exception, and a drop rule for the same CIDR in another
 		// slot (the policy changed): counted apart.
-		controlstream.CounterDelta{Rule: "10.77.99.0/24", Action: "allow", Slot: 7, Kind: controlstream.CounterAllow, Packets: 300, Bytes: 30000},
-		controlstream.CounterDelta{Rule: "10.77.99.0/24", Action: "drop", Slot: 3, Kind: controlstream.CounterDrop, Packets: 4, Bytes: 400})
-	b.AddCounters(controlstream.CounterDelta{Rule: "203.0.113.0/24", Packets: 500, Bytes: 32000})
+		&pb.CounterDelta{Rule: "10.77.99.0/24", Action: pb.RuleAction_RULE_ACTION_ALLOW, Slot: 7, Kind: pb.CounterKind_COUNTER_KIND_ALLOW, Packets: 300, Bytes: 30000},
+		&pb.CounterDelta{Rule: "10.77.99.0/24", Action: pb.RuleAction_RULE_ACTION_DROP, Slot: 3, Kind: pb.CounterKind_COUNTER_KIND_DROP, Packets: 4, Bytes: 400})
+	b.AddCounters(&pb.CounterDelta{Rule: "203.0.113.0/24", Packets: 500, Bytes: 32000})
 
 	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+tg.httpAddr+"/"),
 		chromedp.WaitVisible(chromedp.CSS(`#fleet tbody tr[data-rule="203.0.113.0/24"]`))); err != nil {
@@ -69,7 +70,7 @@ func TestDashboardLive(t *testing.T) {
 	want := uint64(1504) // header: every drop, 1500 + 4
 	rowWant := uint64(1500)
 	for i := range 3 {
-		a.AddCounters(controlstream.CounterDelta{Rule: "203.0.113.0/24", Packets: uint64(100 * (i + 1)), Bytes: 6400})
+		a.AddCounters(&pb.CounterDelta{Rule: "203.0.113.0/24", Packets: uint64(100 * (i + 1)), Bytes: 6400})
 		want += uint64(100 * (i + 1))
 		rowWant += uint64(100 * (i + 1))
 		sent := time.Now()
@@ -99,7 +100,7 @@ func TestDashboardLive(t *testing.T) {
 	if got := sparkSum("fleet-allow", "10.77.99.0/24"); got != 300 {
 		t.Fatalf("allow sparkline %d, want 300", got)
 	}
-	a.AddCounters(controlstream.CounterDelta{Rule: "203.0.113.0/24", Packets: 2000, Bytes: 1})
+	a.AddCounters(&pb.CounterDelta{Rule: "203.0.113.0/24", Packets: 2000, Bytes: 1})
 	waitFor(t, 3*time.Second, "charts move", func() bool {
 		return timelineDrops() == want+2000 && sparkSum("fleet", "203.0.113.0/24") == rowWant+2000
 	})
@@ -109,9 +110,9 @@ func TestDashboardLive(t *testing.T) {
 	}
 
 	// Events arrive as a live feed.
-	a.AddEvent(controlstream.Event{Kind: controlstream.KindViolation, Path: "/etc/serviceradar/agent.json", Op: "unlink", Process: "rm", PID: 4242, Denied: true})
+	a.AddEvent(&pb.Event{Kind: pb.EventKind_EVENT_KIND_VIOLATION, Path: "/etc/serviceradar/agent.json", Op: "unlink", Process: "rm", Pid: 4242, Denied: true})
 	// Sentinel unavailable is information, not a violation.
-	b.AddEvent(controlstream.Event{Kind: controlstream.KindStatus, Severity: "info", Detail: "BPF LSM unusable, nothing is protected: no bpf lsm"})
+	b.AddEvent(&pb.Event{Kind: pb.EventKind_EVENT_KIND_STATUS, Severity: "info", Detail: "BPF LSM unusable, nothing is protected: no bpf lsm"})
 	waitFor(t, 3*time.Second, "event count", func() bool {
 		return num(browser.Text(t, ctx, `document.getElementById("event-count").textContent`)) == 2
 	})

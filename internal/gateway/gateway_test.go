@@ -176,14 +176,14 @@ func TestAPIAndMetrics(t *testing.T) {
 	tg := newTestGW(t, nil)
 	a1 := tg.agent(t, "edge-1", nil)
 	a2 := tg.agent(t, "edge-2", nil)
-	a1.SetStatus(controlstream.Status{Shield: controlstream.Layer{State: controlstream.StateEnforcing, Mode: "enforce"},
-		Sentinel: controlstream.Layer{State: controlstream.StateEnforcing, Mode: "enforce"}, PolicyVersion: 4})
-	a2.SetStatus(controlstream.Status{Shield: controlstream.Layer{State: controlstream.StateDegraded, Reason: "xdp attach failed"},
-		Sentinel: controlstream.Layer{State: controlstream.StateUnavailable, Reason: "no bpf lsm"}, Degraded: []string{"shield: xdp attach failed"}})
-	a1.AddCounters(controlstream.CounterDelta{Rule: "203.0.113.0/24", Packets: 40, Bytes: 4000},
-		controlstream.CounterDelta{Rule: "198.51.100.0/24", DryRun: true, Packets: 9, Bytes: 900})
-	a2.AddCounters(controlstream.CounterDelta{Rule: "203.0.113.0/24", Packets: 2, Bytes: 200})
-	a1.AddEvent(controlstream.Event{Kind: controlstream.KindViolation, Path: "/etc/serviceradar/agent.json", Op: "unlink", Process: "rm", PID: 42, Denied: true})
+	a1.SetStatus(&pb.Status{Shield: &pb.Layer{State: pb.LayerState_LAYER_STATE_ENFORCING, Mode: "enforce"},
+		Sentinel: &pb.Layer{State: pb.LayerState_LAYER_STATE_ENFORCING, Mode: "enforce"}, PolicyVersion: 4})
+	a2.SetStatus(&pb.Status{Shield: &pb.Layer{State: pb.LayerState_LAYER_STATE_DEGRADED, Reason: "xdp attach failed"},
+		Sentinel: &pb.Layer{State: pb.LayerState_LAYER_STATE_UNAVAILABLE, Reason: "no bpf lsm"}, DegradedReasons: []string{"shield: xdp attach failed"}})
+	a1.AddCounters(&pb.CounterDelta{Rule: "203.0.113.0/24", Packets: 40, Bytes: 4000},
+		&pb.CounterDelta{Rule: "198.51.100.0/24", DryRun: true, Packets: 9, Bytes: 900})
+	a2.AddCounters(&pb.CounterDelta{Rule: "203.0.113.0/24", Packets: 2, Bytes: 200})
+	a1.AddEvent(&pb.Event{Kind: pb.EventKind_EVENT_KIND_VIOLATION, Path: "/etc/serviceradar/agent.json", Op: "unlink", Process: "rm", Pid: 42, Denied: true})
 	waitFor(t, 5*time.Second, "drain", func() bool { return a1.Drained() && a2.Drained() })
 
 	var fleet []Row
@@ -250,9 +250,9 @@ func TestGatewayRestartExactTotals(t *testing.T) {
 		for i := range n {
 			for j, a := range agents {
 				p := uint64(i%5 + j + 1)
-				a.AddCounters(controlstream.CounterDelta{Rule: fmt.Sprintf("10.%d.0.0/16", i%3), Packets: p, Bytes: p * 100})
+				a.AddCounters(&pb.CounterDelta{Rule: fmt.Sprintf("10.%d.0.0/16", i%3), Packets: p, Bytes: p * 100})
 				sentPk += p
-				if i%7 == 0 && a.AddEvent(controlstream.Event{Kind: controlstream.KindFIM, Path: "/etc/serviceradar/x.json", Op: "write"}) {
+				if i%7 == 0 && a.AddEvent(&pb.Event{Kind: pb.EventKind_EVENT_KIND_FIM, Path: "/etc/serviceradar/x.json", Op: "write"}) {
 					sentEv++
 				}
 			}

@@ -137,10 +137,10 @@ func TestHostileAgent(t *testing.T) {
 	good := tg.agent(t, "edge-good", nil)
 	var goodSent uint64
 	for i := range 50 {
-		good.AddCounters(controlstream.CounterDelta{Rule: "203.0.113.0/24", Action: "drop", Slot: 1, Kind: controlstream.CounterDrop, Packets: uint64(i + 1), Bytes: 100})
+		good.AddCounters(&pb.CounterDelta{Rule: "203.0.113.0/24", Action: pb.RuleAction_RULE_ACTION_DROP, Slot: 1, Kind: pb.CounterKind_COUNTER_KIND_DROP, Packets: uint64(i + 1), Bytes: 100})
 		goodSent += uint64(i + 1)
 	}
-	good.AddCounters(controlstream.CounterDelta{Rule: "10.77.99.0/24", Action: "allow", Slot: 2, Kind: controlstream.CounterAllow, Packets: 5, Bytes: 500})
+	good.AddCounters(&pb.CounterDelta{Rule: "10.77.99.0/24", Action: pb.RuleAction_RULE_ACTION_ALLOW, Slot: 2, Kind: pb.CounterKind_COUNTER_KIND_ALLOW, Packets: 5, Bytes: 500})
 	waitFor(t, 5*time.Second, "good agent drained", good.Drained)
 	dbBefore, heapBefore := dbBytes(t, tg.dbPath), heapInuse()
 	start := time.Now()

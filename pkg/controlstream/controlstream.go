@@ -1,10 +1,14 @@
 package controlstream
 
 import (
+	"github.com/carverauto/fortress/api/controlpb"
 	"github.com/carverauto/fortress/internal/controlstream"
 )
 
-// The client and the values it carries.
+// The client and the values it carries. The values are the wire's own
+// messages from api/controlpb (their enums, such as
+// controlpb.LayerState_LAYER_STATE_ENFORCING, are there too): an agent
+// converts its state to them once and the client sends them as they are.
 type (
 	// Client is the agent's end of the stream; build it with NewClient
 	// and run it with Run until its context ends. Its methods AddCounters,
@@ -16,42 +20,19 @@ type (
 	// Hello is what the agent says about itself on every connect.
 	Hello = controlstream.Hello
 	// Status is the agent's state as the gateway shows it.
-	Status = controlstream.Status
+	Status = controlpb.Status
 	// Layer is one layer's state within Status.
-	Layer = controlstream.Layer
+	Layer = controlpb.Layer
 	// CounterDelta is the change of one rule's counter since the last
 	// report.
-	CounterDelta = controlstream.CounterDelta
+	CounterDelta = controlpb.CounterDelta
 	// Event is a FIM, violation, critical or status event.
-	Event = controlstream.Event
+	Event = controlpb.Event
 	// Stats is the client's delivery state.
 	Stats = controlstream.Stats
 	// BundleFunc applies a pushed bundle and returns its version, or an
 	// error whose refusal reason the gateway is told.
 	BundleFunc = controlstream.BundleFunc
-)
-
-// Layer states.
-const (
-	StateEnforcing   = controlstream.StateEnforcing
-	StateObserving   = controlstream.StateObserving
-	StateDegraded    = controlstream.StateDegraded
-	StateUnavailable = controlstream.StateUnavailable
-)
-
-// Event kinds.
-const (
-	KindFIM       = controlstream.KindFIM
-	KindViolation = controlstream.KindViolation
-	KindCritical  = controlstream.KindCritical
-	KindStatus    = controlstream.KindStatus
-)
-
-// Counter kinds.
-const (
-	CounterDrop      = controlstream.CounterDrop
-	CounterAllow     = controlstream.CounterAllow
-	CounterWouldDrop = controlstream.CounterWouldDrop
 )
 
 // NewClient checks cfg and builds a client; nothing is dialled before Run.

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	pb "github.com/carverauto/fortress/api/controlpb"
 	"github.com/carverauto/fortress/internal/controlstream"
 	"github.com/carverauto/fortress/internal/gateway"
 	"github.com/carverauto/fortress/internal/pki"
@@ -218,8 +219,8 @@ func loadgen(ctx context.Context, o loadOpts) (int, error) {
 			a.rules = append(a.rules, fmt.Sprintf("10.%d.%d.0/24", r/256, r%256))
 		}
 		agents[i] = a
-		c.SetStatus(controlstream.Status{Shield: controlstream.Layer{State: controlstream.StateEnforcing, Mode: "enforce"},
-			Sentinel: controlstream.Layer{State: controlstream.StateEnforcing, Mode: "enforce"}, PolicyVersion: 1})
+		c.SetStatus(&pb.Status{Shield: &pb.Layer{State: pb.LayerState_LAYER_STATE_ENFORCING, Mode: "enforce"},
+			Sentinel: &pb.Layer{State: pb.LayerState_LAYER_STATE_ENFORCING, Mode: "enforce"}, PolicyVersion: 1})
 		runWG.Add(1)
 		go func() { defer runWG.Done(); c.Run(runCtx) }()
 		if (i+1)%o.connectParallel == 0 {
@@ -367,7 +368,7 @@ func (a *simAgent) produce(ctx context.Context, o loadOpts) {
 			return
 		case <-t.C:
 		}
-		deltas := make([]controlstream.CounterDelta, 0, len(a.rules))
+		deltas := make([]*pb.CounterDelta, 0, len(a.rules))
 		for i, r := range a.rules {
 			if a.rng.IntN(2) == 0 {
 				continue
@@ -375,7 +376,7 @@ func (a *simAgent) produce(ctx context.Context, o loadOpts) {
 			p := uint64(a.rng.IntN(1000) + 1)
 			b := p * uint64(60+a.rng.IntN(1400))
 			dry := i%8 == 7
-			deltas = append(deltas, controlstream.CounterDelta{Rule: r, DryRun: dry, Packets: p, Bytes: b})
+			deltas = append(deltas, &pb.CounterDelta{Rule: r, DryRun: dry, Packets: p, Bytes: b})
 			if dry {
 				a.dpk.Add(p)
 				a.dby.Add(b)
@@ -390,12 +391,12 @@ func (a *simAgent) produce(ctx context.Context, o loadOpts) {
 			n++
 		}
 		for range n {
-			kind, op := controlstream.KindFIM, "write"
+			kind, op := pb.EventKind_EVENT_KIND_FIM, "write"
 			if a.rng.IntN(4) == 0 {
-				kind, op = controlstream.KindViolation, "unlink"
+				kind, op = pb.EventKind_EVENT_KIND_VIOLATION, "unlink"
 			}
-			if a.c.AddEvent(controlstream.Event{Kind: kind, Path: "/etc/serviceradar/checkers/sweep.json", Op: op, Process: "vim",
-				PID: uint32(a.rng.IntN(60000)), Denied: kind == controlstream.KindViolation}) {
+			if a.c.AddEvent(&pb.Event{Kind: kind, Path: "/etc/serviceradar/checkers/sweep.json", Op: op, Process: "vim",
+				Pid: uint32(a.rng.IntN(60000)), Denied: kind == pb.EventKind_EVENT_KIND_VIOLATION}) {
 				a.events.Add(1)
 			}
 		}
