@@ -19,9 +19,7 @@ import (
 	pb "github.com/carverauto/fortress/api/controlpb"
 	"github.com/carverauto/fortress/internal/bundle"
 	"github.com/carverauto/fortress/internal/controlstream"
-	"github.com/carverauto/fortress/internal/netlab"
 	"github.com/carverauto/fortress/internal/pki"
-	"github.com/carverauto/fortress/internal/testutil"
 	"github.com/carverauto/fortress/pkg/fortress"
 )
 
@@ -30,31 +28,8 @@ import (
 // directory (the gateway is unreachable), so the agent must enforce it from
 // the start, and its status socket and metrics must report the drops.
 func TestAgentEnforcesLastBundle(t *testing.T) {
-	testutil.RequireRoot(t)
-	pinRoot := testutil.TempBPFFS(t)
-	p := netip.MustParsePrefix
-	pair, err := netlab.New(netlab.Config{
-		Name:   fmt.Sprintf("fa%d", time.Now().UnixNano()%100000),
-		AddrsA: []netip.Prefix{p("10.68.0.1/16"), p("10.68.1.2/16")},
-		AddrsB: []netip.Prefix{p("10.68.0.2/16")},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pair.Close()
-	rx, err := pair.B.ListenUDP(7777)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-
-	dir := t.TempDir()
-	pub, priv, _ := bundle.GenerateKey()
-	pubPEM, _ := bundle.MarshalPublicKey(pub)
-	trust := filepath.Join(dir, "trust.pem")
-	if err := os.WriteFile(trust, pubPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	b := newTestBed(t, "fa", "10.68", 7777)
+	pinRoot, pair, rx, dir, priv, trust := b.pinRoot, b.pair, b.rx, b.dir, b.priv, b.trust
 	state := filepath.Join(dir, "state")
 	os.MkdirAll(state, 0o700)
 	raw, err := bundle.Sign(bundle.Body{Version: 7, IssuedAt: time.Now().Add(-time.Minute), Targets: []string{"veth-agent"},

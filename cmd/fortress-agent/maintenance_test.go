@@ -13,9 +13,7 @@ import (
 	"time"
 
 	"github.com/carverauto/fortress/internal/bundle"
-	"github.com/carverauto/fortress/internal/netlab"
 	"github.com/carverauto/fortress/internal/sentinel"
-	"github.com/carverauto/fortress/internal/testutil"
 	"github.com/carverauto/fortress/pkg/fortress"
 )
 
@@ -24,30 +22,9 @@ import (
 // internal/e2e covers Sentinel). Every token that does not verify
 // completely changes nothing.
 func TestAgentMaintenanceRemove(t *testing.T) {
-	testutil.RequireRoot(t)
-	pinRoot := testutil.TempBPFFS(t)
-	p := netip.MustParsePrefix
-	pair, err := netlab.New(netlab.Config{
-		Name:   fmt.Sprintf("fm%d", time.Now().UnixNano()%100000),
-		AddrsA: []netip.Prefix{p("10.69.0.1/16"), p("10.69.1.2/16")},
-		AddrsB: []netip.Prefix{p("10.69.0.2/16")},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pair.Close()
-	rx, err := pair.B.ListenUDP(7778)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-
-	dir := t.TempDir()
-	pub, priv, _ := bundle.GenerateKey()
+	b := newTestBed(t, "fm", "10.69", 7778)
+	pinRoot, pair, rx, dir, priv, trust := b.pinRoot, b.pair, b.rx, b.dir, b.priv, b.trust
 	_, otherPriv, _ := bundle.GenerateKey()
-	pubPEM, _ := bundle.MarshalPublicKey(pub)
-	trust := filepath.Join(dir, "trust.pem")
-	os.WriteFile(trust, pubPEM, 0o600)
 	state := filepath.Join(dir, "state")
 	os.MkdirAll(state, 0o700)
 	raw, _ := bundle.Sign(bundle.Body{Version: 3, IssuedAt: time.Now().Add(-time.Minute), Targets: []string{"m-agent"},
@@ -144,7 +121,7 @@ func TestAgentMaintenanceRemove(t *testing.T) {
 	}
 	var res fortress.MaintenanceResult
 	if err := json.Unmarshal([]byte(body), &res); err != nil || res.Action != "remove" || len(res.Removed) != 1 ||
-		res.Removed[0] != "shield" || res.PinRoot != pinRoot || res.KeyID != bundle.KeyID(pub) {
+		res.Removed[0] != "shield" || res.PinRoot != pinRoot || res.KeyID != bundle.KeyID(b.pub) {
 		t.Fatalf("remove reply %s (%v)", body, err)
 	}
 	if n := countPins(t, pinRoot); n != 0 {

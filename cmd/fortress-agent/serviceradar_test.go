@@ -14,9 +14,7 @@ import (
 	"time"
 
 	pb "github.com/carverauto/fortress/api/monitoringpb"
-	"github.com/carverauto/fortress/internal/netlab"
 	"github.com/carverauto/fortress/internal/srpeer"
-	"github.com/carverauto/fortress/internal/testutil"
 	"github.com/carverauto/fortress/pkg/policy"
 	"github.com/carverauto/fortress/pkg/serviceradar"
 )
@@ -74,31 +72,8 @@ func TestHelpDescribesEveryFlag(t *testing.T) {
 // bundle the peer sends as a fortress.apply_bundle command; the drop is
 // checked on a veth pair.
 func TestAgentServiceRadarMode(t *testing.T) {
-	testutil.RequireRoot(t)
-	pinRoot := testutil.TempBPFFS(t)
-	p := netip.MustParsePrefix
-	pair, err := netlab.New(netlab.Config{
-		Name:   fmt.Sprintf("fs%d", time.Now().UnixNano()%100000),
-		AddrsA: []netip.Prefix{p("10.69.0.1/16"), p("10.69.1.2/16")},
-		AddrsB: []netip.Prefix{p("10.69.0.2/16")},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pair.Close()
-	rx, err := pair.B.ListenUDP(7777)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-
-	dir := t.TempDir()
-	pub, priv, _ := policy.GenerateKey()
-	pubPEM, _ := policy.MarshalPublicKey(pub)
-	trust := filepath.Join(dir, "trust.pem")
-	if err := os.WriteFile(trust, pubPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	b := newTestBed(t, "fs", "10.69", 7777)
+	pinRoot, pair, rx, dir, priv, trust := b.pinRoot, b.pair, b.rx, b.dir, b.priv, b.trust
 	peer, err := srpeer.Start()
 	if err != nil {
 		t.Fatal(err)
