@@ -49,10 +49,7 @@ type rig struct {
 }
 
 func newRig(t *testing.T) *rig {
-	testutil.RequireRoot(t)
-	if !testutil.InLab() {
-		testutil.MissingFeature(t, "runs the installed agent with BPF LSM: VM lab only (the host kernel refuses LSM loads)")
-	}
+	testutil.RequireLab(t, "runs the installed agent with BPF LSM: VM lab only (the host kernel refuses LSM loads)")
 	for _, b := range []string{agentBin, ctlBin, updateBin} {
 		if _, err := os.Stat(b); err != nil {
 			t.Fatalf("lab binary missing: %v", err)

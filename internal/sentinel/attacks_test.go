@@ -231,10 +231,7 @@ func TestLabBPFStateAttacks(t *testing.T) {
 // would change the files under every inode check. Reading the device, and
 // writing a RAM disk that holds nothing protected, still work.
 func TestLabRawDevice(t *testing.T) {
-	testutil.RequireRoot(t)
-	if !testutil.InLab() {
-		testutil.MissingFeature(t, "BPF LSM runs only inside vmlab (host kernel refuses LSM loads)")
-	}
+	testutil.RequireLab(t, testutil.LSMReason)
 	const dev, other, state = "/dev/ram0", "/dev/ram1", "/var/lib/serviceradar"
 	var st unix.Stat_t
 	for _, d := range []string{dev, other} {
@@ -316,10 +313,7 @@ func stripModuleSignature(b []byte) ([]byte, error) {
 // Sentinel is loaded (so a refusal is Sentinel's) and is refused, with an
 // event naming the lockdown reason, while it enforces.
 func TestLabKernelIntegrity(t *testing.T) {
-	testutil.RequireRoot(t)
-	if !testutil.InLab() {
-		testutil.MissingFeature(t, "BPF LSM runs only inside vmlab (host kernel refuses LSM loads)")
-	}
+	testutil.RequireLab(t, testutil.LSMReason)
 	writeUser := func() error {
 		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 			Type:    ebpf.TracePoint,

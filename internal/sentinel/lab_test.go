@@ -75,11 +75,7 @@ func newLab(t *testing.T) *lab {
 // agent starts (to move the config or the agent binary elsewhere).
 func newLabWith(t *testing.T, setup func(l *lab)) *lab {
 	t.Helper()
-	testutil.RequireRoot(t)
-	if !testutil.InLab() {
-		// The host refuses BPF LSM loads (KERNEL-LAB.md); say so once, early.
-		testutil.MissingFeature(t, "BPF LSM runs only inside vmlab (host kernel refuses LSM loads)")
-	}
+	testutil.RequireLab(t, testutil.LSMReason)
 	expectUnavailable(t) // arm64 before 6.4: Start must refuse, and the test ends
 	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
 	l := &lab{t: t, dir: "/tmp/fortress-lab-" + name, configDir: labConfigDir, stateDir: "/var/lib/serviceradar"}

@@ -84,10 +84,7 @@ func startWithoutTrampolines(t *testing.T) (error, []string) {
 // and why, and pins nothing. Elsewhere it is skipped: every other lab test
 // proves Sentinel runs there.
 func TestLabUnavailableWithoutTrampolines(t *testing.T) {
-	testutil.RequireRoot(t)
-	if !testutil.InLab() {
-		testutil.MissingFeature(t, "BPF LSM runs only inside vmlab (host kernel refuses LSM loads)")
-	}
+	testutil.RequireLab(t, testutil.LSMReason)
 	if testutil.SentinelUnsupported() == "" {
 		t.Skip("Sentinel runs on this kernel; the other lab tests prove it")
 	}

@@ -32,6 +32,20 @@ func RequireRoot(t testing.TB) {
 	}
 }
 
+// LSMReason is why a BPF LSM test skips on a host.
+const LSMReason = "BPF LSM runs only inside vmlab (host kernel refuses LSM loads)"
+
+// RequireLab is RequireRoot for a test that runs only inside the lab: on a
+// host it skips with the reason (where the kernel feature it needs is
+// absent, KERNEL-LAB.md).
+func RequireLab(t testing.TB, reason string) {
+	t.Helper()
+	RequireRoot(t)
+	if !InLab() {
+		MissingFeature(t, reason)
+	}
+}
+
 // MissingFeature skips the test with the reason on a host, and fails it
 // inside the lab, where every feature the tests need must be present.
 func MissingFeature(t testing.TB, reason string) {

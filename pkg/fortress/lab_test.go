@@ -23,10 +23,7 @@ import (
 // write the protected config; a shell it starts may not, and the refusal
 // reaches Events.
 func TestSentinelInLab(t *testing.T) {
-	testutil.RequireRoot(t)
-	if !testutil.InLab() {
-		testutil.MissingFeature(t, "BPF LSM runs only inside vmlab (host kernel refuses LSM loads)")
-	}
+	testutil.RequireLab(t, testutil.LSMReason)
 	pinRoot := testutil.TempBPFFS(t)
 	dir, err := os.MkdirTemp("", "fortress-sentinel-lab-")
 	if err != nil {
@@ -158,10 +155,7 @@ func waitEvent(t *testing.T, f *Fortress, what string, match func(Event) bool) {
 // Shield's link, write its maps or remove its pins (ATTACKS rows 17-21),
 // while reading them still works; Shield keeps dropping.
 func TestShieldGuardedInLab(t *testing.T) {
-	testutil.RequireRoot(t)
-	if !testutil.InLab() {
-		testutil.MissingFeature(t, "BPF LSM runs only inside vmlab (host kernel refuses LSM loads)")
-	}
+	testutil.RequireLab(t, testutil.LSMReason)
 	l := newLab(t)
 	dir, err := os.MkdirTemp("", "fortress-guard-lab-")
 	if err != nil {

@@ -30,10 +30,7 @@ import (
 // the reason and change nothing, and a maintenance token sent as a
 // command removes Fortress. This test process is the agent.
 func TestServiceRadarPeerSentinelInLab(t *testing.T) {
-	testutil.RequireRoot(t)
-	if !testutil.InLab() {
-		testutil.MissingFeature(t, "BPF LSM runs only inside vmlab (host kernel refuses LSM loads)")
-	}
+	testutil.RequireLab(t, testutil.LSMReason)
 	pinRoot := testutil.TempBPFFS(t)
 	dir := t.TempDir()
 	guarded := filepath.Join(dir, "guarded")
