@@ -23,8 +23,9 @@ import (
 // links, and their pins under the sentinel layer of the pin root.
 type kernelSet struct {
 	root pins.Root
-	// mu keeps close from pulling a map from under a reader that takes one
-	// (counters, the event ring). Loading happens before anyone reads.
+	// mu keeps close from pulling maps and links from under a reader that
+	// may run beside it (Status, counters, the event ring). Loading,
+	// adopting and replacing happen in Start, before anyone reads.
 	mu sync.Mutex
 	// maps holds every map by name; m names the same maps by the
 	// generated fields.
@@ -71,8 +72,25 @@ func (k *kernelSet) bindMaps() error {
 	return nil
 }
 
+// errClosed is what a reader gets once Sentinel is closed or removed.
+var errClosed = errors.New("sentinel closed")
+
+// live returns the maps for a reader that may run while Sentinel is closed
+// or removed (Status): the maps as they are, or errClosed. A map closed
+// after live returned fails its lookups; it never panics.
+func (k *kernelSet) live() (sentinelMaps, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m.SentinelConfig == nil {
+		return sentinelMaps{}, errClosed
+	}
+	return k.m, nil
+}
+
 // programs returns the names of the attached programs, sorted.
 func (k *kernelSet) programs() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	out := make([]string, 0, len(k.links))
 	for name := range k.links {
 		out = append(out, name)
@@ -87,7 +105,7 @@ func (k *kernelSet) counters(name string, n int) ([]uint64, error) {
 	m := k.maps[name]
 	k.mu.Unlock()
 	if m == nil {
-		return nil, errors.New("sentinel closed")
+		return nil, errClosed
 	}
 	v := make([]uint64, n)
 	for i := range v {

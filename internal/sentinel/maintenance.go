@@ -70,8 +70,12 @@ func (ms *modes) setMode(m Mode, until time.Time) error {
 
 // Mode returns the mode in force and the end of an audit window.
 func (ms *modes) Mode() (Mode, time.Time, error) {
+	m, err := ms.k.live()
+	if err != nil {
+		return Enforce, time.Time{}, fmt.Errorf("read mode: %w", err)
+	}
 	var v sentinelSentinelSettings
-	if err := ms.k.m.SentinelConfig.Lookup(uint32(0), &v); err != nil {
+	if err := m.SentinelConfig.Lookup(uint32(0), &v); err != nil {
 		return Enforce, time.Time{}, fmt.Errorf("read mode: %w", err)
 	}
 	if Mode(v.Mode) != Audit {
