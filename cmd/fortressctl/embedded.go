@@ -3,7 +3,7 @@ package main
 import "github.com/carverauto/fortress/internal/bytecode"
 
 // embedded lists every BPF object compiled into Fortress, each with its
-// reviewed allowlist, for `fortressctl audit`. The package that embeds an
+// reviewed allowlist, for `fortressctl allowlist`. The package that embeds an
 // object appends its entry from an init function in a file of its own here,
 // for example:
 //
@@ -15,5 +15,5 @@ import "github.com/carverauto/fortress/internal/bytecode"
 //		})
 //	}
 //
-// Order does not matter: audit sorts by name.
+// Order does not matter: allowlist sorts by name.
 var embedded []bytecode.Embedded

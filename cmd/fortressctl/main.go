@@ -1,7 +1,7 @@
 // Command fortressctl is the Fortress admin CLI: keys, signing, status,
-// bytecode audit, kernel probe and maintenance. It never carries the agent's
-// kernel identity, so running it grants no agent authority. Benchmarks and
-// the load generator are in tools/bench, not here.
+// the helper allowlist check, kernel probe and maintenance. It never carries
+// the agent's kernel identity, so running it grants no agent authority.
+// Benchmarks and the load generator are in tools/bench, not here.
 package main
 
 import (

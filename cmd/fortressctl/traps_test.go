@@ -28,7 +28,7 @@ import (
 // flag of X and its description, and runs nothing.
 func TestHelpDescribesEveryFlag(t *testing.T) {
 	cases := [][]string{
-		{"sign"}, {"verify"}, {"push"}, {"keygen"}, {"status"}, {"probe"}, {"audit"}, {"sign-release"},
+		{"sign"}, {"verify"}, {"push"}, {"keygen"}, {"status"}, {"probe"}, {"allowlist"}, {"sign-release"},
 		{"maintenance", "token"}, {"maintenance", "start"}, {"maintenance", "remove"}, {"maintenance", "end"},
 		{"shield", "stats"}, {"pki", "init"},
 	}

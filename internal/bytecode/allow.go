@@ -17,7 +17,7 @@ type ProgramAllow struct {
 }
 
 // Allowlist maps a program name in a CollectionSpec to what it may call. A
-// program without an entry fails the audit; entries for programs the spec
+// program without an entry fails the check; entries for programs the spec
 // does not hold are ignored.
 type Allowlist map[string]ProgramAllow
 
@@ -124,8 +124,8 @@ var (
 	}
 )
 
-// DefaultForType is the allowlist used for programs of type t when auditing
-// an object that carries no allowlist of its own (fortressctl audit
+// DefaultForType is the allowlist used for programs of type t when checking
+// an object that carries no allowlist of its own (fortressctl allowlist
 // --object). It is deliberately tight: a helper outside it is not
 // necessarily harmful, but it needs a reviewed, per-program allowlist.
 //

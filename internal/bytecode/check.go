@@ -17,16 +17,16 @@ const (
 	KindKfunc  = "kfunc"
 )
 
-// Reasons a call or program fails the audit, for Violation.Reason.
+// Reasons a call or program fails the check, for Violation.Reason.
 const (
 	ReasonNotAllowed       = "not on the program's allowlist"
 	ReasonMissingAllowlist = "not on the allowlist"
 	ReasonMalformedCall    = "call instruction of unknown kind"
 )
 
-// Violation is one audit failure.
+// Violation is one failure of the allowlist check.
 type Violation struct {
-	// Object names the embedded object or file audited.
+	// Object names the embedded object or file checked.
 	Object string
 	// Program is the program's name in the CollectionSpec.
 	Program string
@@ -47,13 +47,13 @@ type Violation struct {
 func (v *Violation) Error() string {
 	switch {
 	case v.Call == "" && v.Offset < 0:
-		return fmt.Sprintf("audit %s: program %s: %s", v.Object, v.Program, v.Reason)
+		return fmt.Sprintf("check %s: program %s: %s", v.Object, v.Program, v.Reason)
 	case v.Call == "":
-		return fmt.Sprintf("audit %s: program %s: insn %d: %s", v.Object, v.Program, v.Offset, v.Reason)
+		return fmt.Sprintf("check %s: program %s: insn %d: %s", v.Object, v.Program, v.Offset, v.Reason)
 	case v.Offset < 0:
-		return fmt.Sprintf("audit %s: program %s: allowlist admits %s %s: %s", v.Object, v.Program, v.Kind, v.Call, v.Reason)
+		return fmt.Sprintf("check %s: program %s: allowlist admits %s %s: %s", v.Object, v.Program, v.Kind, v.Call, v.Reason)
 	default:
-		return fmt.Sprintf("audit %s: program %s calls forbidden %s %s at insn %d: %s", v.Object, v.Program, v.Kind, v.Call, v.Offset, v.Reason)
+		return fmt.Sprintf("check %s: program %s calls forbidden %s %s at insn %d: %s", v.Object, v.Program, v.Kind, v.Call, v.Offset, v.Reason)
 	}
 }
 
@@ -119,7 +119,7 @@ func (r ProgramReport) HelperNames() []string {
 }
 
 // MarshalJSON writes helpers by name and types as strings, for fortressctl
-// audit --json.
+// allowlist --json.
 func (r ProgramReport) MarshalJSON() ([]byte, error) {
 	kfuncs := r.Kfuncs
 	if kfuncs == nil {
@@ -155,14 +155,14 @@ func attachTypeString(a ebpf.AttachType) string {
 	return a.String()
 }
 
-// Check audits every program of spec against allow. object names the
+// Check checks every program of spec against allow. object names the
 // embedded object (or file) in errors. The report covers every program even
-// when the audit fails; the error is nil, a *Violation, or an errors.Join of
+// when the check fails; the error is nil, a *Violation, or an errors.Join of
 // *Violation (see Violations).
 func Check(object string, spec *ebpf.CollectionSpec, allow Allowlist) (Report, error) {
 	rep := Report{Object: object}
 	if spec == nil {
-		return rep, fmt.Errorf("audit %s: no collection spec", object)
+		return rep, fmt.Errorf("check %s: no collection spec", object)
 	}
 
 	names := make([]string, 0, len(spec.Programs))
@@ -224,7 +224,7 @@ func checkProgram(object, name string, p *ebpf.ProgramSpec, allow Allowlist) (Pr
 		}
 		switch {
 		case ins.IsFunctionCall():
-			// BPF-to-BPF: the callee is linked into this program and audited
+			// BPF-to-BPF: the callee is linked into this program and checked
 			// with it.
 			pr.FunctionCalls++
 

@@ -53,7 +53,7 @@ func TestCleanObject(t *testing.T) {
 		t.Errorf("program = %s %v %s, want xdp_clean XDP xdp", p.Name, p.Type, p.Section)
 	}
 	// bpf_map_lookup_elem is called from the subprogram count_packet: the
-	// audit must see it through the BPF-to-BPF call.
+	// check must see it through the BPF-to-BPF call.
 	want := []asm.BuiltinFunc{asm.FnMapLookupElem, asm.FnKtimeGetNs}
 	if !slices.Equal(p.Helpers, want) {
 		t.Errorf("helpers = %v, want %v", p.HelperNames(), want)
@@ -140,7 +140,7 @@ func TestForbiddenObjects(t *testing.T) {
 				t.Errorf("insn %d is %v, want call %v", found.Offset, ins, tt.fn)
 			}
 			msg := found.Error()
-			want := "audit " + tt.object + ": program " + tt.program + " calls forbidden helper " + tt.helper + " at insn " + strconv.Itoa(found.Offset)
+			want := "check " + tt.object + ": program " + tt.program + " calls forbidden helper " + tt.helper + " at insn " + strconv.Itoa(found.Offset)
 			if !strings.Contains(msg, want) {
 				t.Errorf("message %q does not contain %q", msg, want)
 			}

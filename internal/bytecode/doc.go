@@ -1,4 +1,4 @@
-// Package bytecode audits BPF programs against a per-program allowlist of
+// Package bytecode checks BPF programs against a per-program allowlist of
 // helpers and kfuncs before anything reaches the kernel.
 //
 // [Check] walks the instructions of every program in an
@@ -10,19 +10,19 @@
 //     relocation refers to (bpf_rcu_read_lock);
 //   - BPF-to-BPF calls (src BPF_PSEUDO_CALL), which are calls into the same
 //     object and never helpers. They are counted but need no allowance; the
-//     callee's own calls are audited because the spec links subprograms into
+//     callee's own calls are checked because the spec links subprograms into
 //     each program that uses them.
 //
-// A call fails the audit when it is not on the program's allowlist, when the
+// A call fails the check when it is not on the program's allowlist, when the
 // program has no allowlist entry at all, or when it is in the always-forbidden
 // set ([Forbidden], [ForbiddenKfunc]) which no allowlist can admit. Any other
 // call instruction (an unknown src) fails as malformed. Every failure is a
 // [*Violation]; several are joined with [errors.Join].
 //
 // Embedded objects carry hand-written allowlists ([Embedded]); arbitrary
-// objects (fortressctl audit --object) are audited against
+// objects (fortressctl allowlist --object) are checked against
 // [DefaultForType], a tight allowlist per program type.
 //
-// The audit is static: it proves which helpers a program can reach, not what
+// The check is static: it proves which helpers a program can reach, not what
 // it does with them. It complements the verifier, it does not replace it.
 package bytecode

@@ -45,7 +45,8 @@ func (l *loader) ensureDirs() error {
 	return nil
 }
 
-// embeddedSpec returns the embedded programs that fit this kernel, audited.
+// embeddedSpec returns the embedded programs that fit this kernel, checked
+// against the helper allowlist.
 func (l *loader) embeddedSpec() (*ebpf.CollectionSpec, error) {
 	spec, err := loadSentinel()
 	if err != nil {
@@ -68,7 +69,7 @@ func (l *loader) embeddedSpec() (*ebpf.CollectionSpec, error) {
 			delete(spec.Variables, name)
 		}
 	}
-	if err := auditSpec(spec); err != nil {
+	if err := checkAllowlist(spec); err != nil {
 		return nil, err
 	}
 	return spec, nil

@@ -128,12 +128,12 @@ func TestSelectProgramsHostKernel(t *testing.T) {
 	t.Logf("programs for this kernel: %v", hooks)
 }
 
-func TestBytecodeAudit(t *testing.T) {
+func TestCheckAllowlist(t *testing.T) {
 	spec, err := loadSentinel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := auditSpec(spec); err != nil {
+	if err := checkAllowlist(spec); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -36,7 +36,7 @@ var Allow = bytecode.Allowlist{
 	}},
 }
 
-// Object describes the embedded Shield object for the bytecode audit.
+// Object describes the embedded Shield object for the allowlist check.
 var Object = bytecode.Embedded{Name: "shield", Load: loadShield, Allow: Allow}
 
 // Recorder receives one record per change of kernel state (the audit log).
@@ -180,7 +180,8 @@ func managementConsts(addrs []netip.Addr) (v4 [MaxManagement]uint32, n4 uint32, 
 	return v4, n4, v6, n6, nil
 }
 
-// collectionSpec returns the audited Shield collection spec sized for c.
+// collectionSpec returns the Shield collection spec, checked against its
+// allowlist and sized for c.
 func collectionSpec(cfg Config, c Capacity) (*ebpf.CollectionSpec, error) {
 	spec, err := loadShield()
 	if err != nil {

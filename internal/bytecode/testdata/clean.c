@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 // Test object for internal/bytecode: a well-behaved XDP program. It counts
 // packets per ingress interface through a BPF-to-BPF call to a __noinline
-// subprogram, so the audit must see bpf_map_lookup_elem (called from the
+// subprogram, so the check must see bpf_map_lookup_elem (called from the
 // subprogram) and bpf_ktime_get_ns, and must not mistake the call to
 // count_packet for a helper call.
 #include "vmlinux.h"

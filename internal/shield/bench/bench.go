@@ -32,7 +32,7 @@ var Allow = func() bytecode.Allowlist {
 	return a
 }()
 
-// Object describes the embedded benchmark object for the bytecode audit.
+// Object describes the embedded benchmark object for the allowlist check.
 var Object = bytecode.Embedded{Name: "shield-bench", Load: loadBench, Allow: Allow}
 
 // Options configures Bench.

@@ -15,19 +15,19 @@ var Allowlist = bytecode.Allowlist{
 	lsmprobeProgProbeXdp:      {},
 }
 
-// Embedded describes the probe object for fortressctl audit.
+// Embedded describes the probe object for fortressctl allowlist.
 func Embedded() bytecode.Embedded {
 	return bytecode.Embedded{Name: "probe", Load: loadLsmprobe, Allow: Allowlist}
 }
 
-// loadSpec returns the audited probe spec.
+// loadSpec returns the probe spec, checked against its allowlist.
 func loadSpec() (*ebpf.CollectionSpec, error) {
 	spec, err := loadLsmprobe()
 	if err != nil {
 		return nil, err
 	}
 	if _, err := bytecode.Check("probe", spec, Allowlist); err != nil {
-		return nil, fmt.Errorf("probe bytecode audit: %w", err)
+		return nil, fmt.Errorf("probe allowlist check: %w", err)
 	}
 	return spec, nil
 }

@@ -39,16 +39,16 @@ func Allowlist() bytecode.Allowlist {
 	return allow
 }
 
-// Embedded describes the Sentinel object for fortressctl audit.
+// Embedded describes the Sentinel object for fortressctl allowlist.
 func Embedded() bytecode.Embedded {
 	return bytecode.Embedded{Name: "sentinel", Load: loadSentinel, Allow: Allowlist()}
 }
 
-// auditSpec walks every program before it reaches the kernel; a helper
+// checkAllowlist walks every program before it reaches the kernel; a helper
 // outside the allowlist refuses the load.
-func auditSpec(spec *ebpf.CollectionSpec) error {
+func checkAllowlist(spec *ebpf.CollectionSpec) error {
 	if _, err := bytecode.Check("sentinel", spec, Allowlist()); err != nil {
-		return fmt.Errorf("sentinel bytecode audit: %w", err)
+		return fmt.Errorf("sentinel allowlist check: %w", err)
 	}
 	return nil
 }

@@ -20,7 +20,7 @@ const bytecodeTestdata = "../../internal/bytecode/testdata"
 
 func testObject(name string) string { return filepath.Join(bytecodeTestdata, name+".o") }
 
-func TestAuditObjectExitCodes(t *testing.T) {
+func TestAllowlistObjectExitCodes(t *testing.T) {
 	notELF := filepath.Join(t.TempDir(), "notelf.o")
 	if err := os.WriteFile(notELF, []byte("not an ELF object\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -31,16 +31,16 @@ func TestAuditObjectExitCodes(t *testing.T) {
 		code   int
 		helper string // must appear in the output
 	}{
-		{"clean", []string{"audit", "--object", testObject("clean")}, 0, ""},
-		{"write_user", []string{"audit", "--object", testObject("write_user")}, 1, "bpf_probe_write_user"},
-		{"override", []string{"audit", "--object", testObject("override")}, 1, "bpf_override_return"},
-		{"signal", []string{"audit", "--object", testObject("signal")}, 1, "bpf_send_signal"},
-		{"kfunc", []string{"audit", "--object", testObject("kfunc")}, 1, "bpf_send_signal_task"},
-		{"missing file", []string{"audit", "--object", filepath.Join(t.TempDir(), "nope.o")}, 2, ""},
-		{"not ELF", []string{"audit", "--object", notELF}, 2, ""},
-		{"empty object", []string{"audit", "--object", ""}, 2, ""},
-		{"bad flag", []string{"audit", "--bogus"}, 2, ""},
-		{"extra argument", []string{"audit", "--object", testObject("clean"), "extra"}, 2, ""},
+		{"clean", []string{"allowlist", "--object", testObject("clean")}, 0, ""},
+		{"write_user", []string{"allowlist", "--object", testObject("write_user")}, 1, "bpf_probe_write_user"},
+		{"override", []string{"allowlist", "--object", testObject("override")}, 1, "bpf_override_return"},
+		{"signal", []string{"allowlist", "--object", testObject("signal")}, 1, "bpf_send_signal"},
+		{"kfunc", []string{"allowlist", "--object", testObject("kfunc")}, 1, "bpf_send_signal_task"},
+		{"missing file", []string{"allowlist", "--object", filepath.Join(t.TempDir(), "nope.o")}, 2, ""},
+		{"not ELF", []string{"allowlist", "--object", notELF}, 2, ""},
+		{"empty object", []string{"allowlist", "--object", ""}, 2, ""},
+		{"bad flag", []string{"allowlist", "--bogus"}, 2, ""},
+		{"extra argument", []string{"allowlist", "--object", testObject("clean"), "extra"}, 2, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,13 +50,13 @@ func TestAuditObjectExitCodes(t *testing.T) {
 			}
 			// The command's own output.
 			var stdout, stderr bytes.Buffer
-			code, err := audit(tt.args[1:], &stdout, &stderr)
+			code, err := allowlistCmd(tt.args[1:], &stdout, &stderr)
 			var ue usageError
 			if errors.As(err, &ue) {
 				code = 2
 			}
 			if code != tt.code {
-				t.Errorf("audit exited %d (%v), want %d", code, err, tt.code)
+				t.Errorf("allowlist exited %d (%v), want %d", code, err, tt.code)
 			}
 			if tt.helper != "" && !strings.Contains(stderr.String(), tt.helper) {
 				t.Errorf("output does not name %s:\n%s", tt.helper, stderr.String())
@@ -68,10 +68,10 @@ func TestAuditObjectExitCodes(t *testing.T) {
 	}
 }
 
-func TestAuditObjectListsHelpers(t *testing.T) {
+func TestAllowlistObjectListsHelpers(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	if code, err := audit([]string{"--object", testObject("clean")}, &stdout, &stderr); code != 0 || err != nil {
-		t.Fatalf("audit = %d, %v\n%s", code, err, stderr.String())
+	if code, err := allowlistCmd([]string{"--object", testObject("clean")}, &stdout, &stderr); code != 0 || err != nil {
+		t.Fatalf("allowlist = %d, %v\n%s", code, err, stderr.String())
 	}
 	out := stdout.String()
 	for _, want := range []string{"program xdp_clean", "bpf_map_lookup_elem", "bpf_ktime_get_ns", "bpf-to-bpf calls: 1"} {
@@ -81,11 +81,11 @@ func TestAuditObjectListsHelpers(t *testing.T) {
 	}
 }
 
-func TestAuditJSON(t *testing.T) {
+func TestAllowlistJSON(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	code, err := audit([]string{"--json", "--object", testObject("write_user")}, &stdout, &stderr)
+	code, err := allowlistCmd([]string{"--json", "--object", testObject("write_user")}, &stdout, &stderr)
 	if code != 1 || err != nil {
-		t.Fatalf("audit = %d, %v", code, err)
+		t.Fatalf("allowlist = %d, %v", code, err)
 	}
 	var out struct {
 		Clean   bool `json:"clean"`
@@ -126,7 +126,7 @@ func loadFile(name string) func() (*ebpf.CollectionSpec, error) {
 	return func() (*ebpf.CollectionSpec, error) { return ebpf.LoadCollectionSpec(testObject(name)) }
 }
 
-func TestAuditEmbedded(t *testing.T) {
+func TestAllowlistEmbedded(t *testing.T) {
 	clean := bytecode.Embedded{
 		Name:  "clean",
 		Load:  loadFile("clean"),
@@ -142,34 +142,34 @@ func TestAuditEmbedded(t *testing.T) {
 
 	withEmbedded(t, []bytecode.Embedded{clean}, func() {
 		var stdout, stderr bytes.Buffer
-		if code, err := audit(nil, &stdout, &stderr); code != 0 || err != nil {
-			t.Errorf("clean: audit = %d, %v\n%s", code, err, stderr.String())
+		if code, err := allowlistCmd(nil, &stdout, &stderr); code != 0 || err != nil {
+			t.Errorf("clean: allowlist = %d, %v\n%s", code, err, stderr.String())
 		}
 		if !strings.Contains(stdout.String(), "object clean") || !strings.Contains(stdout.String(), "bpf_map_lookup_elem") {
 			t.Errorf("clean: output:\n%s", stdout.String())
 		}
 	})
 	withEmbedded(t, []bytecode.Embedded{writeUser, clean}, func() {
-		if code := run(context.Background(), []string{"audit"}); code != 1 {
-			t.Errorf("write_user: fortressctl audit exited %d, want 1", code)
+		if code := run(context.Background(), []string{"allowlist"}); code != 1 {
+			t.Errorf("write_user: fortressctl allowlist exited %d, want 1", code)
 		}
 		var stdout, stderr bytes.Buffer
-		code, _ := audit(nil, &stdout, &stderr)
+		code, _ := allowlistCmd(nil, &stdout, &stderr)
 		if code != 1 || !strings.Contains(stderr.String(), "calls forbidden helper bpf_probe_write_user at insn") {
-			t.Errorf("write_user: audit = %d\n%s", code, stderr.String())
+			t.Errorf("write_user: allowlist = %d\n%s", code, stderr.String())
 		}
 	})
 	withEmbedded(t, []bytecode.Embedded{broken}, func() {
 		var stdout, stderr bytes.Buffer
-		if code, err := audit(nil, &stdout, &stderr); code != 1 || err == nil {
-			t.Errorf("broken: audit = %d, %v", code, err)
+		if code, err := allowlistCmd(nil, &stdout, &stderr); code != 1 || err == nil {
+			t.Errorf("broken: allowlist = %d, %v", code, err)
 		}
 	})
 }
 
-// TestEmbeddedObjectsPassAudit is the gate: every object the binaries
+// TestEmbeddedObjectsPassAllowlist is the gate: every object the binaries
 // embed passes its own allowlist.
-func TestEmbeddedObjectsPassAudit(t *testing.T) {
+func TestEmbeddedObjectsPassAllowlist(t *testing.T) {
 	if len(embedded) == 0 {
 		t.Log("no embedded objects registered")
 	}

@@ -18,21 +18,21 @@ import (
 )
 
 func init() {
-	register("audit", "audit BPF objects' helper and kfunc calls against their allowlists", runAudit)
+	register("allowlist", "check BPF objects' helper and kfunc calls against their allowlists", runAllowlist)
 }
 
-func runAudit(_ context.Context, args []string) (int, error) {
-	return audit(args, os.Stdout, os.Stderr)
+func runAllowlist(_ context.Context, args []string) (int, error) {
+	return allowlistCmd(args, os.Stdout, os.Stderr)
 }
 
-// audit runs `fortressctl audit`. Exit status: 0 clean, 1 a forbidden or
-// unlisted call (or an embedded object that does not load), 2 bad usage or
-// an --object that cannot be read as a BPF ELF object.
-func audit(args []string, stdout, stderr io.Writer) (int, error) {
-	fs := newFlagSet("audit")
-	object := fs.String("object", "", "audit this BPF ELF object against the default allowlist of each program's type")
+// allowlistCmd runs `fortressctl allowlist`. Exit status: 0 clean, 1 a
+// forbidden or unlisted call (or an embedded object that does not load), 2
+// bad usage or an --object that cannot be read as a BPF ELF object.
+func allowlistCmd(args []string, stdout, stderr io.Writer) (int, error) {
+	fs := newFlagSet("allowlist")
+	object := fs.String("object", "", "check this BPF ELF object against the default allowlist of each program's type")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	usage := "audit [--object FILE.o] [--json]"
+	usage := "allowlist [--object FILE.o] [--json]"
 	if err := fs.Parse(args); err != nil {
 		return 2, usageError{fmt.Sprintf("%s: %v", usage, err)}
 	}
@@ -67,29 +67,29 @@ func audit(args []string, stdout, stderr io.Writer) (int, error) {
 			errs = append(errs, err)
 		}
 		if len(objs) == 0 {
-			fmt.Fprintln(stderr, "fortressctl audit: no embedded objects are registered")
+			fmt.Fprintln(stderr, "fortressctl allowlist: no embedded objects are registered")
 		}
 	}
 	violations := bytecode.Violations(errors.Join(errs...))
 
 	if *asJSON {
-		if err := writeAuditJSON(stdout, reports, violations); err != nil {
+		if err := writeAllowlistJSON(stdout, reports, violations); err != nil {
 			return 1, err
 		}
 	} else {
-		writeAuditText(stdout, reports)
+		writeAllowlistText(stdout, reports)
 		for _, v := range violations {
 			fmt.Fprintf(stderr, "violation: %v\n", v)
 		}
 	}
 	if len(violations) > 0 {
-		fmt.Fprintf(stderr, "fortressctl audit: %d violation(s)\n", len(violations))
+		fmt.Fprintf(stderr, "fortressctl allowlist: %d violation(s)\n", len(violations))
 		return 1, nil
 	}
 	return 0, nil
 }
 
-func writeAuditText(w io.Writer, reports []bytecode.Report) {
+func writeAllowlistText(w io.Writer, reports []bytecode.Report) {
 	for _, rep := range reports {
 		fmt.Fprintf(w, "object %s\n", rep.Object)
 		if len(rep.Programs) == 0 {
@@ -113,7 +113,7 @@ func listOrNone(s []string) string {
 	return strings.Join(s, " ")
 }
 
-type auditViolationJSON struct {
+type violationJSON struct {
 	Object  string `json:"object"`
 	Program string `json:"program"`
 	Offset  int    `json:"offset"`
@@ -123,17 +123,17 @@ type auditViolationJSON struct {
 	Message string `json:"message"`
 }
 
-func writeAuditJSON(w io.Writer, reports []bytecode.Report, violations []*bytecode.Violation) error {
+func writeAllowlistJSON(w io.Writer, reports []bytecode.Report, violations []*bytecode.Violation) error {
 	out := struct {
-		Clean      bool                 `json:"clean"`
-		Objects    []bytecode.Report    `json:"objects"`
-		Violations []auditViolationJSON `json:"violations"`
-	}{Clean: len(violations) == 0, Objects: reports, Violations: []auditViolationJSON{}}
+		Clean      bool              `json:"clean"`
+		Objects    []bytecode.Report `json:"objects"`
+		Violations []violationJSON   `json:"violations"`
+	}{Clean: len(violations) == 0, Objects: reports, Violations: []violationJSON{}}
 	if out.Objects == nil {
 		out.Objects = []bytecode.Report{}
 	}
 	for _, v := range violations {
-		out.Violations = append(out.Violations, auditViolationJSON{
+		out.Violations = append(out.Violations, violationJSON{
 			Object: v.Object, Program: v.Program, Offset: v.Offset, Kind: v.Kind,
 			Call: v.Call, Reason: v.Reason, Message: v.Error(),
 		})
