@@ -341,9 +341,12 @@ func (l *lab) fill(ctx context.Context, w *initramfs.Writer, k *kernel.Kernel, s
 // for reasons of its own. After a panic the next boot gets one vCPU: the
 // panics seen are the emulator's, an int3 left in kernel text that another
 // vCPU is live-patching (XDP program swaps under traffic), which needs two.
+// A line where that is the rule boots with one vCPU from the start
+// (Line.CPUs).
 // output receives the guest command's lines.
 func (l *lab) boot(ctx context.Context, line kernel.Line, k *kernel.Kernel, initrd string, timeout time.Duration, output func(string)) (vm.Result, error) {
-	cfg := vm.Config{Arch: l.arch, Qemu: l.qemu, Kernel: k.Vmlinuz(), Initrd: initrd, Cmdline: line.Cmdline, Timeout: timeout, BootTimeout: bootTimeout, Icount: l.icount}
+	cfg := vm.Config{Arch: l.arch, Qemu: l.qemu, Kernel: k.Vmlinuz(), Initrd: initrd, Cmdline: line.Cmdline, CPUs: line.CPUs,
+		Timeout: timeout, BootTimeout: bootTimeout, Icount: l.icount}
 	const attempts = 3
 	var res vm.Result
 	for attempt := 1; attempt <= attempts; attempt++ {

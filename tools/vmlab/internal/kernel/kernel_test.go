@@ -299,3 +299,20 @@ func TestCurrent(t *testing.T) {
 		t.Error("current kernel without its image")
 	}
 }
+
+// TestLineCPUs: amd64 6.12 boots with one vCPU (the emulator's int3 in
+// patched kernel text); every other line and architecture keeps the VM's
+// default.
+func TestLineCPUs(t *testing.T) {
+	for _, a := range []string{"amd64", "arm64"} {
+		for _, l := range LinesFor(a) {
+			want := 0
+			if a == "amd64" && l.Name == "6.12" {
+				want = 1
+			}
+			if l.CPUs != want {
+				t.Errorf("%s %s boots with %d vCPUs (0: the default), want %d", a, l.Name, l.CPUs, want)
+			}
+		}
+	}
+}

@@ -21,6 +21,9 @@ type Line struct {
 	Suites []string
 	// Cmdline is added to the kernel command line when booting the line.
 	Cmdline string
+	// CPUs, if set, is how many vCPUs the line boots with (else the VM's
+	// default, two).
+	CPUs int
 }
 
 // lines are the kernel lines vmlab knows, oldest first, with the image
@@ -31,6 +34,8 @@ var lines = []struct {
 	Line
 	release string
 	arches  []string
+	// oneCPU are the architectures on which the line boots with one vCPU.
+	oneCPU []string
 }{
 	{
 		Line: Line{
@@ -51,6 +56,12 @@ var lines = []struct {
 		Line:    Line{Name: "6.12", Suites: []string{"bookworm-backports", "trixie", "trixie-security"}},
 		release: `6\.12\.[0-9][0-9a-z.+]*`,
 		arches:  []string{"amd64", "arm64"},
+		// The emulator leaves an int3 in kernel text that another vCPU is
+		// patching (XDP dispatcher updates under traffic): amd64 6.12
+		// panicked so in both of the last two full runs, 12 and 14 min in,
+		// and the whole suite passed on the one-vCPU boot that followed,
+		// in about the time two vCPUs take.
+		oneCPU: []string{"amd64"},
 	},
 }
 
@@ -65,6 +76,9 @@ func LinesFor(a string) []Line {
 		}
 		line := l.Line
 		line.Suites = slices.Clone(l.Suites)
+		if slices.Contains(l.oneCPU, a) {
+			line.CPUs = 1
+		}
 		line.Pattern = "^linux-image-" + l.release + "-cloud-" + a + "-unsigned$"
 		out = append(out, line)
 	}
