@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 
+	"github.com/carverauto/fortress/internal/pins"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 )
@@ -41,6 +42,11 @@ func (l *loader) adopt(spec *ebpf.CollectionSpec) error {
 			return fmt.Errorf("adopt map %s: pinned map differs from the embedded one: %w", name, err)
 		}
 	}
+	// Bound before anything is written: guarding the new maps writes
+	// sentinel_guarded.
+	if err := l.k.bindMaps(); err != nil {
+		return err
+	}
 	slices.Sort(fresh)
 	for _, name := range fresh {
 		path := l.k.pin("map", name)
@@ -52,9 +58,6 @@ func (l *loader) adopt(spec *ebpf.CollectionSpec) error {
 		if err := l.guard.GuardMap(l.k.maps[name]); err != nil {
 			return err
 		}
-	}
-	if err := l.k.bindMaps(); err != nil {
-		return err
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, l.collectionOptions(l.k.maps))
 	if err != nil {
@@ -114,7 +117,7 @@ func (l *loader) adoptProgram(name string, fresh *ebpf.Program) error {
 // checkExtraPins fails closed on links pinned for programs this binary does
 // not embed: they stay attached, and the operator is told.
 func (l *loader) checkExtraPins(spec *ebpf.CollectionSpec) error {
-	entries, err := os.ReadDir(l.cfg.PinRoot.Dir("sentinel"))
+	entries, err := os.ReadDir(l.k.root.Dir(pins.Sentinel))
 	if err != nil {
 		return err
 	}

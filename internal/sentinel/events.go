@@ -207,7 +207,7 @@ func (e *events) Stats() (Stats, error) {
 func (e *events) ReadEvents(ctx context.Context, fn func(Event)) error {
 	ring := e.k.eventRing()
 	if ring == nil {
-		return errors.New("read events: sentinel closed")
+		return fmt.Errorf("read events: %w", errClosed)
 	}
 	rd, err := ringbuf.NewReader(ring)
 	if err != nil {

@@ -18,7 +18,10 @@ const (
 )
 
 func (g *guard) guardID(kind, id uint32) error {
-	err := g.k.m.SentinelGuarded.Put(sentinelSentinelGuard{Kind: kind, Id: id}, uint32(1))
+	m, err := g.k.live()
+	if err == nil {
+		err = m.SentinelGuarded.Put(sentinelSentinelGuard{Kind: kind, Id: id}, uint32(1))
+	}
 	if err != nil {
 		return fmt.Errorf("guard bpf object %d: %w", id, err)
 	}

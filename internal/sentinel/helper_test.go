@@ -258,6 +258,13 @@ func helperCommand(s *Sentinel, hc *helperConfig, f []string) (string, error) {
 		}
 		defer unix.Close(fd)
 		return "", unix.Prctl(unix.PR_SET_MM, unix.PR_SET_MM_EXE_FILE, uintptr(fd), 0, 0)
+	case "unpin-map": // unpin-map NAME...: as if pinned by a release without these maps
+		for _, name := range f[1:] {
+			if err := os.Remove(hc.PinRoot.Path(pins.Sentinel, pinName("map", name))); err != nil {
+				return "", err
+			}
+		}
+		return "", nil
 	case "remove":
 		return "", s.Remove()
 	case "exit":

@@ -23,9 +23,10 @@ import (
 // links, and their pins under the sentinel layer of the pin root.
 type kernelSet struct {
 	root pins.Root
-	// mu keeps close from pulling maps and links from under a reader that
-	// may run beside it (Status, counters, the event ring). Loading,
-	// adopting and replacing happen in Start, before anyone reads.
+	// mu keeps close from pulling maps and links from under a user that
+	// may run beside it (live, programs, counters, the event ring).
+	// Loading, adopting and replacing happen in Start, before anyone else
+	// has the Sentinel.
 	mu sync.Mutex
 	// maps holds every map by name; m names the same maps by the
 	// generated fields.
@@ -75,9 +76,11 @@ func (k *kernelSet) bindMaps() error {
 // errClosed is what a reader gets once Sentinel is closed or removed.
 var errClosed = errors.New("sentinel closed")
 
-// live returns the maps for a reader that may run while Sentinel is closed
-// or removed (Status): the maps as they are, or errClosed. A map closed
-// after live returned fails its lookups; it never panics.
+// live returns the maps as they are, or errClosed once Sentinel is closed
+// or removed: every use of the maps after Start goes through it, so that a
+// reader beside Close (Status) or a change after it gets an error, not a
+// nil map. The engine serialises changes with Close; a Status read that
+// races a Close may still see its lookups fail with EBADF.
 func (k *kernelSet) live() (sentinelMaps, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()

@@ -1,7 +1,10 @@
 package sentinel
 
 import (
+	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -9,8 +12,9 @@ import (
 
 // TestStatusBesideClose: Status may run while Sentinel is closed or
 // removed (the engine reads it without its change lock). It must neither
-// race nor panic, and must say that nothing is read any more. Needs no
-// kernel: a Sentinel with nothing loaded is what Close leaves.
+// race nor panic, and must say that nothing is read any more; a change
+// after Close fails with errClosed. Needs no kernel: a Sentinel with
+// nothing loaded is what Close leaves.
 func TestStatusBesideClose(t *testing.T) {
 	cfg := Config{AgentBinary: "/usr/local/bin/serviceradar-agent", PinRoot: "bpffs-not-used"}
 	if err := cfg.defaults(); err != nil {
@@ -44,5 +48,21 @@ func TestStatusBesideClose(t *testing.T) {
 	}
 	if _, err := s.Stats(); !errors.Is(err, errClosed) {
 		t.Errorf("Stats of a closed Sentinel: %v, want %v", err, errClosed)
+	}
+	// Changes after Close fail the same way.
+	file := filepath.Join(t.TempDir(), "sweep.json")
+	if err := os.WriteFile(file, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for what, err := range map[string]error{
+		"SetEnforce": s.SetEnforce(),
+		"Protect":    s.Protect(file, RoleAgent),
+		"Watch":      s.Watch(file),
+		"guard":      s.guardID(guardMap, 1),
+		"ReadEvents": s.ReadEvents(context.Background(), func(Event) {}),
+	} {
+		if !errors.Is(err, errClosed) {
+			t.Errorf("%s on a closed Sentinel: %v, want %v", what, err, errClosed)
+		}
 	}
 }

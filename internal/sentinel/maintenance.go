@@ -60,7 +60,10 @@ func (ms *modes) setMode(m Mode, until time.Time) error {
 	if m == Audit && !until.IsZero() {
 		v.AuditUntilNs = uint64(bootNow() + time.Until(until).Nanoseconds())
 	}
-	err := ms.k.m.SentinelConfig.Put(uint32(0), v)
+	m2, err := ms.k.live()
+	if err == nil {
+		err = m2.SentinelConfig.Put(uint32(0), v)
+	}
 	ms.rec("map_update", mapConfig, err, map[string]any{"mode": m.String(), "until": until})
 	if err != nil {
 		return fmt.Errorf("set mode %s: %w", m, err)

@@ -489,7 +489,11 @@ var errStackUnknown = errors.New("overlay layers are not the ones recorded at lo
 // the storage mounted from somewhere else) would make it record, and
 // protect, other files.
 func (w *policyWriter) writeStacks(want map[sentinelSentinelStack]sentinelSentinelStackTrust) error {
-	m := w.k.m.SentinelStacks
+	maps, err := w.k.live()
+	if err != nil {
+		return fmt.Errorf("record overlay stacks: %w", err)
+	}
+	m := maps.SentinelStacks
 	if w.k.adopted {
 		for k, v := range want {
 			var have sentinelSentinelStackTrust

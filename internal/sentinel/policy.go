@@ -127,7 +127,11 @@ func (w *policyWriter) apply() error {
 		return err
 	}
 
-	objs, idm := w.k.m.SentinelObjects, w.k.m.SentinelIdentities
+	maps, err := w.k.live()
+	if err != nil {
+		return fmt.Errorf("write policy: %w", err)
+	}
+	objs, idm := maps.SentinelObjects, maps.SentinelIdentities
 	// New entries first, then removals: never a moment with less
 	// protection than either the old or the new policy.
 	for in, id := range ids {
@@ -186,13 +190,17 @@ func (w *policyWriter) apply() error {
 // kernel sets some itself, for learned agent binaries); a fresh load starts
 // from an empty filter.
 func (w *policyWriter) markListed(entries []Entry) error {
+	maps, err := w.k.live()
+	if err != nil {
+		return fmt.Errorf("mark listed: %w", err)
+	}
 	done := map[uint32]bool{}
 	for _, e := range entries {
 		slot := listedSlot(e.Inode.Ino)
 		if done[slot] {
 			continue
 		}
-		if err := w.k.m.SentinelListed.Put(slot, uint8(1)); err != nil {
+		if err := maps.SentinelListed.Put(slot, uint8(1)); err != nil {
 			return fmt.Errorf("mark %s listed: %w", e.Path, err)
 		}
 		done[slot] = true
@@ -243,12 +251,16 @@ func (w *policyWriter) Watch(path string) error {
 // add up, and a protection never gains roles. An entry that adds no
 // protection (an ancestor, a watch) keeps the roles already allowed.
 func (w *policyWriter) merge(p *policy, what, path string) error {
+	maps, err := w.k.live()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, path, err)
+	}
 	if err := w.markListed(p.Entries()); err != nil {
 		return err
 	}
 	for _, e := range p.Entries() {
 		var old sentinelSentinelObject
-		if w.k.m.SentinelObjects.Lookup(key(e.Inode), &old) == nil && old.Flags&protections != 0 {
+		if maps.SentinelObjects.Lookup(key(e.Inode), &old) == nil && old.Flags&protections != 0 {
 			if e.Flags&protections != 0 {
 				e.Allow &= Role(old.Allow)
 			} else {
@@ -256,7 +268,7 @@ func (w *policyWriter) merge(p *policy, what, path string) error {
 			}
 		}
 		e.Flags |= old.Flags
-		if err := w.k.m.SentinelObjects.Put(key(e.Inode), sentinelSentinelObject{Flags: e.Flags, Allow: uint32(e.Allow)}); err != nil {
+		if err := maps.SentinelObjects.Put(key(e.Inode), sentinelSentinelObject{Flags: e.Flags, Allow: uint32(e.Allow)}); err != nil {
 			return fmt.Errorf("%s %s: %w", what, e.Path, err)
 		}
 		w.ev.addName(e.Inode, e.Path)

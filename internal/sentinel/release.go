@@ -186,7 +186,10 @@ func (r Releases) layout() sentinelSentinelRelease {
 }
 
 func (w *policyWriter) writeLayout() error {
-	err := w.k.m.SentinelLayout.Put(uint32(0), w.cfg.Releases.layout())
+	m, err := w.k.live()
+	if err == nil {
+		err = m.SentinelLayout.Put(uint32(0), w.cfg.Releases.layout())
+	}
 	w.rec("map_update", mapLayout, err, map[string]any{"releases": w.cfg.Releases.Dir, "binary": w.cfg.Releases.Binary})
 	if err != nil {
 		return fmt.Errorf("write release layout: %w", err)

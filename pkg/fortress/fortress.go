@@ -134,6 +134,10 @@ func (f *Fortress) Stop() {
 	f.once.Do(func() {
 		f.cancel()
 		f.wg.Wait()
+		// A change in flight finishes first; the next one finds the
+		// layers closed and fails.
+		f.changeMu.Lock()
+		defer f.changeMu.Unlock()
 		f.shield.close()
 		f.sentinel.close()
 		f.audit.close()
