@@ -1,7 +1,6 @@
 package sentinel
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -42,16 +41,29 @@ func TestLabAdoptsPinsOfAnEarlierRelease(t *testing.T) {
 			t.Errorf("map %s not pinned again on adoption: %v", name, err)
 		}
 	}
-	// The new layout map is guarded like the others: no write but the
-	// agent's.
-	m, err := ebpf.LoadPinnedMap(l.pinRoot.Path("sentinel", pinName("map", mapLayout)), nil)
+	// The new layout map is guarded like the others: root may open it
+	// read-only, and a read-write fd by its id is refused (the guard lets
+	// that through for maps it does not guard).
+	ro, err := ebpf.LoadPinnedMap(l.pinRoot.Path("sentinel", pinName("map", mapLayout)), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only open of the new %s: %v", mapLayout, err)
+	}
+	info, err := ro.Info()
+	ro.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	if err := m.Put(uint32(0), sentinelSentinelRelease{}); !errors.Is(err, unix.EPERM) {
-		t.Errorf("root's write into the adopted release's new %s: %v, want EPERM", mapLayout, err)
+	id, ok := info.ID()
+	if !ok {
+		t.Fatal("kernel reports no map id")
 	}
+	l.refuse(attack{name: "read-write fd by id of the new " + mapLayout, run: func() error {
+		m, err := ebpf.NewMapFromID(id)
+		if err == nil {
+			m.Close()
+		}
+		return err
+	}, errno: unix.EPERM})
 	sweep := filepath.Join(l.configDir, "sweep.json")
 	l.refuse(attack{name: "write-open after adopting an earlier release", run: func() error { return openWrite(sweep, unix.O_WRONLY) }, errno: unix.EPERM})
 }
