@@ -10,8 +10,8 @@
 // result of every step: "munmap=R prctl=R open=R write=R" (R: the return
 // value, -errno on failure).
 //
-// Freestanding x86-64 Linux: no libc, position-independent code, so that
-// the copied image runs at its new address.
+// Freestanding Linux on x86-64 or arm64: no libc, position-independent
+// code, so that the copied image runs at its new address.
 typedef unsigned long u64;
 
 extern char __executable_start[];
@@ -47,6 +47,7 @@ static u64 image_end(u64 start)
 	return end;
 }
 
+#if defined(__x86_64__)
 #define SYS_write 1
 #define SYS_open 2
 #define SYS_mmap 9
@@ -54,6 +55,19 @@ static u64 image_end(u64 start)
 #define SYS_nanosleep 35
 #define SYS_prctl 157
 #define SYS_exit_group 231
+#elif defined(__aarch64__)
+// The generic table: no open, only openat.
+#define SYS_openat 56
+#define SYS_write 64
+#define SYS_exit_group 94
+#define SYS_nanosleep 101
+#define SYS_prctl 167
+#define SYS_munmap 215
+#define SYS_mmap 222
+#define AT_FDCWD -100
+#else
+#error "setexe: x86-64 or arm64 only"
+#endif
 #define PR_SET_MM 35
 #define PR_SET_MM_EXE_FILE 13
 #define PR_SET_MM_MAP 14
@@ -61,6 +75,7 @@ static u64 image_end(u64 start)
 #define O_WRONLY 1
 #define O_CREAT 0100
 
+#if defined(__x86_64__)
 static long sys6(long n, long a, long b, long c, long d, long e, long f)
 {
 	long ret;
@@ -74,10 +89,59 @@ static long sys6(long n, long a, long b, long c, long d, long e, long f)
 			 : "rcx", "r11", "memory");
 	return ret;
 }
+#else
+static long sys6(long n, long a, long b, long c, long d, long e, long f)
+{
+	register long x8 __asm__("x8") = n;
+	register long x0 __asm__("x0") = a;
+	register long x1 __asm__("x1") = b;
+	register long x2 __asm__("x2") = c;
+	register long x3 __asm__("x3") = d;
+	register long x4 __asm__("x4") = e;
+	register long x5 __asm__("x5") = f;
+
+	__asm__ volatile("svc #0"
+			 : "+r"(x0)
+			 : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5)
+			 : "memory");
+	return x0;
+}
+#endif
 
 static long sys(long n, long a, long b, long c, long d, long e)
 {
 	return sys6(n, a, b, c, d, e, 0);
+}
+
+static long sys_open(const char *path, long flags, long mode)
+{
+#ifdef SYS_open
+	return sys(SYS_open, (long)path, flags, mode, 0, 0);
+#else
+	return sys(SYS_openat, AT_FDCWD, (long)path, flags, mode, 0);
+#endif
+}
+
+// sync_code makes the instructions just copied to [p, p+len) visible to
+// instruction fetch: x86 keeps its caches coherent, arm64 does not.
+static void sync_code(volatile char *p, u64 len)
+{
+#if defined(__aarch64__)
+	u64 ctr, dline, iline, a;
+
+	__asm__ volatile("mrs %0, ctr_el0" : "=r"(ctr));
+	dline = 4UL << ((ctr >> 16) & 15);
+	iline = 4UL << (ctr & 15);
+	for (a = (u64)p & ~(dline - 1); a < (u64)p + len; a += dline)
+		__asm__ volatile("dc cvau, %0" ::"r"(a) : "memory");
+	__asm__ volatile("dsb ish" ::: "memory");
+	for (a = (u64)p & ~(iline - 1); a < (u64)p + len; a += iline)
+		__asm__ volatile("ic ivau, %0" ::"r"(a) : "memory");
+	__asm__ volatile("dsb ish\nisb" ::: "memory");
+#else
+	(void)p;
+	(void)len;
+#endif
 }
 
 static char *put(char *p, const char *s)
@@ -125,7 +189,7 @@ __attribute__((noreturn)) static void stage2(long argc, char **argv, u64 start, 
 		argc--;
 	}
 	unmapped = sys(SYS_munmap, start, len, 0, 0, 0);
-	fd = sys(SYS_open, (long)argv[1], O_RDONLY, 0, 0, 0);
+	fd = sys_open(argv[1], O_RDONLY, 0);
 	if (map) {
 		// Any layout the kernel's checks accept: it only describes the
 		// process to /proc; the point is exe_fd.
@@ -150,7 +214,7 @@ __attribute__((noreturn)) static void stage2(long argc, char **argv, u64 start, 
 	flags = O_WRONLY;
 	if (argc > 4 && argv[4][0] == 'c')
 		flags |= O_CREAT;
-	target = sys(SYS_open, (long)argv[2], flags, 0644, 0, 0);
+	target = sys_open(argv[2], flags, 0644);
 	if (target >= 0)
 		wrote = sys(SYS_write, target, (long)"pwned", 5, 0, 0);
 	p = num(put(p, "munmap="), unmapped);
@@ -179,10 +243,12 @@ __attribute__((used)) static void start_c(long *sp)
 		sys(SYS_exit_group, 3, 0, 0, 0, 0);
 	for (u64 i = 0; i < end - start; i++)
 		copy[i] = ((volatile char *)start)[i];
+	sync_code(copy, end - start);
 	next = (void (*)(long, char **, u64, u64))((u64)copy + ((u64)stage2 - start));
 	next(argc, argv, start, end - start);
 }
 
+#if defined(__x86_64__)
 __attribute__((naked, noreturn)) void _start(void)
 {
 	__asm__ volatile("mov %rsp, %rdi\n"
@@ -190,3 +256,12 @@ __attribute__((naked, noreturn)) void _start(void)
 			 "call start_c\n"
 			 "hlt\n");
 }
+#else
+__attribute__((naked, noreturn)) void _start(void)
+{
+	// The stack is 16-byte aligned at entry on arm64.
+	__asm__ volatile("mov x0, sp\n"
+			 "bl start_c\n"
+			 "brk #0\n");
+}
+#endif
