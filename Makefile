@@ -86,7 +86,7 @@ test-lab:
 # kernel (6.12), the probe, Shield's traffic tests and a representative
 # part of the Sentinel attack suite, to stay within its time.
 ARM64_CI_KERNEL ?= 6.12
-ARM64_CI_TESTS := TestReportConsistent|TestNonRootWithCapabilitySet|TestVerdicts|TestRealTrafficOnVeth|TestSwapUnderTraffic|TestNetlinkDetachRefused|TestAgentOnVeth|TestLabRmRfConfig|TestLabConfigAttacks|TestLabAgentBinaryAttacks|TestLabBPFStateAttacks|TestLabLegitimate|TestSentinelInLab|TestShieldGuardedInLab|TestBPFBackdoorsInLab|TestLabReleaseLayout|TestServiceRadarPeerSentinelInLab|TestNonRootAgentInLab
+ARM64_CI_TESTS := TestReportConsistent|TestNonRootWithCapabilitySet|TestVerdicts|TestRealTrafficOnVeth|TestSwapUnderTraffic|TestNetlinkDetachRefused|TestAgentOnVeth|TestLabRmRfConfig|TestLabConfigAttacks|TestLabAgentBinaryAttacks|TestLabBPFStateAttacks|TestLabLegitimate|TestSentinelInLab|TestShieldGuardedInLab|TestBPFBackdoorsInLab|TestLabReleaseLayout|TestServiceRadarPeerSentinelInLab|TestNonRootAgentInLab|TestLabRoleTracedExec|TestLabRoleExeSwap|TestLabRoleSeccomp|TestLabRoleExecByFD|TestLabRoleFreshProcess
 
 test-lab-arm64:
 	$(GO) tool vmlab test --arch arm64 --kernel all --test-timeout 40m --timeout 90m
