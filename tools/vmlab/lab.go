@@ -336,13 +336,13 @@ func (l *lab) fill(ctx context.Context, w *initramfs.Writer, k *kernel.Kernel, s
 	return nil
 }
 
-// boot runs the VM, and again (at most twice more) if the kernel panicked
-// or stalled before its init: the emulated machine occasionally does either
-// for reasons of its own. After a panic the next boot gets one vCPU: the
-// panics seen are the emulator's, an int3 left in kernel text that another
-// vCPU is live-patching (XDP program swaps under traffic), which needs two.
-// A line where that is the rule boots with one vCPU from the start
-// (Line.CPUs).
+// boot runs the VM, and again (at most twice more) if the kernel panicked,
+// hung (a CPU reported stuck again and again) or stalled before its init:
+// the emulated machine occasionally does each for reasons of its own.
+// After a panic or hang the next boot gets one vCPU: those seen were the
+// emulator's, around kernel text that another vCPU is live-patching (XDP
+// program swaps under traffic), which needs two. The x86-64 lines boot
+// with one vCPU from the start (Line.CPUs).
 // output receives the guest command's lines.
 func (l *lab) boot(ctx context.Context, line kernel.Line, k *kernel.Kernel, initrd string, timeout time.Duration, output func(string)) (vm.Result, error) {
 	cfg := vm.Config{Arch: l.arch, Qemu: l.qemu, Kernel: k.Vmlinuz(), Initrd: initrd, Cmdline: line.Cmdline, CPUs: line.CPUs,
@@ -359,14 +359,14 @@ func (l *lab) boot(ctx context.Context, line kernel.Line, k *kernel.Kernel, init
 		if err != nil {
 			return res, labError{err}
 		}
-		if !(res.Panicked || res.BootStalled) || res.Interrupted || attempt == attempts {
+		if !(res.Panicked || res.Hung || res.BootStalled) || res.Interrupted || attempt == attempts {
 			break
 		}
 		if res.BootStalled {
 			fmt.Fprintf(l.log, "vmlab: %s: %v; booting once more\n", k.Release, res.LabError())
 		} else {
 			cfg.CPUs = 1
-			fmt.Fprintf(l.log, "vmlab: %s: kernel panicked (%s); booting once more, with one vCPU\n", k.Release, strings.TrimSpace(res.Crash))
+			fmt.Fprintf(l.log, "vmlab: %s: %v; booting once more, with one vCPU\n", k.Release, res.LabError())
 		}
 		l.printTail(res)
 	}

@@ -17,7 +17,13 @@ const (
 	EventExited        // the exit marker
 	EventOops          // a kernel oops or BUG; the kernel may go on
 	EventPanic         // a kernel panic; the kernel has stopped
+	EventHang          // the kernel reported a CPU stuck, hangReports times
 )
+
+// hangReports is how many soft lockup or RCU stall reports make a hang: the
+// kernel repeats them every 20-30 s while a CPU stays stuck, and one alone
+// may be a stall of the emulator's host.
+const hangReports = 3
 
 var (
 	panicRe = regexp.MustCompile(`Kernel panic`)
@@ -28,6 +34,8 @@ var (
 	// <reason>: <esr> [#1] ...".
 	oopsRe = regexp.MustCompile(`^(\[\s*[0-9]+\.[0-9]+\]\s*)?(BUG: |Oops|Internal error: |.*: [0-9a-f]{4} \[#[0-9]+\])`)
 	exitRe = regexp.MustCompile(regexp.QuoteMeta(ExitMarker) + `(-?[0-9]+)`)
+	// hangRe matches the soft lockup watchdog's and RCU's stall reports.
+	hangRe = regexp.MustCompile(`^(\[\s*[0-9]+\.[0-9]+\]\s*)?(watchdog: BUG: soft lockup - CPU#|rcu: INFO: rcu_\w+ (self-)?detected stalls? on CPU)`)
 )
 
 // tailLines is how many console lines a Console keeps for diagnosis.
@@ -45,6 +53,9 @@ type Console struct {
 	exitCode        int
 	crash           string
 	panicked        bool
+	hangs           int
+	firstHang       string
+	hung            bool
 	tail            []string
 }
 
@@ -72,6 +83,20 @@ func (c *Console) Feed(line string) Event {
 		return EventExited
 	}
 	switch {
+	case hangRe.MatchString(line):
+		c.output(line)
+		c.hangs++
+		if c.hangs == 1 {
+			c.firstHang = line
+		}
+		if c.hangs == hangReports && !c.hung {
+			c.hung = true
+			if c.crash == "" {
+				c.crash = c.firstHang
+			}
+			return EventHang
+		}
+		return EventNone
 	case panicRe.MatchString(line):
 		c.output(line)
 		if !c.panicked {
@@ -118,6 +143,8 @@ type Outcome struct {
 	Crash string
 	// Panicked: the kernel panicked (and has stopped).
 	Panicked bool
+	// Hung: the kernel kept reporting a stuck CPU (hangReports times).
+	Hung bool
 	// Tail is the last console lines, for diagnosing a lab failure.
 	Tail []string
 }
@@ -130,6 +157,7 @@ func (c *Console) Outcome() Outcome {
 		ExitCode: c.exitCode,
 		Crash:    c.crash,
 		Panicked: c.panicked,
+		Hung:     c.hung,
 		Tail:     append([]string(nil), c.tail...),
 	}
 }

@@ -222,3 +222,24 @@ func TestConfigArgsARM64(t *testing.T) {
 		t.Errorf("explicit amd64 %q differs from the default %q", a, b)
 	}
 }
+
+// TestConsoleHang: a CPU the kernel keeps reporting stuck is a hang (the
+// run is stopped and booted again); one report alone is not even a crash.
+func TestConsoleHang(t *testing.T) {
+	stall := "[  730.309807] rcu: INFO: rcu_sched self-detected stall on CPU"
+	lockup := "[  756.911862] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [internal_shield:1024]"
+	_, events, o := feed(StartMarker, "=== RUN TestSetManagementUnderTraffic", stall, "[  730.3] rcu: \t0-....: (1 GPs behind)", lockup, lockup, lockup)
+	if !reflect.DeepEqual(events, []Event{EventStarted, EventHang}) {
+		t.Errorf("events = %v, want started then hang", events)
+	}
+	if !o.Hung || o.Panicked || o.Crash != stall {
+		t.Errorf("outcome = %+v", o)
+	}
+	if err := (Result{Outcome: o}).LabError(); err == nil || !strings.Contains(err.Error(), "kernel hung: "+strings.TrimSpace(stall)) {
+		t.Errorf("lab error %v", err)
+	}
+	_, events, o = feed(StartMarker, "[  12.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:", "--- PASS: TestX (1.00s)", ExitMarker+"0")
+	if !reflect.DeepEqual(events, []Event{EventStarted, EventExited}) || o.Hung || o.Crash != "" {
+		t.Errorf("one stall report: events %v, outcome %+v", events, o)
+	}
+}

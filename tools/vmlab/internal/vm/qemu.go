@@ -113,6 +113,8 @@ func (r Result) LabError() error {
 		return errors.New("interrupted")
 	case r.Panicked:
 		return fmt.Errorf("kernel panic: %s", strings.TrimSpace(r.Crash))
+	case r.Hung:
+		return fmt.Errorf("kernel hung: %s", strings.TrimSpace(r.Crash))
 	case r.Crash != "":
 		return fmt.Errorf("kernel oops: %s", strings.TrimSpace(r.Crash))
 	case r.TimedOut:
@@ -209,7 +211,7 @@ func Run(ctx context.Context, cfg Config, con *Console) (Result, error) {
 			switch con.Feed(line) {
 			case EventStarted:
 				bootC = nil
-			case EventPanic:
+			case EventPanic, EventHang:
 				kill()
 			case EventOops, EventExited:
 				if graceC == nil {
