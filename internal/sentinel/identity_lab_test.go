@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +29,62 @@ import (
 
 	"github.com/carverauto/fortress/internal/testutil"
 )
+
+// injectSyscall makes the stopped tracee pid run one system call at its
+// current instruction: it writes the architecture's system call
+// instruction there, sets the number and arguments (setSyscall),
+// single-steps, checks that the tracee stopped just after the instruction,
+// and puts text and registers back. It returns the call's result (-errno
+// on failure).
+//
+// The tracee must be in a signal-delivery stop, outside any system call
+// (the callers' exec SIGTRAP, or the stop after stepping out of execve):
+// at a stop inside a system call, that call's return value would be
+// written over the result register on resume.
+func injectSyscall(pid int, nr uint64, args ...uint64) (int64, error) {
+	var saved unix.PtraceRegs
+	if err := unix.PtraceGetRegs(pid, &saved); err != nil {
+		return 0, fmt.Errorf("getregs: %w", err)
+	}
+	at := uintptr(saved.PC())
+	orig := make([]byte, 8)
+	if _, err := unix.PtracePeekText(pid, at, orig); err != nil {
+		return 0, fmt.Errorf("peektext: %w", err)
+	}
+	code := append(slices.Clone(syscallInsn), orig[len(syscallInsn):]...)
+	if _, err := unix.PtracePokeText(pid, at, code); err != nil {
+		return 0, fmt.Errorf("poketext: %w", err)
+	}
+	regs := saved
+	setSyscall(&regs, nr, args)
+	if err := unix.PtraceSetRegs(pid, &regs); err != nil {
+		return 0, fmt.Errorf("setregs: %w", err)
+	}
+	if err := unix.PtraceSingleStep(pid); err != nil {
+		return 0, fmt.Errorf("singlestep: %w", err)
+	}
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(pid, &ws, unix.WALL, nil); err != nil {
+		return 0, fmt.Errorf("wait singlestep: %w", err)
+	}
+	if !ws.Stopped() {
+		return 0, fmt.Errorf("tracee did not stop after the syscall: %v", ws)
+	}
+	var after unix.PtraceRegs
+	if err := unix.PtraceGetRegs(pid, &after); err != nil {
+		return 0, fmt.Errorf("getregs: %w", err)
+	}
+	if after.PC() != saved.PC()+uint64(len(syscallInsn)) {
+		return 0, fmt.Errorf("tracee stopped at %#x, not after the system call instruction at %#x (%v)", after.PC(), saved.PC(), ws)
+	}
+	if _, err := unix.PtracePokeText(pid, at, orig); err != nil {
+		return 0, fmt.Errorf("restore text: %w", err)
+	}
+	if err := unix.PtraceSetRegs(pid, &saved); err != nil {
+		return 0, fmt.Errorf("restore regs: %w", err)
+	}
+	return syscallResult(&after), nil
+}
 
 // hijackWrite makes the stopped tracee open path (with flags) and write
 // "pwned" into it. It returns the error the tracee got, nil if the write
